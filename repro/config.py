@@ -1,0 +1,200 @@
+"""Typed, frozen experiment configuration; presets are data, overrides are loud.
+
+Every experiment (inversion of any layer, the ablations, the image-loss baseline, the VAE, the
+autoencoders) is one `Config` run by the one loop in `repro.loop`. λ values are in the paper's Caffe
+units (see `repro.losses`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "small-pool5"          # name of the preset this config started from
+    # --- data ---------------------------------------------------------------------------------
+    train_data: str = "caltech101"       # shared asset folder name or a path to any image folder
+    eval_data: str = "imagenet-1k-256"   # held-out images for grids and metrics
+    resolution: int = 64                 # side the networks see: 227 = paper, 64/96/128 = reduced
+    mirror: bool = True                  # random horizontal flips while training (Caffe's mirror)
+    data_cache: bool = True              # keep decoded, warped training images in memory
+    num_workers: int = -1                # data loader workers; -1 = automatic
+    eval_images: int = 16                # eval images in the periodic reconstruction grid
+    verify_data: bool = True             # check the shared folders' sha256 before training
+    # --- model --------------------------------------------------------------------------------
+    model: str = "inversion"             # inversion | vae | autoencoder
+    encoder: str = "alexnet"             # network whose features are inverted (repro.comparators)
+    encoder_weights: str = ""            # user weights file for caffenet/videonet/onnx encoders
+    layer: str = "pool5"                 # inverted tap: pool5 (the paper's CONV5), fc6, fc7, fc8
+    latent_dim: int = 256                # bottleneck size for vae/autoencoder models
+    generator_width: float = 1.0         # channel multiplier; 1.0 = the released prototxts
+    discriminator_width: float = 1.0
+    discriminator_features: bool = False  # also feed the inverted features y to D (the paper's option)
+    # --- loss (Caffe units: ½Σ(a−b)²/N on 0–255 images and raw activations) -------------------
+    comparator: str = "alexnet"          # C of the feature loss (repro.comparators)
+    comparator_tap: str = "pool5"        # the paper used CONV5 = pool5 in most experiments
+    comparator_weights: str = ""
+    lambda_feat: float = 0.01            # 0.01 for the CONV5 comparator (paper §3.2)
+    lambda_adv: float = 100.0
+    lambda_img: float = 2e-6
+    lambda_kl: float = 20.0              # only for model=vae (paper §4.2)
+    recon_loss: str = "deepsim"          # deepsim | se | l1 | ssim | ms-ssim (autoencoder baselines)
+    # --- optimisation (the original solver) ---------------------------------------------------
+    batch_size: int = 64
+    steps: int = 1000                    # generator iterations to run in total
+    lr: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    d_weight_decay: float = 4e-4         # weight decay on D only, as in the original solver
+    lr_milestones: tuple[int, ...] = (300_000, 500_000, 700_000, 900_000, 1_100_000)
+    lr_gamma: float = 0.5
+    pause_d_below: float = 0.1           # stop D while L_discr / L_adv < this
+    resume_d_above: float = 0.5          # resume D when the ratio > this
+    pause_g_above: float = 10.0          # stop G while the ratio > this
+    # --- run ----------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda
+    threads: int = 0                     # torch intra-op threads per worker; 0 = leave torch's default
+    log_every: int = 10
+    image_every: int = 200
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    nonfinite: str = "stop"              # stop | skip: what a NaN/inf loss or gradient does
+    channels_last: bool = False          # speed option (bench/): memory format of images and convs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Presets: data, not code. Each is a set of overrides of the defaults above.
+PRESETS: dict[str, dict[str, Any]] = {
+    # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
+    # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
+    "small-pool5": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
+                        log_every=10, image_every=100, checkpoint_every=100),
+    # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
+    "small-pool5-image": dict(resolution=64, generator_width=0.5, batch_size=32, steps=600, lambda_feat=0.0,
+                              lambda_adv=0.0, image_every=100, checkpoint_every=100),
+    # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).
+    "cpu-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=100_000,
+                      image_every=250, checkpoint_every=250),
+    "cpu-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=100_000, lambda_feat=0.0,
+                            lambda_adv=0.0, image_every=250, checkpoint_every=250),
+    # Paper scale (GPU): 227×227, batch 64, full width, ILSVRC-style data.
+    "paper-pool5": dict(resolution=227, layer="pool5", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
+    "paper-fc6": dict(resolution=227, layer="fc6", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
+    "paper-fc7": dict(resolution=227, layer="fc7", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
+    "paper-fc8": dict(resolution=227, layer="fc8", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
+    # Ablations of Fig. 1 at reduced scale: drop one term each.
+    "ablation-no-adv": dict(resolution=64, generator_width=0.5, batch_size=32, steps=600, lambda_adv=0.0),
+    "ablation-no-feat": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
+                             lambda_feat=0.0),
+    "ablation-no-img": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
+                            lambda_img=0.0),
+    # Tiny configuration for tests and --dry-run style smoke runs.
+    "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
+                  eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,
+                  verify_data=False),
+}
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not exist or does not parse."""
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def _parse(key: str, raw: Any, kind: Any) -> Any:
+    if not isinstance(raw, str):
+        value = raw
+    elif kind is bool:
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{key}: expected true/false, got {raw!r}")
+        value = raw.lower() in ("true", "1", "yes")
+    elif typing.get_origin(kind) is tuple:
+        try:
+            value = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
+        except ValueError as err:
+            raise ConfigError(f"{key}: expected comma-separated integers, got {raw!r}") from err
+    else:
+        try:
+            value = kind(raw)
+        except ValueError as err:
+            raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}") from err
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{key}: expected a list of integers, got {value!r}")
+        return tuple(int(v) for v in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def make_config(preset: str = "small-pool5", overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults ← preset ← overrides; unknown keys and wrong types fail with the key named."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    kinds = _field_types()
+    values: dict[str, Any] = {"preset": preset}
+    for source in (PRESETS[preset], overrides or {}):
+        for key, raw in source.items():
+            if key not in kinds:
+                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(kinds)}")
+            values[key] = _parse(key, raw, kinds[key])
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from its saved JSON (e.g. a run folder's config.json), types checked."""
+    data = dict(data)
+    preset = data.pop("preset", "small-pool5")
+    kinds = _field_types()
+    values = {k: _parse(k, v, kinds[k]) if k in kinds else v for k, v in data.items()}
+    unknown = set(values) - set(kinds)
+    if unknown:
+        raise ConfigError(f"config has unknown keys {sorted(unknown)}")
+    config = Config(preset=preset, **values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that would otherwise fail deep inside a run."""
+    choices = {"model": ("inversion", "vae", "autoencoder"), "nonfinite": ("stop", "skip"),
+               "recon_loss": ("deepsim", "se", "l1", "ssim", "ms-ssim"), "device": ("auto", "cpu", "cuda")}
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(config, key)!r}; choose from {', '.join(allowed)}")
+    if config.resolution < 32:
+        raise ConfigError(f"resolution={config.resolution} is too small for AlexNet (≥ 32)")
+    for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be ≥ 1")
+    for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"{key} must be ≥ 0")
+

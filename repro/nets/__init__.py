@@ -1,0 +1,1 @@
+"""Networks: Caffe-faithful CaffeNet / torchvision-layout AlexNet with named taps, generators, discriminator."""
