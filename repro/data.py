@@ -138,9 +138,10 @@ class SeededSampler(Sampler):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.start = 0  # positions of this epoch's shard already consumed (resuming mid-epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world_size)
@@ -151,7 +152,7 @@ class SeededSampler(Sampler):
         seeds = rng.integers(0, 2**31 - 1, size=self.n)
         total = len(self) * self.world_size
         order = np.concatenate([order, order[: total - self.n]])  # pad so every rank gets as many
-        for position in range(self.rank, total, self.world_size):
+        for position in range(self.rank + self.start * self.world_size, total, self.world_size):
             yield int(order[position]), int(seeds[position % self.n])
 
 
@@ -165,17 +166,22 @@ def make_loader(dataset: ImageFolder, batch_size: int, seed: int = 0, shuffle: b
     sampler = SeededSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+                      persistent_workers=False,
+                      # its own generator: creating an iterator must not draw from the global RNG, or a
+                      # resumed run (which creates it at a different moment) would get other dropout masks
+                      generator=torch.Generator().manual_seed(seed))
 
 
-def infinite_batches(loader: DataLoader, start_epoch: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-    """(epoch, batch) forever, re-seeding the sampler each epoch so a resumed run sees the same order."""
-    epoch = start_epoch
+def infinite_batches(loader: DataLoader, start_epoch: int = 0, skip: int = 0
+                     ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(epoch, batch index in epoch, batch) forever. The sampler is re-seeded every epoch, and a resumed
+    run skips the `skip` batches of `start_epoch` it had already consumed, so it sees the same stream."""
+    epoch, first = start_epoch, skip
     while True:
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
+        loader.sampler.set_epoch(epoch, start=first * loader.batch_size)
+        for i, batch in enumerate(loader, start=first):
+            yield epoch, i, batch
+        epoch, first = epoch + 1, 0
 
 
 def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:

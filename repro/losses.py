@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from repro.ssim import ms_ssim, ssim
-
 CAFFE_PIXEL_SCALE = 255.0
 REAL, FAKE = 1, 0
 
@@ -65,11 +63,15 @@ def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """1 − SSIM (Ridgeway/Snell's perceptual loss), images clamped to the data range first."""
+    from repro.ssim import ssim
+
     return 1.0 - ssim(fake.clamp(0, 1), real, data_range=1.0)
 
 
 def ms_ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """1 − MS-SSIM; scales that do not fit small images are dropped (see repro.ssim)."""
+    from repro.ssim import ms_ssim
+
     return 1.0 - ms_ssim(fake.clamp(0, 1), real, data_range=1.0)
 
 

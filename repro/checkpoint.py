@@ -1,0 +1,83 @@
+"""Checkpoints written atomically with a checksum; the newest complete one is found after any crash.
+
+Layout: `RUN_DIR/checkpoints/step-00000100/{state.pt, meta.json}`. A checkpoint is first written to a
+hidden temporary folder, fsynced, its sha256 recorded in meta.json, then renamed into place (rename is
+atomic on one filesystem). A folder without meta.json, or whose state.pt does not match its checksum,
+is partial or corrupt: `load_latest` reports it and falls back to the previous one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repro.assets import sha256_file
+
+log = logging.getLogger(__name__)
+STATE, META = "state.pt", "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was required."""
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def save(directory: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write `state` for `step`; keep the newest `keep` checkpoints. Returns the checkpoint folder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:08d}"
+    tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / STATE)
+    _fsync(tmp / STATE)
+    meta = {"step": step, "sha256": sha256_file(tmp / STATE), "bytes": (tmp / STATE).stat().st_size}
+    (tmp / META).write_text(json.dumps(meta))
+    _fsync(tmp / META)
+    if final.exists():  # a re-run of the same step (e.g. after a resume) replaces the old one
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(p for p in directory.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def verify(folder: Path) -> str | None:
+    """None if the checkpoint folder is complete and intact, else the reason it is not."""
+    meta_path, state_path = folder / META, folder / STATE
+    if not meta_path.exists() or not state_path.exists():
+        return "incomplete (no meta.json or state.pt: the writer was interrupted)"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return "meta.json is not valid JSON"
+    if sha256_file(state_path) != meta.get("sha256"):
+        return "state.pt does not match its recorded sha256 (corrupt or partially written)"
+    return None
+
+
+def load(folder: Path) -> dict[str, Any]:
+    reason = verify(folder)
+    if reason:
+        raise CheckpointError(f"checkpoint {folder} is unusable: {reason}")
+    return torch.load(folder / STATE, map_location="cpu", weights_only=True)
+
+
+def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint under `directory` (skipping corrupt ones with a message), or None."""
+    candidates = sorted((p for p in directory.glob("step-*") if p.is_dir()), reverse=True) if directory.exists() else []
+    for folder in candidates:
+        reason = verify(folder)
+        if reason is None:
+            return folder, load(folder)
+        log.warning("checkpoint %s is %s; falling back to the previous one", folder, reason)
+    return None

@@ -1,0 +1,38 @@
+"""What produces the reconstruction: a frozen encoder's features → generator (inversion).
+
+Each model maps real images to `(reconstruction, aux)`: `aux["code"]` is what the generator saw (fed to
+D when it is conditioned on features), and the VAE adds `mu`/`logvar`. The loop optimises exactly the
+parameters that require grad, so a frozen encoder can never be updated.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from repro.comparators import Comparator
+from repro.nets.generator import Generator
+
+
+class Inverter(nn.Module):
+    """Invert a frozen network's tap: y = E(x) at `layer`, x̂ = G(y) (paper §4.1)."""
+
+    def __init__(self, encoder: Comparator, generator: Generator):
+        super().__init__()
+        self.encoder, self.generator = encoder, generator
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encoder(images)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        code = self.encode(images)
+        return self.generator(code), {"code": code}
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return self.generator(code)
+
+
+def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
+    """Shape (without batch) of a comparator/encoder's output at this resolution."""
+    with torch.no_grad():
+        return tuple(net(torch.zeros(1, 3, resolution, resolution)).shape[1:])

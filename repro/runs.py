@@ -1,0 +1,41 @@
+"""Reading a finished (or interrupted) run folder back: its config and its trained model."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from repro import checkpoint
+from repro.config import Config, from_dict
+from repro.loop import Parts, build_parts, pick_device
+
+
+@dataclass
+class Run:
+    folder: Path
+    config: Config
+    parts: Parts
+    step: int
+    checkpoint: Path
+
+
+def load_run(folder: str | Path, device: str | torch.device | None = None) -> Run:
+    """Config from config.json, weights from the newest intact checkpoint; clear errors otherwise."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
+    config = from_dict(json.loads(config_path.read_text()))
+    found = checkpoint.load_latest(folder / "checkpoints")
+    if found is None:
+        raise checkpoint.CheckpointError(f"run {folder} has no intact checkpoint")
+    ckpt_folder, state = found
+    device = torch.device(device) if device else pick_device(config)
+    parts = build_parts(config, device)
+    parts.model.load_state_dict(state["model"], strict=True)
+    if parts.discriminator is not None and state.get("discriminator"):
+        parts.discriminator.load_state_dict(state["discriminator"], strict=True)
+    parts.model.eval()
+    return Run(folder, config, parts, int(state["step"]), ckpt_folder)

@@ -1,0 +1,67 @@
+"""Loss terms in the paper's Caffe units, checked on hand-computed cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from repro.losses import (adversarial_loss, caffe_euclidean, discriminator_loss, feature_loss, generator_terms,
+                          image_loss, kl_loss)
+
+
+def test_caffe_euclidean_is_half_sum_over_batch():
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
+    # ½·(1 + 4 + 0 + 4) / N=2
+    assert caffe_euclidean(a, b).item() == pytest.approx(9 / 4)
+
+
+def test_image_loss_uses_0_255_units():
+    real = torch.zeros(2, 3, 2, 2)
+    fake = real.clone()
+    fake[0, 0, 0, 0] = 1.0 / 255  # one pixel off by one grey level in 0–255 units
+    assert image_loss(fake, real).item() == pytest.approx(0.5 * 1.0 / 2)
+    # the paper's weight on a uniform error of 10 grey levels over a 227×227 RGB image:
+    fake = torch.full((1, 3, 227, 227), 10 / 255)
+    weighted = 2e-6 * image_loss(fake, torch.zeros_like(fake)).item()
+    assert weighted == pytest.approx(2e-6 * 0.5 * 100 * 3 * 227 * 227, rel=1e-4)
+
+
+def test_feature_loss_stops_gradient_into_real_features():
+    real = torch.ones(2, 4, requires_grad=True)
+    fake = torch.zeros(2, 4, requires_grad=True)
+    feature_loss(fake, real).backward()
+    assert real.grad is None and fake.grad is not None
+
+
+def test_adversarial_terms_are_softmax_cross_entropies():
+    confident_real = torch.tensor([[-10.0, 10.0]])
+    confident_fake = torch.tensor([[10.0, -10.0]])
+    assert discriminator_loss(confident_real, confident_fake).item() < 1e-6
+    # non-saturating G loss: -log D(G(y)) with D(G(y)) = softmax = 0.5 → log 2
+    assert adversarial_loss(torch.zeros(3, 2)).item() == pytest.approx(math.log(2))
+    assert adversarial_loss(confident_fake).item() == pytest.approx(20.0, rel=1e-4)
+
+
+def test_kl_is_equation_8():
+    mu = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [0.0, 0.0]])
+    # sample 1: ½(‖μ‖²=5 + ‖σ‖²=1+4 − (0 + log 4)); sample 2: ½(0 + 2 − 0); divided by N=2
+    expected = (0.5 * (5 + 5 - math.log(4.0)) + 0.5 * 2) / 2
+    assert kl_loss(mu, logvar).item() == pytest.approx(expected)
+
+
+def test_generator_terms_skip_switched_off_terms_and_weight_the_rest():
+    real = torch.rand(2, 3, 8, 8)
+    fake = torch.rand(2, 3, 8, 8)
+    feats = torch.rand(2, 5), torch.rand(2, 5)
+    logits = torch.randn(2, 2)
+    terms = generator_terms(fake, real, {"feat": 0.01, "adv": 100.0, "img": 2e-6}, fake_features=feats[0],
+                            real_features=feats[1], logits_fake=logits)
+    expected = 0.01 * terms["feat"] + 100 * terms["adv"] + 2e-6 * terms["img"]
+    assert torch.allclose(terms["total"], expected)
+    only_img = generator_terms(fake, real, {"feat": 0.0, "adv": 0.0, "img": 2e-6})
+    assert set(only_img) == {"img", "total"}
+    with pytest.raises(ValueError, match="switched off"):
+        generator_terms(fake, real, {"feat": 0.0, "adv": 0.0, "img": 0.0})
