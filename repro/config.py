@@ -46,6 +46,7 @@ class Config:
     # --- optimisation (the original solver) ---------------------------------------------------
     batch_size: int = 64
     steps: int = 1000                    # generator iterations to run in total
+    time_limit_min: float = 0.0          # > 0: stop (with a checkpoint and grid) after this many minutes
     lr: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.999
@@ -77,16 +78,16 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
     # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
-    "small-pool5": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
+    "small-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
                         log_every=10, image_every=100, checkpoint_every=100),
     # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
-    "small-pool5-image": dict(resolution=64, generator_width=0.5, batch_size=32, steps=600, lambda_feat=0.0,
+    "small-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=800, lambda_feat=0.0,
                               lambda_adv=0.0, image_every=100, checkpoint_every=100),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).
     "cpu-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=100_000,
-                      image_every=250, checkpoint_every=250),
+                      time_limit_min=65.0, image_every=250, checkpoint_every=250),
     "cpu-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=100_000, lambda_feat=0.0,
-                            lambda_adv=0.0, image_every=250, checkpoint_every=250),
+                            lambda_adv=0.0, time_limit_min=65.0, image_every=250, checkpoint_every=250),
     # Paper scale (GPU): 227×227, batch 64, full width, ILSVRC-style data.
     "paper-pool5": dict(resolution=227, layer="pool5", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
     "paper-fc6": dict(resolution=227, layer="fc6", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
@@ -189,6 +190,8 @@ def validate(config: Config) -> None:
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key}={getattr(config, key)!r}; choose from {', '.join(allowed)}")
+    if config.time_limit_min < 0:
+        raise ConfigError("time_limit_min must be ≥ 0 (0 = no limit)")
     if config.resolution < 32:
         raise ConfigError(f"resolution={config.resolution} is too small for AlexNet (≥ 32)")
     for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):

@@ -428,6 +428,7 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
     progress = tqdm(total=config.steps, initial=trainer.step_count, desc=config.preset, unit="step",
                     disable=not (session.is_main and session.show_progress), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
+    deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min > 0 else math.inf
     values: dict[str, float] = {}
     try:
         while trainer.step_count < config.steps:
@@ -445,17 +446,23 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
                 progress.set_postfix({k: f"{values[k]:.3g}" for k in ("total", "feat", "adv", "img", "discr",
                                                                        "images_per_s") if k in values})
             progress.update(1)
-            if session.is_main and (step % config.image_every == 0 or step == config.steps):
+            # every worker must agree to stop at the same step (time limits differ by clock skew)
+            out_of_time = bool(all_reduce_mean(torch.tensor([float(time.monotonic() > deadline)]), session)[0] > 0)
+            last = step == config.steps or out_of_time
+            if session.is_main and (step % config.image_every == 0 or last):
                 recon = trainer.reconstruct(eval_images)
                 write_grid(run_dir / "grids" / f"step-{step:08d}.png", eval_images, recon)
                 write_grid(run_dir / "grid-latest.png", eval_images, recon)
             ckpt_dir = None
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if step % config.checkpoint_every == 0 or last:
                 if session.is_main:
                     ckpt_dir = checkpoint.save(run_dir / "checkpoints", step, trainer.state_dict(),
                                                keep=config.keep_checkpoints)
                     trainer.last_checkpoint = ckpt_dir
                 session.report({"step": step, **values}, ckpt_dir)
+            if out_of_time:
+                tqdm.write(f"time limit of {config.time_limit_min} min reached at step {step}")
+                break
     finally:
         progress.close()
         runlog.close()
