@@ -74,17 +74,27 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+# At reduced resolution R the feature and image losses sum over (R/227)² as many locations as in the
+# paper, while the adversarial loss is per image; the paper's λ_adv = 100 "compensates for the fact that
+# both image and feature loss include summation over many spatial locations" (§3.2), so reduced presets
+# scale it by the same factor to keep the paper's balance of terms.
+def reduced_lambda_adv(resolution: int) -> float:
+    return round(100.0 * (resolution / 227) ** 2, 2)
+
+
 # Presets: data, not code. Each is a set of overrides of the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
     # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
     "small-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
+                        lambda_adv=reduced_lambda_adv(96),
                         log_every=10, image_every=100, checkpoint_every=100),
     # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
     "small-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=800, lambda_feat=0.0,
                               lambda_adv=0.0, image_every=100, checkpoint_every=100),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).
     "cpu-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=100_000,
+                      lambda_adv=reduced_lambda_adv(96),
                       time_limit_min=65.0, image_every=250, checkpoint_every=250),
     "cpu-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=100_000, lambda_feat=0.0,
                             lambda_adv=0.0, time_limit_min=65.0, image_every=250, checkpoint_every=250),
@@ -94,11 +104,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-fc7": dict(resolution=227, layer="fc7", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
     "paper-fc8": dict(resolution=227, layer="fc8", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
     # Ablations of Fig. 1 at reduced scale: drop one term each.
-    "ablation-no-adv": dict(resolution=64, generator_width=0.5, batch_size=32, steps=600, lambda_adv=0.0),
-    "ablation-no-feat": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
-                             lambda_feat=0.0),
-    "ablation-no-img": dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=600,
-                            lambda_img=0.0),
+    "ablation-no-adv": dict(resolution=96, generator_width=0.5, batch_size=32, steps=800, lambda_adv=0.0),
+    "ablation-no-feat": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
+                             lambda_feat=0.0, lambda_adv=reduced_lambda_adv(96)),
+    "ablation-no-img": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
+                            lambda_img=0.0, lambda_adv=reduced_lambda_adv(96)),
     # Tiny configuration for tests and --dry-run style smoke runs.
     "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
                   eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,

@@ -1,0 +1,56 @@
+"""`python -m repro.publish RUN_DIR [DEST]`: copy a run's small, reviewable artefacts into `results/`.
+
+Run folders under `runs/` hold checkpoints (tens of MB) and stay out of git. What a reader needs —
+config, provenance (command, commit, data and weights sha256, device, steps, wall time), training
+statistics, the latest and a few intermediate grids, and evaluation metrics/figures when present — is
+copied to `results/<preset>/<run name>/` so every committed number points back to the command that made it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from repro.assets import REPO_ROOT
+
+FILES = ("config.json", "provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
+
+
+def publish(run_dir: Path, dest: Path | None = None, grids: int = 4) -> Path:
+    if not (run_dir / "config.json").exists() or not (run_dir / "provenance.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a finished run folder (config.json/provenance.json missing)")
+    preset = json.loads((run_dir / "config.json").read_text())["preset"]
+    dest = dest or REPO_ROOT / "results" / preset / run_dir.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
+    steps = sorted((run_dir / "grids").glob("step-*.png"))
+    if steps:  # a few grids spread over the run, always including the last
+        picks = {steps[round(i * (len(steps) - 1) / max(1, grids - 1))] for i in range(grids)}
+        (dest / "grids").mkdir(exist_ok=True)
+        for path in sorted(picks):
+            shutil.copy2(path, dest / "grids" / path.name)
+    if (run_dir / "eval").is_dir():
+        shutil.copytree(run_dir / "eval", dest / "eval", dirs_exist_ok=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro.publish", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("dest", type=Path, nargs="?")
+    parser.add_argument("--grids", type=int, default=4, help="intermediate grids to keep")
+    args = parser.parse_args(argv)
+    try:
+        print(publish(args.run_dir, args.dest, args.grids))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
