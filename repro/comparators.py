@@ -51,11 +51,11 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
         path = _needs_file(name, weights)
         if path.suffix == ".onnx":
             return _onnx_net(path, CaffeInput())
+        from converters import caffe_blobs
         from repro.assets import asset_file
-        from converters.caffemodel import read_blobs
 
         net = CaffeNet(resolution)
-        blobs = read_blobs(path, prototxt or asset_file("caffe/bvlc_reference_caffenet_deploy.prototxt"))
+        blobs = caffe_blobs(prototxt or asset_file("caffe/bvlc_reference_caffenet_deploy.prototxt"), path)
         net.load_caffe_blobs({k: v for k, v in blobs.items() if k in CaffeNet.LAYERS})
         return net
     if name == "videonet":
