@@ -1,0 +1,487 @@
+"""`python -m repro.evaluate RUN_DIR [--n 256] [--mv-steps 200] [--out RUN_DIR/eval]`: metrics, figures, tables.
+
+Loads a run folder (config + newest intact checkpoint), reconstructs the first `n` images of the run's
+`eval_data` (Caffe-style warp + centre crop at the run's resolution) and measures, as in §4.1 of the paper:
+
+- the normalised Euclidean error ‖a − b‖₂ / N in image space and in feature space (the run's encoder at the
+  inverted layer, applied to the reconstruction and to the original), N being the mean distance between all
+  pairs of different evaluation images (resp. their features), in % — Table 2's numbers;
+- PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `repro.metrics`;
+- how often a reconstruction's nearest evaluation image, in image and in feature space, is its own original;
+- optionally (`--mv-steps N`), the same for Mahendran & Vedaldi's optimisation on the same images and encoder.
+
+Reconstructions are clamped to [0, 1] before anything is measured or re-encoded: that is the image the
+generator shows. It writes `metrics.json` (results + protocol + provenance), `metrics.md` (a table beside the
+paper's numbers for the layer), and figures: reconstructions, iterative re-encoding (Fig. 5), interpolation
+between features (Fig. 7) and nearest neighbours.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from repro import metrics as metric_lib
+from repro.assets import FOLDER_SHA256, REPO_ROOT, AssetError, sha256_file
+from repro.config import Config, ConfigError
+from repro.data import DataError
+from repro.weights import WeightsError
+
+PAPER_TABLE = REPO_ROOT / "results" / "paper_table2.json"
+REENCODE_ITERATIONS = 8      # Fig. 5 shows 8 iterations of image → features → reconstruction
+INTERPOLATION_STEPS = 8      # Fig. 7: codes (1 − t)·y_a + t·y_b for 8 values of t in [0, 1]
+NEIGHBOURS = 5               # nearest neighbours shown per query
+FIGURE_CAPTIONS = {
+    "reconstructions": "pairs (original | reconstruction).",
+    "reencoding": "Fig. 5: row 0 the originals, row t the reconstruction after t rounds of image → features → "
+                  "reconstruction.",
+    "interpolation": "Fig. 7: per row, image A, the decoded codes (1 − t)·E(A) + t·E(B) for t from 0 to 1, "
+                     "image B.",
+    "neighbours": "per query two rows, image space then feature space: original, reconstruction, then the "
+                  "evaluation images nearest to the reconstruction (green frame: the query's own original).",
+    "mv_reconstructions": "pairs (original | Mahendran & Vedaldi reconstruction from the same features).",
+}
+
+
+class EvalError(ValueError):
+    """An argument or run folder that cannot be evaluated; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    run_dir: Path                  # a folder written by `python -m repro.train`
+    out: Path                      # where metrics and figures go (default RUN_DIR/eval)
+    n: int = 256                   # evaluation images (the first n of config.eval_data, sorted by path)
+    batch_size: int = 32           # images per forward pass
+    mv_steps: int = 0              # > 0: also run Mahendran & Vedaldi for this many steps per batch
+    device: str | None = None      # None: the run's own device choice (config.device)
+    figure_images: int = 8         # columns of the reconstruction / re-encoding figures
+    progress: bool = True          # tqdm bars
+    command: str = ""              # the command line, for provenance
+
+
+# ---------------------------------------------------------------------------------------------------
+# What was measured: method and protocol, as data
+# ---------------------------------------------------------------------------------------------------
+def method_of(config: Config) -> str:
+    """The run's name in tables: deepsim, image-loss (Table 2's 'Our image loss'), or the ablation."""
+    if config.model != "inversion":
+        return f"{config.model}-{config.recon_loss}"
+    terms = {"feat": config.lambda_feat > 0, "adv": config.lambda_adv > 0, "img": config.lambda_img > 0}
+    if terms == {"feat": False, "adv": False, "img": True}:
+        return "image-loss"
+    missing = [name for name, used in terms.items() if not used]
+    return "deepsim" + "".join(f"-no-{name}" for name in missing)
+
+
+def comparator_of(config: Config) -> str | None:
+    return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
+
+
+def protocol_of(config: Config, n_images: int) -> dict[str, Any]:
+    """What the numbers were measured on, and how that differs from the paper's Table 2."""
+    differences = []
+    if config.encoder != "caffenet" or not config.encoder_weights:
+        differences.append(f"encoder {config.encoder!r} instead of CaffeNet with its original weights "
+                           "(not obtainable here)")
+    if config.resolution != 227:
+        differences.append(f"{config.resolution} px instead of 227 px")
+    differences.append(f"{n_images} images of {config.eval_data!r} instead of the ILSVRC-2012 validation set")
+    weights = config.encoder_weights
+    return {
+        "encoder": config.encoder,
+        "encoder_weights": f"{weights} sha256={sha256_file(weights)}" if weights else "",
+        "layer": config.layer,
+        "resolution": config.resolution,
+        "eval_data": config.eval_data,
+        "n_images": n_images,
+        "paper_protocol": config.encoder == "caffenet" and bool(weights) and config.resolution == 227,
+        "differences_from_paper": differences,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data and batched passes
+# ---------------------------------------------------------------------------------------------------
+def load_eval_images(config: Config, n: int) -> tuple[torch.Tensor, list[Path], dict[str, Any]]:
+    """The first n evaluation images (sorted paths), centre-cropped at the run's resolution, and their sha."""
+    from repro.data import list_images, load_images
+    from repro.loop import resolve_folder
+
+    folder = resolve_folder(config.eval_data, verify=True)
+    files = list_images(folder)[:n]
+    if len(files) < 2:
+        raise EvalError(f"{folder} holds {len(files)} image(s); the normalised error needs at least 2")
+    listing = "".join(f"{sha256_file(f)}  {f.relative_to(folder) if f.is_relative_to(folder) else f.name}\n"
+                      for f in files)
+    data = {"folder": os.path.relpath(folder, REPO_ROOT), "files": len(files),
+            "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    if config.eval_data in FOLDER_SHA256:
+        data["folder_sha256"] = FOLDER_SHA256[config.eval_data]
+    return load_images(files, config.resolution), files, data
+
+
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
+            device: torch.device, desc: str, progress: bool) -> torch.Tensor:
+    """fn over inputs in batches on `device`, without gradients; results back on the CPU as float32."""
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, inputs.shape[0], batch_size), desc=desc, unit="batch", disable=not progress,
+                          leave=False):
+            out.append(fn(inputs[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scores
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Reference:
+    """The originals, their features and the paper's normalisers N (image space, feature space)."""
+
+    images: torch.Tensor
+    features: torch.Tensor
+    image_norm: float
+    feature_norm: float
+
+
+def make_reference(images: torch.Tensor, features: torch.Tensor) -> Reference:
+    return Reference(images, features, float(metric_lib.pairwise_mean_distance(images)),
+                     float(metric_lib.pairwise_mean_distance(features)))
+
+
+def nearest_is_own(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: is query i's nearest candidate (Euclidean) candidate i?"""
+    distances = torch.cdist(queries.flatten(1).double(), candidates.flatten(1).double())
+    return distances.argmin(1) == torch.arange(queries.shape[0])
+
+
+def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
+          image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]) -> dict[str, float]:
+    """Every number of one method: the paper's errors (%), image metrics, nearest-neighbour retrieval (%)."""
+    result = {
+        "image_error_pct": 100 * float(metric_lib.normalised_error(reconstructions, ref.images, ref.image_norm)),
+        "feature_error_pct": 100 * float(metric_lib.normalised_error(features, ref.features, ref.feature_norm)),
+    }
+    result.update(image_metrics(reconstructions, ref.images))
+    result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
+    result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
+    return result
+
+
+def image_metric_fn(device: torch.device, batch_size: int, progress: bool
+                    ) -> Callable[[torch.Tensor, torch.Tensor], dict[str, float]]:
+    """PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone from repro.weights), averaged over the images."""
+    from repro.weights import alexnet_tv_state_dict
+
+    lpips = metric_lib.LPIPSMetric(alexnet_tv_state_dict()).to(device).eval()
+
+    def measure(reconstructions: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        with torch.no_grad():
+            for start in tqdm(range(0, originals.shape[0], batch_size), desc="metrics", unit="batch",
+                              disable=not progress, leave=False):
+                a = reconstructions[start : start + batch_size].to(device)
+                b = originals[start : start + batch_size].to(device)
+                values = metric_lib.compute_metrics(a, b, lpips=lpips)
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.sum())
+        return {name: total / originals.shape[0] for name, total in sums.items()}
+
+    return measure
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------------
+def save_grid(path: Path, images: torch.Tensor, columns: int) -> str:
+    from torchvision.utils import save_image
+
+    save_image(images.clamp(0, 1), path, nrow=columns, padding=2, pad_value=1.0)
+    return path.name
+
+
+def reencode(model: Any, images: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Fig. 5: image → features → reconstruction → features → …
+
+    Returns (iterations + 1, B, 3, H, W); row 0 is the input, row t the reconstruction after t rounds.
+    """
+    rows = [images]
+    with torch.no_grad():
+        for _ in range(iterations):
+            rows.append(model.decode(model.encode(rows[-1])).clamp(0, 1))
+    return torch.stack(rows)
+
+
+def interpolate(model: Any, image_a: torch.Tensor, image_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Fig. 7: decode (1 − t)·E(a) + t·E(b) for `steps` values of t ∈ [0, 1]; (steps, 3, H, W)."""
+    with torch.no_grad():
+        codes = model.encode(torch.stack([image_a, image_b]))
+        t = torch.linspace(0, 1, steps, device=codes.device).view(-1, *([1] * (codes.dim() - 1)))
+        return model.decode((1 - t) * codes[0:1] + t * codes[1:2]).clamp(0, 1)
+
+
+def frame(image: torch.Tensor, colour: tuple[float, float, float] = (0.0, 0.8, 0.0), width: int = 2) -> torch.Tensor:
+    """A copy of a (3, H, W) image with a coloured border (marks the true original among neighbours)."""
+    framed = image.clone()
+    c = torch.tensor(colour).view(3, 1, 1)
+    framed[:, :width], framed[:, -width:], framed[:, :, :width], framed[:, :, -width:] = c, c, c, c
+    return framed
+
+
+def neighbour_rows(query: int, reconstructions: torch.Tensor, features: torch.Tensor, ref: Reference,
+                   k: int) -> torch.Tensor:
+    """Two rows for one query: [original, reconstruction, k nearest originals] in image, then feature space."""
+    rows = []
+    for queries, candidates in ((reconstructions, ref.images), (features, ref.features)):
+        distances = torch.cdist(queries[query : query + 1].flatten(1).double(), candidates.flatten(1).double())[0]
+        nearest = distances.argsort()[:k].tolist()
+        tiles = [ref.images[query], reconstructions[query]]
+        tiles += [frame(ref.images[j]) if j == query else ref.images[j] for j in nearest]
+        rows.append(torch.stack(tiles))
+    return torch.cat(rows)
+
+
+def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
+                  device: torch.device, columns: int) -> dict[str, str]:
+    from repro.loop import write_grid
+
+    shown = min(columns, ref.images.shape[0])
+    figures = {}
+    write_grid(out / "reconstructions.png", ref.images[: 2 * shown], reconstructions[: 2 * shown], columns=4)
+    figures["reconstructions"] = "reconstructions.png"
+    sequence = reencode(model, ref.images[:shown].to(device), REENCODE_ITERATIONS).cpu()
+    figures["reencoding"] = save_grid(out / "reencoding.png", sequence.flatten(0, 1), shown)
+    pairs = [(i, i + shown // 2) for i in range(min(4, shown // 2))]  # images far apart in the sorted list
+    rows = [torch.cat([ref.images[a:a + 1], interpolate(model, ref.images[a].to(device), ref.images[b].to(device),
+                                                        INTERPOLATION_STEPS).cpu(), ref.images[b:b + 1]])
+            for a, b in pairs]
+    if rows:
+        figures["interpolation"] = save_grid(out / "interpolation.png", torch.cat(rows), INTERPOLATION_STEPS + 2)
+    k = min(NEIGHBOURS, ref.images.shape[0])
+    grid = torch.cat([neighbour_rows(q, reconstructions, features, ref, k) for q in range(min(4, shown))])
+    figures["neighbours"] = save_grid(out / "neighbours.png", grid, k + 2)
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------
+COLUMNS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
+           ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("ms_ssim", "MS-SSIM", "{:.3f}"),
+           ("lpips", "LPIPS", "{:.3f}"), ("nn_own_image_pct", "NN = own, image (%)", "{:.0f}"),
+           ("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}"))
+
+
+def paper_rows(layer: str) -> list[tuple[str, dict[str, Any]]]:
+    """Table 2's printed cells for this layer, as (label, {image_error_pct, feature_error_pct})."""
+    if not PAPER_TABLE.exists():
+        return []
+    table = json.loads(PAPER_TABLE.read_text())
+    column = next((c for c, tap in table["column_taps"].items() if tap == layer), None)
+    rows = []
+    for row in table["rows"]:
+        cell = row["cells"].get(column) if column else None
+        if cell is not None:
+            values = {"image_error_pct": cell["image"], "feature_error_pct": cell["feature"]}
+            rows.append((f"paper: {row['name']}", values))
+    return rows
+
+
+def markdown(record: dict[str, Any]) -> str:
+    def fmt(value: Any, pattern: str) -> str:
+        return "–" if value is None else pattern.format(value)
+
+    lines = [f"# Evaluation of `{record['run']}`", "",
+             f"preset `{record['preset']}`, layer `{record['layer']}`, encoder `{record['protocol']['encoder']}`, "
+             f"{record['protocol']['resolution']} px, {record['protocol']['n_images']} images of "
+             f"`{record['protocol']['eval_data']}`, checkpoint step {record['provenance']['step']}.", "",
+             "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    rows = [(result["method"], result) for result in record["results"]] + paper_rows(record["layer"])
+    for label, values in rows:
+        lines.append(f"| {label} | " + " | ".join(fmt(values.get(k), p) for k, _, p in COLUMNS) + " |")
+    lines += ["", "Errors: ‖a − b‖₂ / N in %, N = mean distance between all pairs of different evaluation images "
+              "(feature space: the encoder at the inverted layer); 100 % = a random evaluation image. "
+              "Paper rows: Table 2 (CaffeNet, 227 px, ILSVRC-2012 val), not the same protocol when these differ: "
+              + "; ".join(record["protocol"]["differences_from_paper"]) + ".", ""]
+    for name, path in record["figures"].items():
+        lines += [f"**{name}**: {FIGURE_CAPTIONS.get(name, '')}", "", f"![{name}]({path})", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------------
+def display_path(path: Path) -> str:
+    """Relative to the repository when inside it, so committed results do not name one machine's folders."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"torch threads {torch.get_num_threads()})")
+
+
+def check_run_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise EvalError(f"run folder {folder} does not exist")
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise EvalError(f"{folder} is not a run folder (no config.json): give a folder written by "
+                        "python -m repro.train")
+
+
+def open_run(options: EvalOptions) -> Any:
+    """The run (config + model from its newest intact checkpoint), or an EvalError saying what to do."""
+    from repro.checkpoint import CheckpointError
+    from repro.runs import load_run
+
+    check_run_folder(options.run_dir)
+    try:
+        run = load_run(options.run_dir, options.device)
+    except CheckpointError as err:
+        raise EvalError(f"{err}: train it (python -m repro.train) until it writes a checkpoint") from err
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise EvalError(f"{options.run_dir / 'config.json'} does not describe a run: {err}") from err
+    if not (hasattr(run.parts.model, "encode") and hasattr(run.parts.model, "decode")):
+        raise EvalError(f"{options.run_dir} is a model={run.config.model} run; evaluate measures inversion runs "
+                        "(an encoder's layer and a generator)")
+    return run
+
+
+def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, device: torch.device,
+                              image_metrics: Callable) -> tuple[dict[str, Any], torch.Tensor]:
+    """M&V's optimisation on the same images and encoder as the generator, scored the same way."""
+    from repro.baselines import config_for_layer, invert_images
+
+    mv_config = config_for_layer(model.encoder.tap, steps=options.mv_steps, batch_size=options.batch_size)
+    mv = invert_images(model.encoder, ref.images.to(device), mv_config, progress=options.progress)
+    mv_images = mv.images.clamp(0, 1).cpu()
+    mv_features = batched(model.encode, mv_images, options.batch_size, device, "re-encode M&V", options.progress)
+    result = {"method": "mahendran-vedaldi", "comparator": None, "step": None,
+              "mv_config": dataclasses.asdict(mv_config), "mv_final_objective": mv.history[-1],
+              **score(ref, mv_images, mv_features, image_metrics)}
+    return result, mv_images
+
+
+def evaluate(options: EvalOptions) -> dict[str, Any]:
+    """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
+    from repro.loop import write_grid
+    from repro.train import git_commit, weights_provenance
+
+    started = time.time()
+    run = open_run(options)
+    config, model = run.config, run.parts.model
+    device = next(model.parameters()).device
+    images, _, data = load_eval_images(config, options.n)
+    reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), images, options.batch_size, device,
+                              "reconstruct", options.progress)
+    originals_features = batched(model.encode, images, options.batch_size, device, "encode", options.progress)
+    ref = make_reference(images, originals_features)
+    features = batched(model.encode, reconstructions, options.batch_size, device, "re-encode", options.progress)
+    image_metrics = image_metric_fn(device, options.batch_size, options.progress)
+    results = [{"method": method_of(config), "comparator": comparator_of(config), "step": run.step,
+                "lambdas": {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img},
+                **score(ref, reconstructions, features, image_metrics)}]
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(options.out, model, ref, reconstructions, features, device, options.figure_images)
+    if options.mv_steps > 0:
+        mv_result, mv_images = measure_mahendran_vedaldi(model, ref, options, device, image_metrics)
+        results.append(mv_result)
+        shown = min(2 * options.figure_images, images.shape[0])
+        write_grid(options.out / "mv-reconstructions.png", images[:shown], mv_images[:shown], columns=4)
+        figures["mv_reconstructions"] = "mv-reconstructions.png"
+
+    record = {
+        "run": display_path(options.run_dir),
+        "preset": config.preset,
+        "layer": config.layer,
+        "protocol": protocol_of(config, images.shape[0]),
+        "normalisers": {"image": ref.image_norm, "feature": ref.feature_norm},
+        "results": results,
+        "figures": figures,
+        "provenance": {
+            "command": options.command,
+            "commit": git_commit(),
+            "checkpoint": display_path(run.checkpoint),
+            "step": run.step,
+            "n_images": images.shape[0],
+            "data": data,
+            "weights": weights_provenance(config),
+            "device": describe_device(device),
+            "torch": torch.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.time() - started, 1),
+        },
+    }
+    (options.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    (options.out / "metrics.md").write_text(markdown(record))
+    return record
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the usage too)
+        raise EvalError(message)
+
+
+def parse_args(argv: list[str]) -> EvalOptions:
+    parser = _Parser(prog="python -m repro.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="run folder written by python -m repro.train")
+    parser.add_argument("--n", type=int, default=256, help="evaluation images (the first n of config.eval_data)")
+    parser.add_argument("--mv-steps", type=int, default=0,
+                        help="also run Mahendran & Vedaldi for this many steps, e.g. 200 (default 0: no)")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the run's own choice")
+    parser.add_argument("--figure-images", type=int, default=8, help="columns of the figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    for name in ("n", "batch_size", "figure_images"):
+        if getattr(args, name) < (2 if name == "n" else 1):
+            least = 2 if name == "n" else 1
+            raise EvalError(f"--{name.replace('_', '-')} must be ≥ {least}, got {getattr(args, name)}")
+    if args.mv_steps < 0:
+        raise EvalError(f"--mv-steps must be ≥ 0, got {args.mv_steps}")
+    return EvalOptions(run_dir=args.run_dir, out=args.out or args.run_dir / "eval", n=args.n,
+                       batch_size=args.batch_size, mv_steps=args.mv_steps, device=args.device,
+                       figure_images=args.figure_images, progress=not args.no_progress,
+                       command="python -m repro.evaluate " + " ".join(shlex.quote(a) for a in argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        options = parse_args(argv)
+        record = evaluate(options)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (DataError, AssetError, WeightsError) as err:  # the run is fine, its data or weights are not here
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for result in record["results"]:
+        print(f"{result['method']}: image error {result['image_error_pct']:.1f} %, "
+              f"feature error {result['feature_error_pct']:.1f} %")
+    print(f"wrote {options.out / 'metrics.json'}, {options.out / 'metrics.md'} and figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
