@@ -1,0 +1,237 @@
+"""Evaluation metrics: the paper's normalised Euclidean error, PSNR, SSIM, MS-SSIM and LPIPS, registered by name.
+
+The normalised error is written out here because the paper defines it exactly (§4.1, Table 2):
+
+    error = mean_i ‖a_i − b_i‖₂ / N,    N = mean over pairs j ≠ k of ‖a_j − a_k‖₂
+
+for targets a_i and reconstructions b_i (flattened), N taken over the test targets. An error of 1 (100 %)
+is what a random other test image scores. It works in image space (pass images) and in feature space (pass
+the encoder's features of the reconstructions and of the originals at the inverted layer). Units cancel:
+the paper measured images in Caffe units (BGR, 0–255, mean subtracted); a channel permutation and a
+constant offset leave every difference's norm unchanged, and the ×255 scale multiplies numerator and N
+alike, so the ratio computed on our [0, 1] RGB pipeline images is the same number.
+
+SSIM and MS-SSIM come from `repro.ssim` (small-image scale fallback documented there); LPIPS from the `lpips`
+package with the AlexNet backbone given explicitly (our offline torchvision-layout weights).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from repro.ssim import ms_ssim, ssim
+
+DEFAULT_CHUNK_BYTES = 64 << 20  # per float64 block of rows in the pairwise distances
+
+
+# ---------------------------------------------------------------------------------------------------
+# The paper's normalised Euclidean error
+# ---------------------------------------------------------------------------------------------------
+def _rows_per_chunk(dim: int, chunk_bytes: int) -> int:
+    return max(1, chunk_bytes // (8 * dim))
+
+
+def pairwise_mean_distance(samples: Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> float:
+    """N: the mean Euclidean distance over all pairs of different samples, Σ_{j≠k} ‖a_j − a_k‖ / (n(n−1)).
+
+    Computed block by block in float64 (each block of rows ≤ `chunk_bytes`), so 1000 × 3·227·227 images
+    need about three blocks' memory beyond the input, and the upper triangle only (pairs j < k, doubled).
+
+    Args:
+        samples: (n, ...) with n ≥ 2; everything after the first dimension is flattened.
+        chunk_bytes: memory budget of one float64 block of rows.
+    Returns:
+        N as a Python float.
+    """
+    if samples.dim() < 2 or samples.shape[0] < 2:
+        raise ValueError(f"pairwise_mean_distance needs (n, ...) with n ≥ 2 samples, got shape {tuple(samples.shape)}")
+    flat = samples.reshape(samples.shape[0], -1)
+    n = flat.shape[0]
+    rows = _rows_per_chunk(flat.shape[1], chunk_bytes)
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    for i in range(0, n, rows):
+        block_i = flat[i : i + rows].double()
+        for j in range(i, n, rows):
+            if j == i:  # within a block: strict upper triangle, so the diagonal (zeros) never counts
+                total += torch.cdist(block_i, block_i).triu(1).sum()
+            else:
+                total += torch.cdist(block_i, flat[j : j + rows].double()).sum()
+    return float(2 * total / (n * (n - 1)))
+
+
+def normalised_error(reconstructions: Tensor, targets: Tensor, normaliser: float | Tensor | None = None,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> float:
+    """The paper's error mean_i ‖a_i − b_i‖₂ / N, as a fraction (× 100 for Table 2's %).
+
+    Args:
+        reconstructions: (n, ...) b_i: images, or features of the reconstructed images.
+        targets: (n, ...) a_i: the originals (or their features), same shape.
+        normaliser: N; None computes it from `targets` (`pairwise_mean_distance`). Pass it when scoring
+            several methods on the same test set, so all share one N.
+    Returns:
+        The error as a Python float (0 for identical inputs, ≈ 1 for a random other test image).
+    """
+    if reconstructions.shape != targets.shape:
+        raise ValueError(f"normalised_error: reconstructions {tuple(reconstructions.shape)} and targets "
+                         f"{tuple(targets.shape)} must have the same shape (one reconstruction per target)")
+    if targets.dim() < 1 or targets.shape[0] < 1:
+        raise ValueError(f"normalised_error needs at least one sample, got shape {tuple(targets.shape)}")
+    if normaliser is None:
+        normaliser = pairwise_mean_distance(targets, chunk_bytes)
+    normaliser = float(normaliser)
+    if not normaliser > 0:
+        raise ValueError(f"normalised_error: the normaliser N must be > 0, got {normaliser} "
+                         "(are all targets identical?)")
+    n = targets.shape[0]
+    flat_b, flat_a = reconstructions.reshape(n, -1), targets.reshape(n, -1)
+    rows = _rows_per_chunk(flat_a.shape[1], chunk_bytes)
+    total = torch.zeros((), dtype=torch.float64, device=flat_a.device)
+    for i in range(0, n, rows):
+        total += (flat_a[i : i + rows].double() - flat_b[i : i + rows].double()).norm(dim=1).sum()
+    return float(total / n) / normaliser
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image-quality metrics
+# ---------------------------------------------------------------------------------------------------
+def psnr(x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Peak signal-to-noise ratio in dB, per image, then averaged (not the PSNR of the pooled MSE).
+
+    Args:
+        x, y: (B, ...) images in [0, data_range], same shape.
+        reduction: "mean" → scalar; "none" → (B,).
+    Returns:
+        10·log10(data_range² / MSE_i), float64; +inf for an image identical to its target.
+    """
+    if x.shape != y.shape or x.dim() < 2:
+        raise ValueError(f"psnr: x and y must be (B, ...) of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    per_image = 10 * torch.log10(data_range**2 / mse)
+    if reduction == "none":
+        return per_image
+    if reduction == "mean":
+        return per_image.mean()
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+# Backbone (torchvision `features.<i>`) → lpips's AlexNet slices, which keep torchvision's indices.
+LPIPS_BACKBONE_TABLE = {
+    "features.0": "slice1.0", "features.3": "slice2.3", "features.6": "slice3.6",
+    "features.8": "slice4.8", "features.10": "slice5.10",
+}
+LPIPS_HEADS = 5  # one 1×1 linear head per AlexNet ReLU tap (conv1..conv5)
+
+
+def lpips_package_heads() -> dict[str, Tensor]:
+    """The LPIPS v0.1 AlexNet linear heads shipped inside the `lpips` package (no download)."""
+    import lpips
+
+    path = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class LPIPSMetric(nn.Module):
+    """LPIPS (Zhang et al. 2018, v0.1, AlexNet) with an explicitly given, frozen backbone.
+
+    `lpips.LPIPS(pnet_rand=True)` builds the network without torchvision fetching its weights; we then load
+    the backbone from `backbone_state` (torchvision layout: `features.{0,3,6,8,10}.{weight,bias}`, e.g.
+    `repro.weights.alexnet_tv_state_dict()`) and the linear heads from `heads_state` (default: the file
+    shipped in the `lpips` package), each through an explicit table with `strict=True` — the package's
+    own loader uses `strict=False`, which would hide a mismatch. Heads are built without dropout, so the
+    metric is deterministic whatever `.train()` says.
+
+    Args (forward):
+        x, y: (B, 3, H, W) RGB in [0, 1] (pipeline images; rescaled to LPIPS's [-1, 1] inside), H, W ≥ 32.
+    Returns:
+        (B,) distances ≥ 0; 0 for identical images.
+    """
+
+    def __init__(self, backbone_state: Mapping[str, Tensor], heads_state: Mapping[str, Tensor] | None = None) -> None:
+        super().__init__()
+        import lpips
+
+        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+            warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*Arguments other than a weight enum.*", category=UserWarning)
+            self.model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, use_dropout=False, verbose=False)
+        self.model.net.load_state_dict(self._map_backbone(backbone_state), strict=True)
+        heads = dict(lpips_package_heads() if heads_state is None else heads_state)
+        expected = {f"lin{k}.model.1.weight" for k in range(LPIPS_HEADS)}
+        if set(heads) != expected:
+            raise ValueError(f"LPIPS heads: expected keys {sorted(expected)}, got {sorted(heads)}")
+        for k in range(LPIPS_HEADS):  # the package's files name the conv `model.1` (after a dropout)
+            self.model.lins[k].load_state_dict({"model.0.weight": heads[f"lin{k}.model.1.weight"]}, strict=True)
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @staticmethod
+    def _map_backbone(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        expected = {f"{src}.{p}" for src in LPIPS_BACKBONE_TABLE for p in ("weight", "bias")}
+        if set(state) != expected:
+            raise ValueError(f"LPIPS backbone: expected torchvision AlexNet keys {sorted(expected)}; "
+                             f"missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}")
+        return {f"{LPIPS_BACKBONE_TABLE[src]}.{p}": state[f"{src}.{p}"]
+                for src in LPIPS_BACKBONE_TABLE for p in ("weight", "bias")}
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"LPIPS: expected two (B, 3, H, W) batches of the same shape, got {tuple(x.shape)} "
+                             f"and {tuple(y.shape)}")
+        return self.model(x, y, normalize=True).flatten()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------------
+Metric = Callable[..., Tensor]  # (recon, target, *, data_range, lpips) → (B,) per-image values
+
+
+def _psnr(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetric | None) -> Tensor:
+    return psnr(recon, target, data_range, reduction="none")
+
+
+def _ssim(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetric | None) -> Tensor:
+    return ssim(recon, target, data_range, reduction="none")
+
+
+def _ms_ssim(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetric | None) -> Tensor:
+    return ms_ssim(recon, target, data_range, reduction="none")
+
+
+def _lpips(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetric | None) -> Tensor:
+    if lpips is None:
+        raise ValueError("metric 'lpips' needs an LPIPSMetric: pass lpips=LPIPSMetric(alexnet_tv_state_dict())")
+    return lpips(recon / data_range, target / data_range)
+
+
+METRICS: dict[str, Metric] = {"psnr": _psnr, "ssim": _ssim, "ms_ssim": _ms_ssim, "lpips": _lpips}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False}
+
+
+def compute_metrics(recon: Tensor, target: Tensor, names: Sequence[str] | None = None, *,
+                    lpips: LPIPSMetric | None = None, data_range: float = 1.0,
+                    reduction: str = "none") -> dict[str, Tensor] | dict[str, float]:
+    """Several registered metrics of one batch.
+
+    Args:
+        recon, target: (B, 3, H, W) images in [0, data_range].
+        names: keys of `METRICS`; None → psnr, ssim, ms_ssim, and lpips when `lpips` is given.
+        lpips: the LPIPS network (needed for "lpips"), passed explicitly so callers build it once.
+        reduction: "none" → {name: (B,) float64 per-image values} (sum them over batches, divide by the
+            image count: `repro.evaluate` does this); "mean" → {name: float} batch means.
+    """
+    if names is None:
+        names = [name for name in METRICS if name != "lpips" or lpips is not None]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+    if reduction not in ("none", "mean"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    values = {name: METRICS[name](recon, target, data_range=data_range, lpips=lpips).double() for name in names}
+    if reduction == "mean":
+        return {name: float(value.mean()) for name, value in values.items()}
+    return values
