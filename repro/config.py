@@ -66,6 +66,8 @@ class Config:
     keep_checkpoints: int = 3
     nonfinite: str = "stop"              # stop | skip: what a NaN/inf loss or gradient does
     channels_last: bool = False          # speed option (bench/): memory format of images and convs
+    compile: bool = False                # speed option (bench/): torch.compile the model, comparator and D
+    amp: str = "off"                     # speed option (bench/): off | bf16 autocast of the forward passes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,16 +84,20 @@ def reduced_lambda_adv(resolution: int) -> float:
     return round(100.0 * (resolution / 227) ** 2, 2)
 
 
+# The common part of the reduced-scale VAE and autoencoder presets.
+_AE_SMALL = dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, latent_dim=256,
+                 lambda_adv=reduced_lambda_adv(64), steps=2000, log_every=10, image_every=200, checkpoint_every=200)
+
 # Presets: data, not code. Each is a set of overrides of the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
     # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
-    "small-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
-                        lambda_adv=reduced_lambda_adv(96),
-                        log_every=10, image_every=100, checkpoint_every=100),
+    "small-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=2500,
+                        lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0,
+                        log_every=10, image_every=250, checkpoint_every=250),
     # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
-    "small-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=800, lambda_feat=0.0,
-                              lambda_adv=0.0, image_every=100, checkpoint_every=100),
+    "small-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=2500, lambda_feat=0.0,
+                              lambda_adv=0.0, time_limit_min=14.0, image_every=250, checkpoint_every=250),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).
     "cpu-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=100_000,
                       lambda_adv=reduced_lambda_adv(96),
@@ -109,6 +115,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                              lambda_feat=0.0, lambda_adv=reduced_lambda_adv(96)),
     "ablation-no-img": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=800,
                             lambda_img=0.0, lambda_adv=reduced_lambda_adv(96)),
+    # Autoencoders of the loss comparison (arXiv v1; `python -m repro.compare_autoencoders`): one architecture
+    # (repro.autoencoders), four reconstruction losses, at 64 px.
+    **{f"ae-{loss}": dict(_AE_SMALL, model="autoencoder", recon_loss=loss) for loss in ("se", "l1", "ms-ssim", "deepsim")},
+    # Fig. 8a: "the usual SE loss". Eq. 7 with a Gaussian decoder of fixed σ_x gives ½Σ(Δ/σ_x)² + KL; our se
+    # loss is ½Σ(255·Δ)²/N, so the KL weight is (255·σ_x)². σ_x = 0.1 of the range (≈ the RMS error of a
+    # blurry reconstruction, the maximum-likelihood σ there) → λ_KL = 650.25. Our choice: the paper gives none.
+    "vae-se": dict(_AE_SMALL, model="vae", recon_loss="se", lambda_kl=650.25),
+    # Fig. 8b: the DeePSiM VAE (paper §4.2): DeePSiM loss (AlexNet pool5 comparator, D, image term) + λ_KL = 20.
+    "vae": dict(_AE_SMALL, model="vae", recon_loss="deepsim", lambda_kl=20.0),
     # Tiny configuration for tests and --dry-run style smoke runs.
     "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
                   eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,
@@ -196,7 +211,8 @@ def from_dict(data: dict[str, Any]) -> Config:
 def validate(config: Config) -> None:
     """Cross-field checks that would otherwise fail deep inside a run."""
     choices = {"model": ("inversion", "vae", "autoencoder"), "nonfinite": ("stop", "skip"),
-               "recon_loss": ("deepsim", "se", "l1", "ssim", "ms-ssim"), "device": ("auto", "cpu", "cuda")}
+               "recon_loss": ("deepsim", "se", "l1", "ssim", "ms-ssim"), "device": ("auto", "cpu", "cuda"),
+               "amp": ("off", "bf16")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key}={getattr(config, key)!r}; choose from {', '.join(allowed)}")

@@ -1,0 +1,72 @@
+"""`python -m repro.sample RUN_DIR --n 64 [--seed 0] [--out FILE.png]`: samples of a trained VAE.
+
+As the paper samples its VAEs (§4.2, Fig. 8): z = ε ~ N(0, I), decoded by the decoder. The latent draws
+come from a `torch.Generator` seeded with `--seed`, so the same run and seed give the same grid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from repro.autoencoders import VAE
+
+
+def sample_images(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
+    """n decoded samples (n, 3, R, R) RGB clamped to [0, 1], on the CPU; same seed → same images."""
+    if n < 1:
+        raise ValueError(f"number of samples must be ≥ 1, got {n}")
+    model.eval()
+    images = model.sample(n, torch.Generator().manual_seed(seed))
+    return images.float().clamp(0, 1).cpu()
+
+
+def write_samples(path: Path, images: torch.Tensor, columns: int | None = None) -> None:
+    """A square-ish grid of images (N, 3, R, R) RGB [0, 1] as a PNG."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=columns or math.ceil(math.sqrt(images.shape[0])), padding=2, pad_value=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro.sample", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run folder of a model=vae run (config.json + checkpoints/)")
+    parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws z ~ N(0, I)")
+    parser.add_argument("--out", type=Path, help="PNG to write (default RUN_DIR/samples-seed<SEED>.png)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the run's device rule)")
+    args = parser.parse_args(argv)
+
+    config_path = args.run_dir / "config.json"
+    if not config_path.exists():
+        print(f"error: {args.run_dir} is not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    model_kind = json.loads(config_path.read_text()).get("model", "inversion")
+    if model_kind != "vae":
+        print(f"error: {args.run_dir} is a model={model_kind} run; sampling needs a model=vae run", file=sys.stderr)
+        return 2
+    if args.n < 1:
+        print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
+        return 2
+    from repro.checkpoint import CheckpointError
+    from repro.runs import load_run
+
+    try:
+        run = load_run(args.run_dir, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    images = sample_images(run.parts.model, args.n, args.seed)
+    out = args.out or args.run_dir / f"samples-seed{args.seed}.png"
+    write_samples(out, images)
+    print(f"{args.n} samples of {args.run_dir} (step {run.step}, seed {args.seed}) → {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
