@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -64,8 +65,10 @@ class Balance:
     pause_d_below: float = 0.1
     resume_d_above: float = 0.5
     pause_g_above: float = 10.0
+    stuck_after: int = 1000  # warn when D has been paused this many consecutive steps (and every as many after)
     d_training: bool = True
     g_training: bool = True
+    d_paused_steps: int = 0  # consecutive steps D has been paused, this one included
     history: list[str] = field(default_factory=list)
 
     def update(self, ratio: float, step: int) -> list[str]:
@@ -76,6 +79,13 @@ class Balance:
         elif not self.d_training and ratio > self.resume_d_above:
             self.d_training = True
             events.append(f"step {step}: resume D (ratio {ratio:.3g} > {self.resume_d_above})")
+        self.d_paused_steps = 0 if self.d_training else self.d_paused_steps + 1
+        if self.d_paused_steps and self.d_paused_steps % self.stuck_after == 0:
+            # The rule has no way out but a ratio above resume_d_above: a D that wins by far for this long
+            # has collapsed the adversarial signal (G trains on L_adv from a frozen D). Say so loudly.
+            log.warning("step %d: D paused for %d consecutive steps (L_discr/L_adv = %.3g, resumes above %s): "
+                        "the discriminator may have collapsed; check the adversarial terms in stats.jsonl",
+                        step, self.d_paused_steps, ratio, self.resume_d_above)
         if self.g_training and ratio > self.pause_g_above:
             self.g_training = False
             events.append(f"step {step}: pause G (ratio {ratio:.3g} > {self.pause_g_above})")
@@ -86,10 +96,11 @@ class Balance:
         return events
 
     def state_dict(self) -> dict[str, Any]:
-        return {"d_training": self.d_training, "g_training": self.g_training}
+        return {"d_training": self.d_training, "g_training": self.g_training, "d_paused_steps": self.d_paused_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.d_training, self.g_training = bool(state["d_training"]), bool(state["g_training"])
+        self.d_paused_steps = int(state.get("d_paused_steps", 0))  # absent in checkpoints of older runs
 
 
 def resolve_folder(name_or_path: str, verify: bool) -> Path:
@@ -159,7 +170,35 @@ def build_parts(config: Config, device: torch.device) -> Parts:
             module.to(device)
             if config.channels_last:
                 module.to(memory_format=torch.channels_last)
+    if config.compile:
+        compile_parts(parts)
     return parts
+
+
+def compile_parts(parts: Parts) -> None:
+    """torch.compile the encoder, generator, comparator and D in place (`Module.compile`: state_dict keys and
+    checkpoints stay those of the eager modules). Encoder and generator are compiled separately (the encoder
+    runs without grad, the generator with), and a comparator that is the encoder is compiled once."""
+    model = parts.model
+    units = [model.encoder, model.generator] if isinstance(model, Inverter) else [model]
+    seen: set[int] = set()
+    for module in (*units, parts.comparator, parts.discriminator):
+        if module is not None and id(module) not in seen:
+            seen.add(id(module))
+            module.compile()
+
+
+def make_adam(params: list[nn.Parameter], device: torch.device, **kwargs: Any) -> torch.optim.Adam:
+    """Adam with the fastest implementation of the same update rule: fused kernels on CUDA and CPU (3–4×
+    faster than the per-tensor loop on CPU, bench/), the multi-tensor (foreach) path elsewhere; equal to the
+    per-tensor loop up to float rounding."""
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.Adam(params, **kwargs, **fast)
+
+
+def as_float(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Losses are computed in fp32 even under bf16 autocast (a no-op on fp32 tensors)."""
+    return None if tensor is None else tensor.float()
 
 
 def lambdas_of(config: Config) -> dict[str, float]:
@@ -196,9 +235,12 @@ def sync_gradients(params: list[nn.Parameter], session: Session) -> None:
         offset += g.numel()
 
 
-def grads_finite(params: list[nn.Parameter]) -> bool:
+def grads_finite(params: list[nn.Parameter], device: torch.device) -> torch.Tensor:
+    """1.0 if every gradient is finite, else 0.0, as a tensor on `device`: no host sync here."""
     grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack([g.abs().max() for g in grads])).all())
+    if not grads:
+        return torch.ones((), device=device)
+    return torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"))).float()
 
 
 class Trainer:
@@ -214,13 +256,14 @@ class Trainer:
         self.lambdas = lambdas_of(config)
         betas = (config.beta1, config.beta2)
         self.g_params = trainable(self.parts.model)
-        self.opt_g = torch.optim.Adam(self.g_params, lr=config.lr, betas=betas)
+        self.opt_g = make_adam(self.g_params, self.device, lr=config.lr, betas=betas)
         self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(config.lr_milestones), config.lr_gamma)
         self.d_params: list[nn.Parameter] = []
         self.opt_d = self.sched_d = None
         if self.parts.discriminator is not None:
             self.d_params = trainable(self.parts.discriminator)
-            self.opt_d = torch.optim.Adam(self.d_params, lr=config.lr, betas=betas, weight_decay=config.d_weight_decay)
+            self.opt_d = make_adam(self.d_params, self.device, lr=config.lr, betas=betas,
+                                   weight_decay=config.d_weight_decay)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(config.lr_milestones), config.lr_gamma)
         self.balance = Balance(config.pause_d_below, config.resume_d_above, config.pause_g_above)
         self.step_count = 0
@@ -273,19 +316,27 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ---- one iteration ------------------------------------------------------------------------
+    def autocast(self):
+        """bf16 autocast of the forward passes when `amp="bf16"`; losses stay fp32 (`as_float`)."""
+        if self.config.amp == "off":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def step(self, real: torch.Tensor) -> dict[str, float]:
         cfg, parts, session = self.config, self.parts, self.session
         real = real.to(self.device, non_blocking=True)
         if cfg.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         parts.model.train()
-        fake, aux = parts.model(real)
+        with self.autocast():
+            fake, aux = parts.model(real)
 
         fake_features = real_features = None
         if parts.comparator is not None:
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 real_features = aux["code"] if parts.shares_features else parts.comparator(real)
-            fake_features = parts.comparator(fake)
+            with self.autocast():
+                fake_features = parts.comparator(fake)
 
         d = parts.discriminator
         values: dict[str, torch.Tensor] = {}
@@ -295,7 +346,9 @@ class Trainer:
             d.train()
             d.requires_grad_(self.balance.d_training)
             with torch.set_grad_enabled(self.balance.d_training):
-                d_loss = discriminator_loss(d(real, condition), d(fake.detach(), condition))
+                with self.autocast():
+                    logits_real, logits_generated = d(real, condition), d(fake.detach(), condition)
+                d_loss = discriminator_loss(as_float(logits_real), as_float(logits_generated))
             values["discr"] = d_loss.detach()
             if self.balance.d_training:
                 self.opt_d.zero_grad(set_to_none=True)
@@ -304,9 +357,11 @@ class Trainer:
             d.requires_grad_(False)
 
         # (2) update G: D sees the fake labelled "real"; D's weights get no gradient here.
-        logits_fake = d(fake, condition) if d is not None else None
-        terms = generator_terms(fake, real, self.lambdas, fake_features=fake_features, real_features=real_features,
-                                logits_fake=logits_fake, mu=aux.get("mu"), logvar=aux.get("logvar"),
+        with self.autocast():
+            logits_fake = d(fake, condition) if d is not None else None
+        terms = generator_terms(as_float(fake), real, self.lambdas, fake_features=as_float(fake_features),
+                                real_features=as_float(real_features), logits_fake=as_float(logits_fake),
+                                mu=as_float(aux.get("mu")), logvar=as_float(aux.get("logvar")),
                                 recon=cfg.recon_loss)
         values.update({k: v.detach() for k, v in terms.items()})
         if self.balance.g_training:
@@ -314,18 +369,20 @@ class Trainer:
             terms["total"].backward()
             sync_gradients(self.g_params, session)
 
-        # Non-finite check on every term and gradient, agreed across workers, before any step.
+        # Non-finite check on every term and gradient, agreed across workers, before any step. Terms and
+        # gradient flags travel in one tensor: one all-reduce and the step's only host-device sync
+        # (`tolist`), which the balancing rule needs anyway.
         names = sorted(values)
-        stacked = all_reduce_mean(torch.stack([values[k].float() for k in names]), session)
-        finite_grads = torch.tensor([
-            float(grads_finite(self.g_params) if self.balance.g_training else 1.0),
-            float(grads_finite(self.d_params) if (d is not None and self.balance.d_training) else 1.0)])
-        finite_grads = all_reduce_mean(finite_grads, session)
-        reduced = dict(zip(names, stacked.tolist()))
+        no_check = torch.ones((), device=self.device)
+        checks = torch.stack([values[k].float() for k in names] + [
+            grads_finite(self.g_params, self.device) if self.balance.g_training else no_check,
+            grads_finite(self.d_params, self.device) if (d is not None and self.balance.d_training) else no_check])
+        *terms_mean, finite_g, finite_d = all_reduce_mean(checks, session).tolist()
+        reduced = dict(zip(names, terms_mean))
         bad = [k for k, v in reduced.items() if not math.isfinite(v)]
-        if finite_grads[0] < 1:
+        if finite_g < 1:
             bad.append("generator gradients")
-        if finite_grads[1] < 1:
+        if finite_d < 1:
             bad.append("discriminator gradients")
         if bad:
             where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
@@ -354,6 +411,7 @@ class Trainer:
                 log.info(event)
                 if session.is_main:
                     tqdm.write(event)
+            reduced["d_paused_steps"] = float(self.balance.d_paused_steps)
         reduced["d_training"] = float(self.balance.d_training)
         reduced["g_training"] = float(self.balance.g_training)
         reduced["lr"] = self.opt_g.param_groups[0]["lr"]
@@ -363,7 +421,10 @@ class Trainer:
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         self.parts.model.eval()
-        out = self.parts.model(images.to(self.device))[0]
+        images = images.to(self.device)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        out = self.parts.model(images)[0]
         self.parts.model.train()
         return out.float().cpu()
 

@@ -1,0 +1,153 @@
+"""Speed options of the loop (channels_last, bf16 autocast, torch.compile, fused Adam) give the
+loss values of the plain eager fp32 path, within a stated tolerance, for a few steps at smoke size on real
+images; and the step computes the comparator once per image batch (C(x) is reused, not recomputed).
+
+Tolerances (relative, per loss term, every step), from what was observed at smoke size on CPU with a 4×
+or larger margin:
+- channels_last: 1e-5 (observed ≤ 2e-7: only the convolutions' summation order changes);
+- bf16 autocast: 1e-2 (observed ≤ 2.3e-3 on L_feat, ≤ 1.2e-3 on L_discr: 8-bit mantissas in the forward
+  passes; the losses themselves are computed in fp32);
+- torch.compile (inductor, `fallback_random` so dropout draws eager's masks): 1e-4.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro.assets import asset_folder
+from repro.config import make_config
+from repro.data import list_images, load_images
+from repro.loop import Trainer, make_adam
+
+TERMS = ("feat", "adv", "img", "discr", "total")
+STEPS = 2
+COMPILE_BUDGET_S = 60  # inductor's first compile on 2 CPU cores can take minutes with a cold cache
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke(**overrides):
+    return make_config("smoke", {k: str(v) for k, v in overrides.items()})
+
+
+@pytest.fixture(scope="module")
+def images():
+    files = list_images(asset_folder("caltech101", verify=False))
+    return load_images(files[:8:2], 64)  # (4, 3, 64, 64), four different categories
+
+
+def loss_values(images: torch.Tensor, tmp_path: Path, **overrides) -> list[dict[str, float]]:
+    trainer = Trainer(smoke(**overrides), tmp_path)
+    torch.manual_seed(1)  # the same dropout masks in D for every path
+    return [trainer.step(images) for _ in range(STEPS)]
+
+
+@pytest.fixture(scope="module")
+def reference(images, tmp_path_factory):
+    return loss_values(images, tmp_path_factory.mktemp("reference"))
+
+
+def worst_relative_error(reference: list[dict[str, float]], fast: list[dict[str, float]]) -> dict[str, float]:
+    return {k: max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-12) for a, b in zip(reference, fast)) for k in TERMS}
+
+
+def test_channels_last_matches_reference(images, reference, tmp_path):
+    trainer = Trainer(smoke(channels_last=True), tmp_path)
+    convs = [m for part in (trainer.parts.model, trainer.parts.discriminator) for m in part.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    errors = worst_relative_error(reference, loss_values(images, tmp_path, channels_last=True))
+    assert max(errors.values()) < 1e-5, errors
+
+
+def test_bf16_autocast_matches_reference(images, reference, tmp_path):
+    fast = loss_values(images, tmp_path, amp="bf16")
+    errors = worst_relative_error(reference, fast)
+    assert max(errors.values()) < 1e-2, errors
+    assert errors["feat"] > 0, "bf16 autocast changed nothing: is it applied to the comparator?"
+    assert all(isinstance(v, float) and math.isfinite(v) for step in fast for v in step.values())
+
+
+def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_in_fp32(images, tmp_path):
+    trainer = Trainer(smoke(amp="bf16"), tmp_path)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output.dtype)
+        return hook
+
+    trainer.parts.model.generator.upconv.deconv5.register_forward_hook(record("G"))
+    trainer.parts.discriminator.convs.Dconv1.register_forward_hook(record("D"))
+    trainer.step(images)
+    assert seen == {"G": torch.bfloat16, "D": torch.bfloat16}
+    for p in trainer.g_params + trainer.d_params:
+        assert p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+
+
+def test_real_image_features_are_computed_once_per_step(images, tmp_path):
+    """Comparator = encoder at the same tap: the network runs on the real batch once (as the encoder, its
+    output reused as C(x)) and on the fake batch once, never twice on the same images."""
+    trainer = Trainer(smoke(), tmp_path)
+    assert trainer.parts.shares_features
+    batches = []
+    trainer.parts.comparator.net.register_forward_pre_hook(lambda m, args, kwargs: batches.append(args[0]),
+                                                           with_kwargs=True)
+    trainer.step(images)
+    assert len(batches) == 2, f"the comparator network ran {len(batches)} times in one step"
+
+
+def test_fast_adam_matches_the_per_tensor_loop():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in ((64, 32, 3, 3), (64,), (10, 64))]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fast = make_adam(params, torch.device("cpu"), lr=2e-4, betas=(0.9, 0.999), weight_decay=4e-4)
+    plain = torch.optim.Adam(twins, lr=2e-4, betas=(0.9, 0.999), weight_decay=4e-4, foreach=False)
+    assert fast.defaults["fused"] is True
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for group, opt in ((params, fast), (twins, plain)):
+            for p, g in zip(group, grads):
+                p.grad = g.clone()
+            opt.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+
+
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    import torch._inductor.config
+    torch._inductor.config.fallback_random = True  # dropout draws eager's masks, so values are comparable
+    torch.set_num_threads(2)
+    from repro.assets import asset_folder
+    from repro.config import make_config
+    from repro.data import list_images, load_images
+    from repro.loop import Trainer
+    images = load_images(list_images(asset_folder("caltech101", verify=False))[:8:2], 64)
+    out = {}
+    for name, compiled in (("eager", "false"), ("compiled", "true")):
+        trainer = Trainer(make_config("smoke", {"compile": compiled}), sys.argv[1])
+        torch.manual_seed(1)
+        out[name] = [trainer.step(images) for _ in range(%d)]
+    print(json.dumps(out))
+""" % STEPS)
+
+
+def test_compile_matches_eager(tmp_path):
+    try:
+        done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=COMPILE_BUDGET_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"torch.compile (inductor) took more than {COMPILE_BUDGET_S} s to compile on this machine "
+                    "(cold inductor cache on 2 CPU cores); run once to warm ~/.cache or /tmp/torchinductor_*")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = worst_relative_error(out["eager"], out["compiled"])
+    assert max(errors.values()) < 1e-4, errors
