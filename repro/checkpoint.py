@@ -3,7 +3,8 @@
 Layout: `RUN_DIR/checkpoints/step-00000100/{state.pt, meta.json}`. A checkpoint is first written to a
 hidden temporary folder, fsynced, its sha256 recorded in meta.json, then renamed into place (rename is
 atomic on one filesystem). A folder without meta.json, or whose state.pt does not match its checksum,
-is partial or corrupt: `load_latest` reports it and falls back to the previous one.
+is partial or corrupt: `load_latest` reports it and falls back to the previous one. The temporary
+folder of a writer that was killed is removed by the next `save`.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def save(directory: Path, step: int, state: dict[str, Any], keep: int = 3) -> Pa
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
     tmp = directory / f".tmp-step-{step:08d}-{os.getpid()}"
+    remove_stale_temporaries(directory)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     torch.save(state, tmp / STATE)
@@ -51,6 +53,26 @@ def save(directory: Path, step: int, state: dict[str, Any], keep: int = 3) -> Pa
     return final
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary folders of writers that were killed mid-write (each one a whole state.pt,
+    never matched by `step-*`, so they would otherwise pile up after every crash)."""
+    for tmp in directory.glob(".tmp-step-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            log.info("removing %s, left by a writer that was interrupted", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def verify(folder: Path) -> str | None:
     """None if the checkpoint folder is complete and intact, else the reason it is not."""
     meta_path, state_path = folder / META, folder / STATE
@@ -58,8 +80,10 @@ def verify(folder: Path) -> str | None:
         return "incomplete (no meta.json or state.pt: the writer was interrupted)"
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not even UTF-8 (a flipped byte)
         return "meta.json is not valid JSON"
+    if not isinstance(meta, dict):
+        return "meta.json does not hold a checkpoint record"
     if sha256_file(state_path) != meta.get("sha256"):
         return "state.pt does not match its recorded sha256 (corrupt or partially written)"
     return None
@@ -79,5 +103,5 @@ def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
         reason = verify(folder)
         if reason is None:
             return folder, load(folder)
-        log.warning("checkpoint %s is %s; falling back to the previous one", folder, reason)
+        log.warning("checkpoint %s is unusable: %s; falling back to the previous one", folder, reason)
     return None

@@ -25,6 +25,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# What PIL raises for a file it cannot decode; DecompressionBombError (a header claiming more than ~179
+# megapixels) derives from Exception alone and would otherwise end the epoch.
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -121,7 +124,7 @@ class ImageFolder(Dataset):
             try:
                 array = self._decode(i)
                 break
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            except UNREADABLE as err:
                 # A truncated or corrupt file must not end an epoch: report it, use the next image.
                 self.bad.add(self.files[i])
                 log.warning("skipping unreadable image %s (%s)", self.files[i], err)
@@ -193,7 +196,7 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
     for path in files:
         try:
             array = load_warped(path, warp)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        except UNREADABLE as err:
             raise DataError(f"cannot read image {path}: {err}") from err
         images.append(to_tensor(array, crop, resolution))
     return torch.stack(images)

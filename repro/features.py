@@ -16,6 +16,23 @@ from repro.comparators import NETS, build_net
 from repro.data import DataError, list_images, load_images
 
 
+def readable(files: list[Path], resolution: int) -> tuple[torch.Tensor, list[Path]] | None:
+    """The batch of `files` that decode, and their paths; each file that does not is reported and skipped
+    (None if none does), so that one corrupt image in a folder does not lose the others' features."""
+    try:
+        return load_images(files, resolution), files
+    except DataError:
+        pass
+    images, kept = [], []
+    for path in files:
+        try:
+            images.append(load_images([path], resolution))
+            kept.append(path)
+        except DataError as err:
+            tqdm.write(f"warning: skipping {err}", file=sys.stderr)
+    return (torch.cat(images), kept) if kept else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.features", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", help="image files or folders (recursive)")
@@ -35,12 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    chunks = []
+    chunks, kept = [], []
     with torch.no_grad():
         for start in tqdm(range(0, len(files), args.batch_size), desc=f"{args.net}:{args.layer}", unit="batch"):
-            images = load_images(files[start : start + args.batch_size], args.resolution)
-            chunks.append(net(net.transform(images), tap=args.layer).numpy())
-    features = np.concatenate(chunks)
+            batch = readable(files[start : start + args.batch_size], args.resolution)
+            if batch is not None:
+                chunks.append(net(net.transform(batch[0]), tap=args.layer).numpy())
+                kept.extend(batch[1])
+    if not kept:
+        print(f"error: cannot read image{'s' if len(files) > 1 else ''}: none of the {len(files)} given decodes "
+              f"({files[0]}{', …' if len(files) > 1 else ''})", file=sys.stderr)
+        return 2
+    files, features = kept, np.concatenate(chunks)
     np.savez_compressed(args.out, features=features, paths=np.array([str(f) for f in files]))
     print(f"{len(files)} images → {args.net}:{args.layer} features {tuple(features.shape)} "
           f"(mean {features.mean():.4f}, std {features.std():.4f}) saved to {Path(args.out).resolve()}")

@@ -123,7 +123,7 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
 def launch_ray(config: Config, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     try:
         import ray
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError as err:
         raise SystemExit(f"error: Ray is not installed here ({err}); use --launcher local") from err
@@ -138,7 +138,10 @@ def launch_ray(config: Config, run_dir: Path, args: argparse.Namespace) -> dict[
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.gpu,
                                      resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=run_dir.name, storage_path=str((run_dir / "ray").resolve()),
-                             failure_config=FailureConfig(max_failures=args.max_failures)),
+                             failure_config=FailureConfig(max_failures=args.max_failures),
+                             # Ray keeps its own copy of every reported checkpoint: bound it as the run
+                             # folder's (0 keeps all there too)
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None)),
     )
     result = trainer.fit()
     if getattr(result, "error", None):
@@ -152,7 +155,7 @@ def launch_local(config: Config, run_dir: Path, args: argparse.Namespace) -> dic
 
     resume_state = None
     if args.resume is not None:
-        found = ckpt.load_latest(run_dir / "checkpoints")
+        found = getattr(args, "resume_from", None) or ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
             raise SystemExit(f"error: no intact checkpoint under {run_dir / 'checkpoints'} to resume from")
         log.info("resuming from %s", found[0])
@@ -162,7 +165,7 @@ def launch_local(config: Config, run_dir: Path, args: argparse.Namespace) -> dic
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m repro.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="small-pool5", help=f"one of: {', '.join(PRESETS)}")
+    parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default small-pool5; a resumed run keeps its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set steps=100")
     parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>/<timestamp>)")
@@ -177,6 +180,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Config fields a resumed run may change (`--resume RUN_DIR --set steps=…`); all others are the run's own.
+RESUMABLE = {"steps", "log_every", "image_every", "checkpoint_every", "num_workers", "device", "threads", "nonfinite",
+             "keep_checkpoints"}
+
+
 def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
     if args.resume is not None:
         saved = args.resume / "config.json"
@@ -184,18 +192,55 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
             raise ConfigError(f"{args.resume} is not a run folder (no config.json)")
         base = from_dict(json.loads(saved.read_text()))
         overrides = parse_overrides(args.overrides)
-        allowed = {"steps", "log_every", "image_every", "checkpoint_every", "num_workers", "device", "threads",
-                   "nonfinite", "keep_checkpoints"}
+        if args.preset is not None and args.preset != base.preset:
+            raise ConfigError(f"{args.resume} is a {base.preset!r} run, not {args.preset!r}; leave --preset out "
+                              "when resuming (the run keeps its own config.json)")
         data = base.to_dict()
         data.update(overrides)
         resumed = from_dict(data)
-        changed = {k for k in overrides if k not in allowed and getattr(resumed, k) != getattr(base, k)}
+        changed = {k for k in overrides if k not in RESUMABLE and getattr(resumed, k) != getattr(base, k)}
         if changed:
-            raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(allowed)}")
+            raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(RESUMABLE)}")
         return resumed, args.resume
-    config = make_config(args.preset, parse_overrides(args.overrides))
+    config = make_config(args.preset or "small-pool5", parse_overrides(args.overrides))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return config, args.run_dir or Path("runs") / config.preset / stamp
+
+
+def check_inputs(config: Config, args: argparse.Namespace, run_dir: Path) -> None:
+    """Inputs that could only fail later, inside a worker and after a run folder exists, fail here: unknown
+    networks or taps, missing image folders, weights files that are missing or are not weights, and a
+    --resume folder without an intact checkpoint of this very config. Raises ValueError (ConfigError,
+    DataError, ConversionError), FileNotFoundError or AssetError."""
+    from repro import checkpoint as ckpt
+    from repro.comparators import NETS, build_net
+    from repro.loop import resolve_folder
+    from repro.nets.caffenet import ALEXNET_TV_TAPS, CAFFENET_TAPS
+
+    for folder in (config.train_data, config.eval_data):
+        resolve_folder(folder, verify=False)
+    nets = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
+    if config.recon_loss == "deepsim" and config.lambda_feat > 0:
+        nets.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
+    for role, name, weights, tap in nets:
+        if name not in NETS:
+            raise ConfigError(f"{role}={name!r} is not a known network; choose from {', '.join(NETS)}")
+        if weights or name in ("caffenet", "videonet", "onnx"):  # a user's file: read it now, not in a worker
+            taps = build_net(name, config.resolution, weights or None).taps
+        else:
+            taps = ALEXNET_TV_TAPS if name.startswith("alexnet") else CAFFENET_TAPS
+        if tap not in taps:
+            raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
+    if args.resume is not None:
+        found = ckpt.load_latest(run_dir / "checkpoints")
+        if found is None:
+            raise ConfigError(f"{run_dir} has no intact checkpoint to resume from; start a new run instead")
+        saved, current = json.loads(found[1]["config"]), json.loads(config.to_json())  # both as JSON: tuples are lists
+        differ = sorted(k for k, v in current.items() if k in saved and k not in RESUMABLE and saved[k] != v)
+        if differ:
+            raise ConfigError(f"checkpoint {found[0]} was made with another config than {run_dir / 'config.json'} "
+                              f"(differing: {', '.join(differ)}); resume a run folder with its own config.json")
+        args.resume_from = found  # the local launcher need not read it twice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.num_workers < 1:
         print("error: --num-workers must be ≥ 1", file=sys.stderr)
+        return 2
+    from repro.assets import AssetError
+
+    try:
+        check_inputs(config, args, run_dir)
+    except (ValueError, FileNotFoundError, AssetError) as err:  # incl. ConfigError, DataError, ConversionError
+        print(f"error: {err}", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json())

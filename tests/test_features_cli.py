@@ -21,3 +21,17 @@ def test_features_cli_clear_errors(tmp_path, capsys):
     assert "needs the original weights" in capsys.readouterr().err
     assert main(["--net", "alexnet", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_features_cli_skips_an_undecodable_image_in_a_folder(tmp_path, assets, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a-cat.jpg").write_bytes((assets / "caffe" / "cat.jpg").read_bytes())
+    (folder / "b-broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "f.npz"
+    assert main(["--net", "alexnet", "--resolution", "64", "--out", str(out), str(folder)]) == 0
+    saved = np.load(out)
+    assert [p.rsplit("/", 1)[-1] for p in saved["paths"]] == ["a-cat.jpg"]  # the features of the good one kept
+    assert saved["features"].shape[0] == 1
+    err = capsys.readouterr().err
+    assert "skipping cannot read image" in err and "b-broken.jpg" in err

@@ -1,0 +1,54 @@
+"""Ray fault tolerance: a 2-worker Ray Train (V2) CPU run loses its rank-0 worker process to SIGKILL
+mid-run; Ray restarts the worker group from the last registered checkpoint (`ray.train.get_checkpoint()`)
+and the run finishes with every step, provenance status "finished", and bounded disk use.
+
+The run itself is started by conftest.py when the session starts (`RayWorkerKill`), so that its minutes
+of start-up overlap the other tests; this test waits for it and judges the outcome."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import reliability_helpers
+from repro import checkpoint
+from reliability_helpers import RAY_EVERY as EVERY, RAY_KEEP as KEEP, RAY_STEPS as STEPS, stats_steps
+
+pytest.importorskip("ray")
+
+
+def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
+    background = reliability_helpers.BACKGROUND.get("ray")
+    assert background is not None, "conftest.py did not start the Ray run"
+    run, run_dir = background.run, background.run_dir
+    status = run.wait(600)
+    background.thread.join(10)
+    assert background.error is None, f"{background.error}\n{run.output[-4000:]}"
+    killed = background.killed
+
+    steps = stats_steps(run_dir)
+    restart = next((i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]), None)
+    resumed_at = steps[restart] - 1 if restart is not None else None
+    redone = steps[restart - 1] - resumed_at if restart is not None else None
+    ray_kept = sorted(p.name for p in background.ray_storage.glob("checkpoint_*") if p.is_dir())
+    record_fault("SIGKILL of the rank-0 Ray Train worker process mid-run",
+                 f"`{background.command}`; the worker (a `ray::RayTrainWorker` process below the CLI) killed once "
+                 f"Ray had registered the checkpoint of step {killed['registered']} (step {killed['logged']} logged)",
+                 f"{redone} step(s) redone: the new worker group resumed after step {resumed_at}; Ray's storage "
+                 f"kept {len(ray_kept)} checkpoint folders (keep_checkpoints={KEEP}, + the killed worker's "
+                 "unregistered upload, which Ray leaves behind)")
+    assert status == 0, run.output[-4000:]
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["status"] == "finished" and provenance["result"]["metrics"]["step"] == STEPS
+    assert run.output.count("Started training worker group of size 2") == 2, "the worker group was not restarted"
+    assert restart is not None, f"no restart visible in stats.jsonl steps {steps}"
+    assert resumed_at >= killed["registered"], f"the new worker group did not resume from Ray's checkpoint: {steps}"
+    assert 0 <= redone <= EVERY, steps
+    assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
+    folder, state = checkpoint.load_latest(run_dir / "checkpoints")
+    assert folder.name == f"step-{STEPS:08d}" and state["step"] == STEPS
+    # disk stays bounded: the run folder keeps keep_checkpoints and no temporaries; Ray's storage as many,
+    # plus at most the killed worker's orphaned upload
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        f"step-{s:08d}" for s in range(STEPS - EVERY * (KEEP - 1), STEPS + 1, EVERY)]
+    assert len(ray_kept) <= KEEP + 1, ray_kept
