@@ -177,25 +177,35 @@ def comparator_id(record: dict) -> tuple | str | None:
 
 
 def representatives(records: list[dict]) -> list[dict]:
-    """One record per (protocol, layer, method, comparator): the longest-trained run (for M&V, the longest
-    optimisation), so that a short test run does not speak for a method."""
+    """One record per (protocol, layer, method, comparator, training steps); for M&V, which trains nothing,
+    the longest optimisation per (protocol, layer)."""
     best: dict[tuple, dict] = {}
     for r in records:
-        key = (r["group"], r["layer"], r["method"], comparator_id(r))
-        effort = r["step"] if r["step"] is not None else r.get("mv_config", {}).get("steps", 0)
+        key = (r["group"], r["layer"], r["method"], comparator_id(r), r["step"])
+        effort = r.get("mv_config", {}).get("steps", 0) if r["step"] is None else r["step"]
         if key not in best or effort > best[key]["_effort"]:
             best[key] = {**r, "_effort": effort}
     return list(best.values())
 
 
 def comparable(a: dict, b: dict) -> bool:
-    """Same evaluation images, encoder (and its weights), resolution and inverted layer."""
-    return a["group"] == b["group"] and a["layer"] == b["layer"]
+    """Same evaluation images, encoder (and its weights), resolution and inverted layer, and, for two
+    trained generators, the same number of training steps: a method trained longer must not win by that.
+    M&V (step None) optimises per image and is comparable with every generator of its setting."""
+    same_training = a["step"] is None or b["step"] is None or a["step"] == b["step"]
+    return a["group"] == b["group"] and a["layer"] == b["layer"] and same_training
+
+
+def same_comparator(a: dict, b: dict) -> bool:
+    """An ablation is compared with the full loss of its own comparator (a run without a feature loss has
+    none and is compared with every one)."""
+    ca, cb = comparator_id(a), comparator_id(b)
+    return not ca or not cb or ca == cb
 
 
 def pairs(records: list[dict], method_a: str, method_b: str, key: str) -> list[tuple[dict, dict]]:
     return [(a, b) for a in records for b in records
-            if a["method"] == method_a and b["method"] == method_b and comparable(a, b)
+            if a["method"] == method_a and b["method"] == method_b and comparable(a, b) and same_comparator(a, b)
             and a.get(key) is not None and b.get(key) is not None]
 
 
@@ -262,7 +272,7 @@ def check_depth(records: list[dict]) -> int:
     """Image-space error grows with the depth of the inverted layer, per method and setting."""
     series = defaultdict(dict)
     for r in records:
-        series[(r["method"], comparator_id(r), r["group"])][r["layer"]] = r
+        series[(r["method"], comparator_id(r), r["group"], r["step"])][r["layer"]] = r
     checked = 0
     for by_layer in series.values():
         ordered = [by_layer[layer] for layer in LAYERS if layer in by_layer]
