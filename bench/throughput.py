@@ -578,6 +578,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from repro.train import git_commit
+
+    git_commit()  # pin the commit of the code now running
     if args.memory_probe:
         spec = json.loads(args.memory_probe)
         print(json.dumps(memory_probe(spec["preset"], spec["overrides"])))

@@ -253,6 +253,9 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from repro.train import git_commit
+
+    git_commit()  # pin the commit of the code now running
     try:
         options, dry_run = parse_args(argv)
         names = [AE_MODELS[loss] for loss in options.losses] + (list(VAE_MODELS.values()) if options.vae else [])

@@ -386,6 +386,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     from repro.train import git_commit, weights_provenance
 
     started = time.time()
+    git_commit()  # pin the commit of the code now running
     run = open_run(options)
     config, model = run.config, run.parts.model
     device = next(model.parameters()).device

@@ -13,6 +13,7 @@ steps, wall time), stats.jsonl / metrics.csv / TensorBoard, image grids and chec
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,10 @@ from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, p
 log = logging.getLogger("repro.train")
 
 
+@functools.cache
 def git_commit() -> str:
+    """HEAD (+dirty) when first asked: entry points ask at start, so the record names the code that was
+    imported, even if the tree changes while a long run goes on."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -262,6 +266,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run_dir: Path) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    git_commit()  # pin the commit of the code now running (see git_commit)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:

@@ -668,6 +668,9 @@ def start_ray(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from repro.train import git_commit
+
+    git_commit()  # pin the commit of the code now running
     command = "python -m tune.search " + " ".join(shlex.quote(a) for a in argv)
     # Save Tune's experiment state every 2 s (default ≥ 10 s) so that a killed search loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
