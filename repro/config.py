@@ -116,6 +116,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ablation-no-adv": dict(_POOL5_SMALL, lambda_adv=0.0),
     "ablation-no-feat": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_feat=0.0, lambda_adv=reduced_lambda_adv(96)),
     "ablation-no-img": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_img=0.0, lambda_adv=reduced_lambda_adv(96)),
+    # Depth (Table 2 left to right) on a network whose every layer is obtainable here: invert pool5, fc6, fc7
+    # and fc8 of the random-weight CaffeNet (the paper's third comparator, Caffe's initialisation, seed 0) with
+    # the full loss and the pretrained AlexNet pool5 comparator, at 96 px, 2000 steps each.
+    **{f"random-{tap}": dict(_POOL5_SMALL, encoder="caffenet-random", layer=tap, steps=2000, discriminator_width=0.5,
+                             lambda_adv=reduced_lambda_adv(96)) for tap in ("pool5", "fc6", "fc7", "fc8")},
     # Autoencoders of the loss comparison (arXiv v1; `python -m repro.compare_autoencoders`): one architecture
     # (repro.autoencoders), four reconstruction losses, at 64 px.
     **{f"ae-{loss}": dict(_AE_SMALL, model="autoencoder", recon_loss=loss) for loss in ("se", "l1", "ms-ssim", "deepsim")},
