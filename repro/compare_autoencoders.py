@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 
 from repro.config import Config, ConfigError, make_config, parse_overrides
+from repro.figures import labelled_rows
 
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
 AE_MODELS = {"se": "ae-se", "l1": "ae-l1", "ms-ssim": "ae-ms-ssim", "deepsim": "ae-deepsim"}
@@ -81,24 +82,6 @@ def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
     started = time.time()
     summary = train(config, run_dir, Session(show_progress=options.progress))
     return {"summary": summary, "wall_time_s": round(time.time() - started, 1), "run_dir": run_dir}
-
-
-def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -> "Image.Image":
-    """One PIL image: each row a label then its images (N, 3, R, R) RGB [0, 1] side by side."""
-    from PIL import Image, ImageDraw
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
-
-    strips = [to_pil_image(make_grid(images.clamp(0, 1), nrow=images.shape[0], padding=2, pad_value=1.0))
-              for _, images in rows]
-    width = label_width + max(s.width for s in strips)
-    canvas = Image.new("RGB", (width, sum(s.height for s in strips)), "white")
-    draw, top = ImageDraw.Draw(canvas), 0
-    for (label, _), strip in zip(rows, strips):
-        canvas.paste(strip, (label_width, top))
-        draw.text((4, top + strip.height // 2 - 5), label, fill="black")
-        top += strip.height
-    return canvas
 
 
 def measure(name: str, trained: dict[str, Any], images: torch.Tensor, image_norm: float,

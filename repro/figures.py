@@ -1,0 +1,79 @@
+"""`python -m repro.figures RUN_DIR... --out FILE.png [--n 8]`: runs side by side on the same images.
+
+One row of originals, then one row per run: its reconstructions of the first `n` evaluation images of the
+first run's `eval_data`, at that run's resolution (all runs must share it), each row labelled with the
+run's preset and method. This is the figure the paper makes for its comparisons (Fig. 1, Fig. 3: the same
+images through each method), so that "sharper than" is something one looks at, not only a number.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -> "Image.Image":
+    """One PIL image: each row a label then its images (N, 3, R, R) RGB [0, 1] side by side."""
+    from PIL import Image, ImageDraw
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    strips = [to_pil_image(make_grid(images.clamp(0, 1), nrow=images.shape[0], padding=2, pad_value=1.0))
+              for _, images in rows]
+    width = label_width + max(s.width for s in strips)
+    canvas = Image.new("RGB", (width, sum(s.height for s in strips)), "white")
+    draw, top = ImageDraw.Draw(canvas), 0
+    for (label, _), strip in zip(rows, strips):
+        canvas.paste(strip, (label_width, top))
+        draw.multiline_text((4, top + strip.height // 2 - 6 * (label.count("\n") + 1)), label, fill="black")
+        top += strip.height
+    return canvas
+
+
+def side_by_side(run_dirs: list[Path], n: int, device: str | None = None) -> "Image.Image":
+    """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images."""
+    from repro.evaluate import load_eval_images, method_of
+    from repro.runs import load_run
+
+    runs = [load_run(folder, device) for folder in run_dirs]
+    resolutions = {run.config.resolution for run in runs}
+    if len(resolutions) > 1:
+        raise ValueError(f"runs differ in resolution ({sorted(resolutions)}); compare runs of one resolution")
+    images = load_eval_images(runs[0].config, n)[0]
+    rows = [("original", images)]
+    for run in runs:
+        model = run.parts.model
+        with torch.no_grad():
+            reconstructions = model(images.to(next(model.parameters()).device))[0].float().cpu()
+        rows.append((f"{run.config.preset}\n{method_of(run.config)}\nstep {run.step}", reconstructions))
+    return labelled_rows(rows, label_width=130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders written by python -m repro.train")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--n", type=int, default=8, help="evaluation images per row (default 8)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: each run's own choice")
+    args = parser.parse_args(argv)
+    from repro.checkpoint import CheckpointError
+    from repro.data import DataError
+
+    if args.n < 1:
+        print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
+        return 2
+    try:
+        figure = side_by_side(args.run_dirs, args.n, args.device)
+    except (CheckpointError, FileNotFoundError, DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out)
+    print(f"{len(args.run_dirs)} runs × {args.n} images → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
