@@ -8,7 +8,10 @@ images through each method), so that "sharper than" is something one looks at, n
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -32,9 +35,10 @@ def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -
     return canvas
 
 
-def side_by_side(run_dirs: list[Path], n: int, device: str | None = None) -> "Image.Image":
-    """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images."""
-    from repro.evaluate import load_eval_images, method_of
+def side_by_side(run_dirs: list[Path], n: int, device: str | None = None) -> tuple["Image.Image", list[dict]]:
+    """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images, and
+    what each row shows (run folder, preset, method, checkpoint step)."""
+    from repro.evaluate import display_path, load_eval_images, method_of
     from repro.runs import load_run
 
     runs = [load_run(folder, device) for folder in run_dirs]
@@ -48,10 +52,25 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None) -> "Im
         with torch.no_grad():
             reconstructions = model(images.to(next(model.parameters()).device))[0].float().cpu()
         rows.append((f"{run.config.preset}\n{method_of(run.config)}\nstep {run.step}", reconstructions))
-    return labelled_rows(rows, label_width=130)
+    shown = [{"run": display_path(run.folder), "preset": run.config.preset, "method": method_of(run.config),
+              "step": run.step, "checkpoint": display_path(run.checkpoint)} for run in runs]
+    return labelled_rows(rows, label_width=130), shown
+
+
+def provenance(argv: list[str], n: int, runs: list[dict]) -> dict:
+    """How the figure was made: command, commit, the rows' runs and steps, the images shown."""
+    from repro.train import git_commit
+
+    return {"command": "python -m repro.figures " + " ".join(shlex.quote(a) for a in argv), "commit": git_commit(),
+            "images": f"the first {n} of the first run's eval_data (sorted paths)", "rows": runs,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from repro.train import git_commit
+
+    git_commit()  # pin the commit of the code now running
     parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders written by python -m repro.train")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -65,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2
     try:
-        figure = side_by_side(args.run_dirs, args.n, args.device)
+        figure, figure_runs = side_by_side(args.run_dirs, args.n, args.device)
     except (CheckpointError, FileNotFoundError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)
-    print(f"{len(args.run_dirs)} runs × {args.n} images → {args.out}")
+    record = provenance(argv, args.n, figure_runs)
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{len(args.run_dirs)} runs × {args.n} images → {args.out} (+ {args.out.with_suffix('.json').name})")
     return 0
 
 
