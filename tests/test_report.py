@@ -1,0 +1,49 @@
+"""`python -m repro.report`: results/README.md arranges committed records and invents nothing."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from repro.report import render
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def metrics_record(step: int, image: float, feature: float, mv: bool) -> dict:
+    results = [{"method": "deepsim", "comparator": "alexnet:pool5", "step": step, "image_error_pct": image,
+                "feature_error_pct": feature}]
+    if mv:
+        results.append({"method": "mahendran-vedaldi", "comparator": None, "step": None, "image_error_pct": 91.25,
+                        "feature_error_pct": 12.5})
+    return {"preset": "small-pool5", "layer": "pool5", "results": results,
+            "protocol": {"encoder": "alexnet", "resolution": 96, "differences_from_paper": ["96 px instead of 227 px"]},
+            "provenance": {"step": step, "n_images": 256, "device": "cpu"}}
+
+
+def test_table2_cells_link_to_their_metrics_files(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    for run, (step, image, feature) in {"a": (3000, 63.4, 41.6), "b": (18000, 58.7, 35.2)}.items():
+        folder = tmp_path / "small-pool5" / run / "eval"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics_record(step, image, feature, mv=run == "a")))
+    page = render(tmp_path)
+    assert "| AlexNet CONV5 | 43/37 | 55/48 | 61/45 | 63/29 |" in page  # the paper's row, as printed
+    # our cells, rounded, each linked to the file it came from; runs of different length are different rows
+    assert "[63/42](small-pool5/a/eval/metrics.json)" in page and "[59/35](small-pool5/b/eval/metrics.json)" in page
+    assert "3000 steps" in page and "18000 steps" in page and "[91/12](small-pool5/a/eval/metrics.json)" in page
+    assert "96 px instead of 227 px" in page
+
+
+def test_autoencoder_section_names_the_loss_each_metric_prefers(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    folder = tmp_path / "autoencoders" / "x"
+    folder.mkdir(parents=True)
+    results = {"ae-se": {"model": "autoencoder", "psnr": 21.0, "ssim": 0.6, "ms_ssim": 0.7, "lpips": 0.50},
+               "ae-ms-ssim": {"model": "autoencoder", "psnr": 20.0, "ssim": 0.7, "ms_ssim": 0.8, "lpips": 0.45},
+               "ae-deepsim": {"model": "autoencoder", "psnr": 19.0, "ssim": 0.5, "ms_ssim": 0.6, "lpips": 0.30}}
+    (folder / "metrics.json").write_text(json.dumps({"results": results, "provenance": {
+        "resolution": 64, "steps": 10, "n_eval": 8, "device": "cpu", "commit": "abc"}}))
+    page = render(tmp_path)
+    assert "PSNR prefers **ae-se**" in page and "MS-SSIM prefers **ae-ms-ssim**" in page
+    assert "LPIPS prefers **ae-deepsim**" in page
