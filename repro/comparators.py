@@ -12,6 +12,11 @@ are inverted (for inversion experiments encoder and comparator are often the sam
 | caffenet-random  | seeded random, Caffe's initialisation     | Caffe CaffeNet                |
 | videonet         | the user's Wang & Gupta color_model file  | via converters (prototxt)     |
 | onnx             | any ONNX file the user gives (+ tap)      | via converters (onnx2torch)   |
+| squeezenet       | the real Deep-Compression SqueezeNet v1.0 in the shared assets (sha256-checked), decoded by `converters.squeezenet_dc` | via converters (prototxt) |
+
+SqueezeNet is the one ImageNet classifier whose every layer, up to the class scores, has real weights
+here: its `pool_final` (global average of `conv_final`, the 1000 class scores before softmax) stands in
+for CaffeNet's fc8 when inverting what a classifier keeps of an image.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from torch import nn
 
 from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet
 
-NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx")
+NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx", "squeezenet")
 
 
 def _needs_file(name: str, weights: str | None) -> Path:
@@ -67,6 +72,12 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
         mean = torch.as_tensor(load_mean(asset_file("videonet/video_mean.binaryproto")), dtype=torch.float32)
         net = load_caffe(prototxt or asset_file("videonet/unsup_net_deploy.prototxt"), path)
         net.transform = CaffeInput(mean.mean(dim=(1, 2)))
+        return net
+    if name == "squeezenet":
+        from converters.squeezenet_dc import MEAN_BGR, default_paths, load_squeezenet
+
+        net = load_squeezenet(*default_paths())
+        net.transform = CaffeInput(MEAN_BGR)  # BGR 0–255 minus its channel means, as it was trained
         return net
     if name == "onnx":
         return _onnx_net(_needs_file(name, weights), CaffeInput())

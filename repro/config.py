@@ -121,6 +121,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the full loss and the pretrained AlexNet pool5 comparator, at 96 px, 2000 steps each.
     **{f"random-{tap}": dict(_POOL5_SMALL, encoder="caffenet-random", layer=tap, steps=2000, discriminator_width=0.5,
                              lambda_adv=reduced_lambda_adv(96)) for tap in ("pool5", "fc6", "fc7", "fc8")},
+    # The class-score analogue of FC8 on a real classifier: invert SqueezeNet's last conv block (fire9) and its
+    # class scores (pool_final), same loss and schedule as the random-CaffeNet series.
+    **{f"squeezenet-{name}": dict(_POOL5_SMALL, encoder="squeezenet", layer=tap, steps=2000, discriminator_width=0.5,
+                                  lambda_adv=reduced_lambda_adv(96))
+       for name, tap in (("fire9", "fire9/concat"), ("scores", "pool_final"))},
     # Autoencoders of the loss comparison (arXiv v1; `python -m repro.compare_autoencoders`): one architecture
     # (repro.autoencoders), four reconstruction losses, at 64 px.
     **{f"ae-{loss}": dict(_AE_SMALL, model="autoencoder", recon_loss=loss) for loss in ("se", "l1", "ms-ssim", "deepsim")},

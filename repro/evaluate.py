@@ -91,8 +91,9 @@ def comparator_of(config: Config) -> str | None:
     return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
 
 
-def protocol_of(config: Config, n_images: int) -> dict[str, Any]:
-    """What the numbers were measured on, and how that differs from the paper's Table 2."""
+def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the numbers were measured on, and how that differs from the paper's Table 2; `layer_depth` is
+    the inverted tap's position among the encoder's taps (orders layers of any network by depth)."""
     differences = []
     if config.encoder != "caffenet" or not config.encoder_weights:
         differences.append(f"encoder {config.encoder!r} instead of CaffeNet with its original weights "
@@ -105,6 +106,7 @@ def protocol_of(config: Config, n_images: int) -> dict[str, Any]:
         "encoder": config.encoder,
         "encoder_weights": f"{weights} sha256={sha256_file(weights)}" if weights else "",
         "layer": config.layer,
+        "layer_depth": encoder_taps.index(config.layer) if config.layer in encoder_taps else None,
         "resolution": config.resolution,
         "eval_data": config.eval_data,
         "n_images": n_images,
@@ -414,7 +416,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "run": display_path(options.run_dir),
         "preset": config.preset,
         "layer": config.layer,
-        "protocol": protocol_of(config, images.shape[0]),
+        "protocol": protocol_of(config, images.shape[0], tuple(model.encoder.net.taps)),
         "normalisers": {"image": ref.image_norm, "feature": ref.feature_norm},
         "results": results,
         "figures": figures,

@@ -337,6 +337,7 @@ class Trainer:
                 real_features = aux["code"] if parts.shares_features else parts.comparator(real)
             with self.autocast():
                 fake_features = parts.comparator(fake)
+            real_features = real_features.reshape(fake_features.shape)  # a reused code may be flattened (feature_shape)
 
         d = parts.discriminator
         values: dict[str, torch.Tensor] = {}

@@ -21,8 +21,10 @@ class Inverter(nn.Module):
         self.encoder, self.generator = encoder, generator
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """y = E(x), shaped as the generator takes it ((B, C) for a global-pooling tap, see feature_shape)."""
         with torch.no_grad():
-            return self.encoder(images)
+            code = self.encoder(images)
+        return code.reshape(code.shape[0], *self.generator.in_shape)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         code = self.encode(images)
@@ -33,6 +35,12 @@ class Inverter(nn.Module):
 
 
 def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
-    """Shape (without batch) of a comparator/encoder's output at this resolution."""
+    """Shape (without batch) of a comparator/encoder's output at this resolution, as the generator takes it:
+    a tap that stays 1×1 at twice the resolution is a global pooling (SqueezeNet's class scores), i.e. a
+    vector (C,), inverted by the vector generator as fc8 is; any other map keeps its (C, H, W)."""
     with torch.no_grad():
-        return tuple(net(torch.zeros(1, 3, resolution, resolution)).shape[1:])
+        shape = tuple(net(torch.zeros(1, 3, resolution, resolution)).shape[1:])
+        if len(shape) == 3 and shape[1:] == (1, 1):
+            if tuple(net(torch.zeros(1, 3, 2 * resolution, 2 * resolution)).shape[1:]) == shape:
+                return shape[:1]
+        return shape

@@ -56,9 +56,13 @@ def weights_provenance(config: Config) -> dict[str, str]:
                              ("comparator", config.comparator, config.comparator_weights)):
         if user:
             out[role] = f"{user} sha256={sha256_file(user)}"
-        elif name == "alexnet":
+        elif name in ("alexnet", "alexnet-tv"):
             path = weights_path("alexnet_tv")
             out[role] = f"{path} sha256={sha256_file(path) if path.exists() else 'missing'}"
+        elif name == "squeezenet":
+            from converters.squeezenet_dc import default_paths
+
+            out[role] = " + ".join(f"{path} sha256={sha256_file(path)}" for path in default_paths())
         else:
             out[role] = f"{name} (seeded random, seed {config.seed})"
     return out
@@ -254,7 +258,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run_dir: Path) -> Non
     for role, name, weights, tap in nets:
         if name not in NETS:
             raise ConfigError(f"{role}={name!r} is not a known network; choose from {', '.join(NETS)}")
-        if weights or name in ("caffenet", "videonet", "onnx"):  # a user's file: read it now, not in a worker
+        if weights or name in ("caffenet", "videonet", "onnx", "squeezenet"):  # read files now, not in a worker
             taps = build_net(name, config.resolution, weights or None).taps
         else:
             taps = ALEXNET_TV_TAPS if name.startswith("alexnet") else CAFFENET_TAPS

@@ -330,3 +330,21 @@ def test_discriminator_conditioned_on_features():
         d(images, torch.rand(2, 4096))
     with pytest.raises(ValueError, match="without feature_dim"):
         Discriminator(resolution=64, width=0.25)(images, code)
+
+
+def test_global_pooling_taps_are_inverted_as_vectors():
+    """SqueezeNet's pool_final (global average of the class-score maps) stays 1×1 at any resolution: the
+    generator takes it as a vector, as fc8; CaffeNet's pool5 at 64 px is 1×1 only by size and stays a map."""
+    from repro.comparators import build_comparator
+    from repro.models import Inverter, feature_shape
+
+    scores = build_comparator("squeezenet", "pool_final", 96)
+    assert feature_shape(scores, 96) == (1000,)
+    caffenet_pool5 = build_comparator("caffenet-random", "pool5", 64)
+    assert feature_shape(caffenet_pool5, 64) == (256, 1, 1)
+    model = Inverter(scores, Generator((1000,), resolution=96, width=0.125))
+    images = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        reconstruction, aux = model(images)
+    assert aux["code"].shape == (2, 1000) and reconstruction.shape == (2, 3, 96, 96)
+    assert torch.equal(aux["code"], scores(images).flatten(1))

@@ -167,8 +167,8 @@ def measured_records() -> list[dict]:
         group = tuple(protocol[k] for k in ("encoder", "encoder_weights", "resolution", "eval_data", "n_images"))
         for result in data["results"]:
             out.append({"source": f"{path.relative_to(REPO)} [{result['method']}]", "preset": data["preset"],
-                        "layer": data["layer"], "group": group, "paper_protocol": protocol["paper_protocol"],
-                        **result})
+                        "layer": data["layer"], "layer_depth": protocol.get("layer_depth"), "group": group,
+                        "paper_protocol": protocol["paper_protocol"], **result})
     return representatives(out)
 
 
@@ -268,14 +268,22 @@ def test_mv_has_the_lowest_feature_error_and_the_highest_image_error():
                        "an evaluation run with --mv-steps > 0 (M&V on the same images and encoder as the generator)")
 
 
+def depth_of(record: dict) -> int | None:
+    """Position of the inverted layer in its network: the encoder's tap order where recorded, else Table 2's."""
+    if record.get("layer_depth") is not None:
+        return record["layer_depth"]
+    return LAYERS.index(record["layer"]) if record["layer"] in LAYERS else None
+
+
 def check_depth(records: list[dict]) -> int:
     """Image-space error grows with the depth of the inverted layer, per method and setting."""
     series = defaultdict(dict)
     for r in records:
-        series[(r["method"], comparator_id(r), r["group"], r["step"])][r["layer"]] = r
+        if depth_of(r) is not None:
+            series[(r["method"], comparator_id(r), r["group"], r["step"])][depth_of(r)] = r
     checked = 0
-    for by_layer in series.values():
-        ordered = [by_layer[layer] for layer in LAYERS if layer in by_layer]
+    for by_depth in series.values():
+        ordered = [by_depth[depth] for depth in sorted(by_depth)]
         for shallow, deep in zip(ordered, ordered[1:]):
             assert shallow["image_error_pct"] < deep["image_error_pct"], (shallow["source"], deep["source"])
             checked += 1
