@@ -96,6 +96,18 @@ def write_provenance(run_dir: Path, config: Config, argv: list[str], extra: dict
     (run_dir / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
 
 
+def agreed_step(step: int) -> int:
+    """The smallest `step` over the data-parallel workers (the step itself when there is one worker)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return step
+    value = torch.tensor([step], dtype=torch.long)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value)
+
+
 def ray_worker(loop_config: dict[str, Any]) -> None:
     """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop."""
     import ray.train
@@ -116,9 +128,22 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     if restored is not None:  # restarted after a worker failure: continue from the last report
         with restored.as_directory() as folder:
             resume_state = ckpt.load(Path(folder))
-    elif loop_config.get("resume"):
+    if restored is not None or loop_config.get("resume"):
+        # The run folder may hold a newer intact checkpoint than Ray registered: a worker killed while Ray
+        # was still taking in its last report had already written it (atomically, checksummed). Resume from
+        # whichever is newer, so a failure costs at most one checkpoint interval, but only if every worker
+        # sees that file (a run folder on another node's disk does not count): all ranks take the same state.
         found = ckpt.load_latest(run_dir / "checkpoints")
-        resume_state = found[1] if found else None
+        ray_step = -1 if resume_state is None else int(resume_state["step"])
+        local_step = int(found[1]["step"]) if found is not None else -1
+        if agreed_step(max(ray_step, local_step)) == local_step > ray_step:
+            resume_state = found[1]
+        if resume_state is None:
+            log.warning("--resume: no checkpoint that every worker can read under %s; starting from step 0",
+                        run_dir / "checkpoints")
+        elif context.get_world_rank() == 0:
+            source = "the run folder" if resume_state is (found or (None, None))[1] else "Ray's last registered report"
+            print(f"resuming after step {resume_state['step']} from {source}", flush=True)
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -7,6 +7,7 @@ of start-up overlap the other tests; this test waits for it and judges the outco
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -27,9 +28,9 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     killed = background.killed
 
     steps = stats_steps(run_dir)
-    restart = next((i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]), None)
-    resumed_at = steps[restart] - 1 if restart is not None else None
-    redone = steps[restart - 1] - resumed_at if restart is not None else None
+    resumes = [int(step) for step in re.findall(r"resuming after step (\d+) from", run.output)]
+    resumed_at = resumes[0] if resumes else None  # Ray may relay the rank-0 line more than once
+    redone = len(steps) - len(set(steps))  # steps logged twice: done before the kill and again after it
     ray_kept = sorted(p.name for p in background.ray_storage.glob("checkpoint_*") if p.is_dir())
     record_fault("SIGKILL of the rank-0 Ray Train worker process mid-run",
                  f"`{background.command}`; the worker (a `ray::RayTrainWorker` process below the CLI) killed once "
@@ -41,9 +42,9 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["status"] == "finished" and provenance["result"]["metrics"]["step"] == STEPS
     assert run.output.count("Started training worker group of size 2") == 2, "the worker group was not restarted"
-    assert restart is not None, f"no restart visible in stats.jsonl steps {steps}"
-    assert resumed_at >= killed["registered"], f"the new worker group did not resume from Ray's checkpoint: {steps}"
-    assert 0 <= redone <= EVERY, steps
+    assert len(set(resumes)) == 1, f"the new worker group did not say (once) where it resumed: {resumes}"
+    assert resumed_at >= killed["registered"], f"the new worker group resumed before Ray's checkpoint: {steps}"
+    assert 0 <= redone <= EVERY, steps  # at most one checkpoint interval lost
     assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
     assert folder.name == f"step-{STEPS:08d}" and state["step"] == STEPS
