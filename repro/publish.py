@@ -18,7 +18,7 @@ from repro.assets import REPO_ROOT
 FILES = ("config.json", "provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
 
 
-def publish(run_dir: Path, dest: Path | None = None, grids: int = 4) -> Path:
+def publish(run_dir: Path, dest: Path | None = None, grids: int = 2) -> Path:
     if not (run_dir / "config.json").exists() or not (run_dir / "provenance.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (config.json/provenance.json missing)")
     preset = json.loads((run_dir / "config.json").read_text())["preset"]
@@ -27,8 +27,8 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 4) -> Path:
     for name in FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)
-    steps = sorted((run_dir / "grids").glob("step-*.png"))
-    if steps:  # a few grids spread over the run, always including the last
+    steps = sorted((run_dir / "grids").glob("step-*.png"))[:-1]  # the last one is grid-latest.png
+    if steps and grids > 0:  # a few grids spread over the run before its end
         picks = {steps[round(i * (len(steps) - 1) / max(1, grids - 1))] for i in range(grids)}
         (dest / "grids").mkdir(exist_ok=True)
         for path in sorted(picks):
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.publish", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("dest", type=Path, nargs="?")
-    parser.add_argument("--grids", type=int, default=4, help="intermediate grids to keep")
+    parser.add_argument("--grids", type=int, default=2, help="intermediate grids to keep (besides grid-latest.png)")
     args = parser.parse_args(argv)
     try:
         print(publish(args.run_dir, args.dest, args.grids))
