@@ -68,6 +68,7 @@ class EvalOptions:
     batch_size: int = 32           # images per forward pass
     mv_steps: int = 0              # > 0: also run Mahendran & Vedaldi for this many steps per batch
     device: str | None = None      # None: the run's own device choice (config.device)
+    step: int | None = None        # evaluate the checkpoint of this step (default: the newest intact one)
     figure_images: int = 8         # columns of the reconstruction / re-encoding figures
     progress: bool = True          # tqdm bars
     command: str = ""              # the command line, for provenance
@@ -356,9 +357,11 @@ def open_run(options: EvalOptions) -> Any:
 
     check_run_folder(options.run_dir)
     try:
-        run = load_run(options.run_dir, options.device)
+        run = load_run(options.run_dir, options.device, options.step)
     except CheckpointError as err:
-        raise EvalError(f"{err}: train it (python -m repro.train) until it writes a checkpoint") from err
+        hint = "give --step one of the kept steps" if options.step is not None else \
+            "train it (python -m repro.train) until it writes a checkpoint"
+        raise EvalError(f"{err}: {hint}") from err
     except (ConfigError, json.JSONDecodeError) as err:
         raise EvalError(f"{options.run_dir / 'config.json'} does not describe a run: {err}") from err
     if not (hasattr(run.parts.model, "encode") and hasattr(run.parts.model, "decode")):
@@ -453,6 +456,8 @@ def parse_args(argv: list[str]) -> EvalOptions:
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the run's own choice")
+    parser.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest intact one), e.g. "
+                        "to compare runs at equal training")
     parser.add_argument("--figure-images", type=int, default=8, help="columns of the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -463,7 +468,7 @@ def parse_args(argv: list[str]) -> EvalOptions:
     if args.mv_steps < 0:
         raise EvalError(f"--mv-steps must be ≥ 0, got {args.mv_steps}")
     return EvalOptions(run_dir=args.run_dir, out=args.out or args.run_dir / "eval", n=args.n,
-                       batch_size=args.batch_size, mv_steps=args.mv_steps, device=args.device,
+                       batch_size=args.batch_size, mv_steps=args.mv_steps, device=args.device, step=args.step,
                        figure_images=args.figure_images, progress=not args.no_progress,
                        command="python -m repro.evaluate " + " ".join(shlex.quote(a) for a in argv))
 

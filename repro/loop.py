@@ -500,7 +500,10 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
             trainer.epoch, trainer.batch_in_epoch = epoch, batch_in_epoch + 1
             window_images += real.shape[0] * session.world_size
             step = trainer.step_count
-            if step % config.log_every == 0 or step == config.steps:
+            # every worker must agree to stop at the same step (time limits differ by clock skew)
+            out_of_time = bool(all_reduce_mean(torch.tensor([float(time.monotonic() > deadline)]), session)[0] > 0)
+            last = step == config.steps or out_of_time
+            if step % config.log_every == 0 or last:  # the last step is always logged, also when time runs out
                 elapsed = time.perf_counter() - window_start
                 values["images_per_s"] = window_images / max(elapsed, 1e-9)
                 window_start, window_images = time.perf_counter(), 0
@@ -508,9 +511,6 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
                 progress.set_postfix({k: f"{values[k]:.3g}" for k in ("total", "feat", "adv", "img", "discr",
                                                                        "images_per_s") if k in values})
             progress.update(1)
-            # every worker must agree to stop at the same step (time limits differ by clock skew)
-            out_of_time = bool(all_reduce_mean(torch.tensor([float(time.monotonic() > deadline)]), session)[0] > 0)
-            last = step == config.steps or out_of_time
             if session.is_main and (step % config.image_every == 0 or last):
                 recon = trainer.reconstruct(eval_images)
                 write_grid(run_dir / "grids" / f"step-{step:08d}.png", eval_images, recon)

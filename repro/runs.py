@@ -21,17 +21,25 @@ class Run:
     checkpoint: Path
 
 
-def load_run(folder: str | Path, device: str | torch.device | None = None) -> Run:
-    """Config from config.json, weights from the newest intact checkpoint; clear errors otherwise."""
+def load_run(folder: str | Path, device: str | torch.device | None = None, step: int | None = None) -> Run:
+    """Config from config.json, weights from the newest intact checkpoint (or the one of `step`, so runs can
+    be compared at equal training); clear errors otherwise."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
     config = from_dict(json.loads(config_path.read_text()))
-    found = checkpoint.load_latest(folder / "checkpoints")
-    if found is None:
-        raise checkpoint.CheckpointError(f"run {folder} has no intact checkpoint")
-    ckpt_folder, state = found
+    if step is not None:
+        ckpt_folder = folder / "checkpoints" / f"step-{step:08d}"
+        if not ckpt_folder.is_dir():
+            kept = ", ".join(p.name for p in sorted((folder / "checkpoints").glob("step-*"))) or "none"
+            raise checkpoint.CheckpointError(f"run {folder} has no checkpoint of step {step} (kept: {kept})")
+        state = checkpoint.load(ckpt_folder)
+    else:
+        found = checkpoint.load_latest(folder / "checkpoints")
+        if found is None:
+            raise checkpoint.CheckpointError(f"run {folder} has no intact checkpoint")
+        ckpt_folder, state = found
     device = torch.device(device) if device else pick_device(config)
     parts = build_parts(config, device)
     parts.model.load_state_dict(state["model"], strict=True)

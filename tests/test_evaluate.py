@@ -128,3 +128,13 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, run_dir, capsys):
         assert evaluate.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and expected in err and "\n" not in err, err
+
+
+def test_a_chosen_checkpoint_step_is_evaluated(run_dir, tmp_path, capsys):
+    out = tmp_path / "at-step-1"
+    argv = [str(run_dir), "--n", "4", "--step", "1", "--no-progress", "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["provenance"]["step"] == 1 and record["results"][0]["step"] == 1
+    assert evaluate.main([str(run_dir), "--n", "4", "--step", "7", "--out", str(tmp_path / "x")]) == 2
+    assert "no checkpoint of step 7" in capsys.readouterr().err

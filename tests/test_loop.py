@@ -2,6 +2,8 @@
 non-finite losses."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -112,3 +114,14 @@ def test_checkpoint_corruption_falls_back(tmp_path):
     newest.write_bytes(newest.read_bytes()[:100])
     folder, state = checkpoint.load_latest(tmp_path / "checkpoints")
     assert folder.name == "step-00000001" and state["step"] == 1
+
+
+def test_time_limit_stops_with_the_last_step_logged_checkpointed_and_drawn(tmp_path, assets):
+    config = make_config("smoke", {"steps": "50", "log_every": "20", "image_every": "20", "checkpoint_every": "20",
+                                   "time_limit_min": "1e-6"})  # out of time after the first step
+    summary = train(config, tmp_path, Session(show_progress=False))
+    assert summary["step"] < config.steps
+    logged = [json.loads(line)["step"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert logged[-1] == summary["step"]
+    assert (tmp_path / "checkpoints" / f"step-{summary['step']:08d}").is_dir()
+    assert (tmp_path / "grids" / f"step-{summary['step']:08d}.png").exists()
