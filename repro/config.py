@@ -98,6 +98,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
     # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
     "small-pool5": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0),
+    # small-pool5 with the λ of the best trial of the committed search towards Table 2's AlexNet CONV5 cell
+    # (results/tune/small-pool5-pool5-20261202-cpu/best.json: 6 trials of 600 steps; its "preset" entry).
+    "small-pool5-tuned": dict(_POOL5_SMALL, discriminator_width=0.5, time_limit_min=14.0,
+                              lambda_feat=0.0519, lambda_adv=11.7, lambda_img=5.76e-06),
     # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
     "small-pool5-image": dict(_POOL5_SMALL, lambda_feat=0.0, lambda_adv=0.0),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).

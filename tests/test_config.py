@@ -41,3 +41,16 @@ def test_paper_values_are_the_defaults():
     assert (config.lambda_feat, config.lambda_adv, config.lambda_img) == (0.01, 100.0, 2e-6)
     assert (config.lr, config.beta1, config.beta2, config.batch_size, config.resolution) == (2e-4, 0.9, 0.999, 64, 227)
     assert config.comparator_tap == "pool5" and config.layer == "fc6"
+
+
+def test_tuned_preset_is_the_committed_searchs_best():
+    """The λ fed back into small-pool5-tuned are the ones the committed Ray Tune search chose."""
+    import json
+    from pathlib import Path
+
+    best = Path(__file__).resolve().parents[1] / "results/tune/small-pool5-pool5-20261202-cpu/best.json"
+    chosen = json.loads(best.read_text())["preset"]
+    tuned = make_config("small-pool5-tuned")
+    for name in ("lambda_feat", "lambda_adv", "lambda_img"):
+        assert getattr(tuned, name) == pytest.approx(chosen[name]), name
+    assert {k: getattr(tuned, k) for k in chosen} == pytest.approx(chosen)

@@ -280,16 +280,32 @@ def depth_of(record: dict) -> int | None:
     return LAYERS.index(record["layer"]) if record["layer"] in LAYERS else None
 
 
+# Measured where the claim does not hold, keyed (encoder, shallower tap, deeper tap). Checked the other way
+# round, so the day a committed run makes it hold the entry must go.
+DEPTH_NOT_YET = {
+    ("caffenet-random", "fc7", "fc8"): (
+        "random-weight CaffeNet at 96 px, 2000 steps (results/random-fc7, results/random-fc8): fc8 73.7 % vs "
+        "fc7 76.8 % image error. Both generators output nearly the same image for every input "
+        "(results/figures/depth-random-caffenet-2000-steps.png), so this compares two near-constant outputs' "
+        "distance to the data, not information kept by the layer; pool5 → fc6 → fc7 does grow"),
+}
+
+
 def check_depth(records: list[dict]) -> int:
-    """Image-space error grows with the depth of the inverted layer, per method and setting."""
+    """Image-space error grows with the depth of the inverted layer, per method and setting; the pairs of
+    DEPTH_NOT_YET must still break it (they are reported, not silently skipped)."""
     series = defaultdict(dict)
     for r in records:
         if depth_of(r) is not None:
             series[(r["method"], comparator_id(r), r["group"], r["step"])][depth_of(r)] = r
     checked = 0
-    for by_depth in series.values():
+    for (_, _, group, _), by_depth in series.items():
         ordered = [by_depth[depth] for depth in sorted(by_depth)]
         for shallow, deep in zip(ordered, ordered[1:]):
+            if (group[0], shallow["layer"], deep["layer"]) in DEPTH_NOT_YET:
+                assert shallow["image_error_pct"] >= deep["image_error_pct"], (
+                    f"now holds, remove it from DEPTH_NOT_YET: {shallow['source']} vs {deep['source']}")
+                continue
             assert shallow["image_error_pct"] < deep["image_error_pct"], (shallow["source"], deep["source"])
             checked += 1
     return checked

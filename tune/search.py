@@ -596,7 +596,8 @@ def export(results, experiment: Path, out: Path, record: dict[str, Any]) -> list
     best = rows[0] if rows and rows[0]["status"] in ("finished", "stopped early") else None
     summary = {"search": record["name"], "target": record["target"], "best": best,
                "preset": preset_from(best, record, lambda_names) if best else None,
-               "paper_lambdas": {k: PAPER_LAMBDAS[k] for k in lambda_names}}
+               "paper_lambdas": {k: PAPER_LAMBDAS[k] for k in lambda_names},
+               "provenance": record.get("provenance")}
     (out / "best.json").write_text(json.dumps(summary, indent=2) + "\n")
     if out != experiment:
         (out / "search.json").write_text(json.dumps(record, indent=2) + "\n")
