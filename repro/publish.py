@@ -15,7 +15,8 @@ from pathlib import Path
 
 from repro.assets import REPO_ROOT
 
-FILES = ("config.json", "provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
+# provenance.json holds the run's config too, so the published folder needs no separate config.json.
+FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
 
 
 def publish(run_dir: Path, dest: Path | None = None, grids: int = 2) -> Path:

@@ -96,7 +96,7 @@ def runs(root: Path) -> list[str]:
     records = _load(sorted(root.glob("*/*/provenance.json")))
     if not records:
         return []
-    lines = ["## Published runs", "", "Each folder holds config.json, provenance.json (command, commit, data and "
+    lines = ["## Published runs", "", "Each folder holds provenance.json (config, command, commit, data and "
              "weights sha256, device, wall time), stats.jsonl / metrics.csv and grids (`python -m repro.publish`).", "",
              "| run | preset | steps | wall time | device | launcher | last grid |", "|---|---|---|---|---|---|---|"]
     for path, prov in records:
