@@ -14,6 +14,7 @@ No number compared here is typed in this file: they come from the paper, the JSO
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -95,6 +96,8 @@ def paper_text() -> str:
         candidates.append(Path(os.environ["DEEPSIM_ASSETS"]).parent / "papers" / Path(TABLE["source"]["file"]).name)
     for path in candidates:
         if path.is_file():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == TABLE["source"]["file_sha256"], (
+                f"{path} is not the paper text results/paper_table2.json was transcribed from")
             return path.read_text(encoding="utf-8")
     pytest.fail(f"paper text not found at {', '.join(map(str, candidates))}: put the project beside ../shared "
                 "(or set DEEPSIM_ASSETS) so Table 2 can be checked against the paper")
