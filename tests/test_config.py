@@ -51,6 +51,4 @@ def test_tuned_preset_is_the_committed_searchs_best():
     best = Path(__file__).resolve().parents[1] / "results/tune/small-pool5-pool5-20261202-cpu/best.json"
     chosen = json.loads(best.read_text())["preset"]
     tuned = make_config("small-pool5-tuned")
-    for name in ("lambda_feat", "lambda_adv", "lambda_img"):
-        assert getattr(tuned, name) == pytest.approx(chosen[name]), name
     assert {k: getattr(tuned, k) for k in chosen} == pytest.approx(chosen)
