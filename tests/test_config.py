@@ -1,6 +1,9 @@
 """Typed, loud configuration."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from repro.config import PRESETS, ConfigError, from_dict, make_config
@@ -45,9 +48,6 @@ def test_paper_values_are_the_defaults():
 
 def test_tuned_preset_is_the_committed_searchs_best():
     """The λ fed back into small-pool5-tuned are the ones the committed Ray Tune search chose."""
-    import json
-    from pathlib import Path
-
     best = Path(__file__).resolve().parents[1] / "results/tune/small-pool5-pool5-20261202-cpu/best.json"
     chosen = json.loads(best.read_text())["preset"]
     tuned = make_config("small-pool5-tuned")

@@ -296,7 +296,7 @@ DEPTH_NOT_YET = {
 
 def check_depth(records: list[dict]) -> int:
     """Image-space error grows with the depth of the inverted layer, per method and setting; the pairs of
-    DEPTH_NOT_YET must still break it (they are reported, not silently skipped)."""
+    DEPTH_NOT_YET are checked to still break it (not skipped), so a stale entry fails with its reason."""
     series = defaultdict(dict)
     for r in records:
         if depth_of(r) is not None:
@@ -305,9 +305,10 @@ def check_depth(records: list[dict]) -> int:
     for (_, _, group, _), by_depth in series.items():
         ordered = [by_depth[depth] for depth in sorted(by_depth)]
         for shallow, deep in zip(ordered, ordered[1:]):
-            if (group[0], shallow["layer"], deep["layer"]) in DEPTH_NOT_YET:
+            known = DEPTH_NOT_YET.get((group[0], shallow["layer"], deep["layer"]))
+            if known:
                 assert shallow["image_error_pct"] >= deep["image_error_pct"], (
-                    f"now holds, remove it from DEPTH_NOT_YET: {shallow['source']} vs {deep['source']}")
+                    f"now holds, remove it from DEPTH_NOT_YET ({known}): {shallow['source']} vs {deep['source']}")
                 continue
             assert shallow["image_error_pct"] < deep["image_error_pct"], (shallow["source"], deep["source"])
             checked += 1
