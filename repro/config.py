@@ -93,15 +93,17 @@ _POOL5_SMALL = dict(resolution=96, generator_width=0.5, batch_size=32, steps=360
 _AE_SMALL = dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, latent_dim=256,
                  lambda_adv=reduced_lambda_adv(64), steps=2000, log_every=10, image_every=200, checkpoint_every=200)
 
+# The default experiment: the full loss on that schedule (the time limit is a safety net for slow machines).
+_SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0)
+
 # Presets: data, not code. Each is a set of overrides of the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
     # pool5, at reduced resolution on Caltech-101 (≤ 15 minutes on 2 CPU cores).
-    "small-pool5": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0),
+    "small-pool5": _SMALL_POOL5_DEEPSIM,
     # small-pool5 with the λ of the best trial of the committed search towards Table 2's AlexNet CONV5 cell
     # (results/tune/small-pool5-pool5-20261202-cpu/best.json: 6 trials of 600 steps; its "preset" entry).
-    "small-pool5-tuned": dict(_POOL5_SMALL, discriminator_width=0.5, time_limit_min=14.0,
-                              lambda_feat=0.0519, lambda_adv=11.7, lambda_img=5.76e-06),
+    "small-pool5-tuned": dict(_SMALL_POOL5_DEEPSIM, lambda_feat=0.0519, lambda_adv=11.7, lambda_img=5.76e-06),
     # Dosovitskiy & Brox 2016a baseline: image loss only (the paper's "Our image loss" row).
     "small-pool5-image": dict(_POOL5_SMALL, lambda_feat=0.0, lambda_adv=0.0),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).

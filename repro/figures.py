@@ -1,8 +1,9 @@
-"""`python -m repro.figures RUN_DIR... --out FILE.png [--n 8]`: runs side by side on the same images.
+"""`python -m repro.figures RUN_DIR... --out FILE.png [--n 8] [--step N]`: runs side by side on the same images.
 
 One row of originals, then one row per run: its reconstructions of the first `n` evaluation images of the
 first run's `eval_data`, at that run's resolution (all runs must share it), each row labelled with the
-run's preset and method. This is the figure the paper makes for its comparisons (Fig. 1, Fig. 3: the same
+run's preset, method and checkpoint step (`--step`: every run's checkpoint of that step, so that runs which
+trained for different lengths are shown at equal training; default: each run's newest). This is the figure the paper makes for its comparisons (Fig. 1, Fig. 3: the same
 images through each method), so that "sharper than" is something one looks at, not only a number.
 """
 from __future__ import annotations
@@ -35,13 +36,14 @@ def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -
     return canvas
 
 
-def side_by_side(run_dirs: list[Path], n: int, device: str | None = None) -> tuple["Image.Image", list[dict]]:
+def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
+                 step: int | None = None) -> tuple["Image.Image", list[dict]]:
     """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images, and
     what each row shows (run folder, preset, method, checkpoint step)."""
     from repro.evaluate import display_path, load_eval_images, method_of
     from repro.runs import load_run
 
-    runs = [load_run(folder, device) for folder in run_dirs]
+    runs = [load_run(folder, device, step) for folder in run_dirs]
     resolutions = {run.config.resolution for run in runs}
     if len(resolutions) > 1:
         raise ValueError(f"runs differ in resolution ({sorted(resolutions)}); compare runs of one resolution")
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--n", type=int, default=8, help="evaluation images per row (default 8)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: each run's own choice")
+    parser.add_argument("--step", type=int, help="each run's checkpoint of this step (default: its newest)")
     args = parser.parse_args(argv)
     from repro.checkpoint import CheckpointError
     from repro.data import DataError
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2
     try:
-        figure, figure_runs = side_by_side(args.run_dirs, args.n, args.device)
+        figure, figure_runs = side_by_side(args.run_dirs, args.n, args.device, args.step)
     except (CheckpointError, FileNotFoundError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,9 +403,13 @@ class Trainer:
             self.opt_d.step()
         if self.balance.g_training:
             self.opt_g.step()
-        self.sched_g.step()
-        if self.sched_d:
-            self.sched_d.step()
+        # The learning-rate schedule counts iterations, as Caffe's solver does, whether or not the balancing
+        # rule paused a network this step; torch warns when a scheduler steps before its optimizer ever has.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.sched_g.step()
+            if self.sched_d:
+                self.sched_d.step()
         if d is not None:
             ratio = reduced["discr"] / max(reduced["adv"], 1e-12) if "adv" in reduced else float("inf")
             reduced["ratio"] = ratio

@@ -45,3 +45,12 @@ def test_runs_of_different_resolution_are_refused(runs, tmp_path, capsys):
     assert main([str(deepsim), str(wide), "--out", str(tmp_path / "x.png")]) == 2
     assert "differ in resolution" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_step_shows_every_run_at_that_checkpoint(runs, tmp_path, capsys):
+    deepsim, image, _ = runs
+    out = tmp_path / "step1.png"
+    assert main([str(deepsim), str(image), "--n", "2", "--step", "1", "--out", str(out)]) == 0
+    assert [row["step"] for row in json.loads(out.with_suffix(".json").read_text())["rows"]] == [1, 1]
+    assert main([str(deepsim), str(image), "--step", "7", "--out", str(tmp_path / "none.png")]) == 2
+    assert "no checkpoint of step 7" in capsys.readouterr().err and not (tmp_path / "none.png").exists()

@@ -3,6 +3,7 @@ non-finite losses."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -70,6 +71,20 @@ def test_each_phase_changes_only_its_own_net(tmp_path, batch):
     g0, d0 = params(g), params(d)
     trainer.step(batch)
     assert changed(d0, d) == set() and changed(g0, g)
+
+
+def test_schedule_counts_paused_iterations_without_warning(tmp_path, batch):
+    """Caffe's solver schedules by iteration: a step where the balancing rule paused G still counts, and a
+    first step with G paused is not an error worth torch's scheduler warning."""
+    trainer = Trainer(smoke(lr_milestones="1", lr_gamma=0.5), tmp_path)
+    trainer.balance.g_training, trainer.balance.pause_g_above = False, float("inf")
+    lr, g0 = trainer.opt_g.param_groups[0]["lr"], params(trainer.parts.model.generator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = trainer.step(batch)
+    assert changed(g0, trainer.parts.model.generator) == set()  # G was paused ...
+    assert values["lr"] == pytest.approx(lr * 0.5)                # ... and its schedule still advanced
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
 
 
 def test_resume_continues_exactly(tmp_path):
