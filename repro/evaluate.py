@@ -6,7 +6,9 @@ Loads a run folder (config + newest intact checkpoint), reconstructs the first `
 - the normalised Euclidean error ‖a − b‖₂ / N in image space and in feature space (the run's encoder at the
   inverted layer, applied to the reconstruction and to the original), N being the mean distance between all
   pairs of different evaluation images (resp. their features), in % — Table 2's numbers;
-- PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `repro.metrics`;
+- PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `repro.metrics`, and sharpness: the reconstructions'
+  local contrast (gradient energy) over the originals', in % — the blur that pixel losses cause, which the
+  errors above reward rather than penalise;
 - how often a reconstruction's nearest evaluation image, in image and in feature space, is its own original;
 - optionally (`--mv-steps N`), the same for Mahendran & Vedaldi's optimisation on the same images and encoder.
 
@@ -180,6 +182,8 @@ def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
         "feature_error_pct": 100 * float(metric_lib.normalised_error(features, ref.features, ref.feature_norm)),
     }
     result.update(image_metrics(reconstructions, ref.images))
+    result["sharpness_pct"] = 100 * float(metric_lib.gradient_energy(reconstructions).sum()
+                                          / metric_lib.gradient_energy(ref.images).sum())
     result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
     result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
     return result
@@ -285,7 +289,8 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
 # ---------------------------------------------------------------------------------------------------
 COLUMNS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
            ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("ms_ssim", "MS-SSIM", "{:.3f}"),
-           ("lpips", "LPIPS", "{:.3f}"), ("nn_own_image_pct", "NN = own, image (%)", "{:.0f}"),
+           ("lpips", "LPIPS", "{:.3f}"), ("sharpness_pct", "sharpness (%)", "{:.0f}"),
+           ("nn_own_image_pct", "NN = own, image (%)", "{:.0f}"),
            ("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}"))
 
 
@@ -318,7 +323,9 @@ def markdown(record: dict[str, Any]) -> str:
     for label, values in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(values.get(k), p) for k, _, p in COLUMNS) + " |")
     lines += ["", "Errors: ‖a − b‖₂ / N in %, N = mean distance between all pairs of different evaluation images "
-              "(feature space: the encoder at the inverted layer); 100 % = a random evaluation image. "
+              "(feature space: the encoder at the inverted layer); 100 % = a random evaluation image. Sharpness: "
+              "gradient energy of the reconstructions over the originals' (100 % = as much local contrast; "
+              "noise counts too). "
               "Paper rows: Table 2 (CaffeNet, 227 px, ILSVRC-2012 val), not the same protocol when these differ: "
               + "; ".join(record["protocol"]["differences_from_paper"]) + ".", ""]
     for name, path in record["figures"].items():

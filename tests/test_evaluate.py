@@ -70,9 +70,25 @@ def test_values_are_finite_and_in_range(evaluated):
         assert 0 < result["image_error_pct"] < 500 and 0 < result["feature_error_pct"] < 500
         assert 0 < result["psnr"] < 60
         assert -1 <= result["ssim"] <= 1 and -1 <= result["ms_ssim"] <= 1
-        assert 0 <= result["lpips"] < 2
+        assert 0 <= result["lpips"] < 2 and result["sharpness_pct"] >= 0
         assert 0 <= result["nn_own_image_pct"] <= 100 and 0 <= result["nn_own_feature_pct"] <= 100
     assert record["results"][0]["step"] == 2 and record["results"][1]["step"] is None
+
+
+def test_sharpness_measures_blur_on_real_images(assets):
+    """Gradient energy: 0 for a flat image, lower after blurring, unchanged by a brightness shift."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from repro.data import list_images, load_images
+    from repro.metrics import gradient_energy
+
+    images = load_images(list_images(assets / "imagenet-1k-256")[:6], 64)
+    sharp, blurred = gradient_energy(images), gradient_energy(gaussian_blur(images, 9, 2.0))
+    assert sharp.shape == (6,) and bool((blurred < 0.7 * sharp).all())
+    assert torch.allclose(gradient_energy(images * 0.5 + 0.25), 0.5 * sharp)
+    assert float(gradient_energy(torch.full((1, 3, 8, 8), 0.3)).max()) == 0.0
+    with pytest.raises(ValueError, match="expected"):
+        gradient_energy(images[0])
 
 
 def test_figure_layouts(evaluated):
