@@ -119,7 +119,33 @@ def figures(root: Path) -> list[str]:
         rows = ", ".join(f"`{r['preset']}` ({r['method']}, step {r['step']})" for r in record["rows"])
         lines += [f"**{path.stem}**: {rows}. Command: `{record['command']}` at commit `{record['commit'][:12]}`.", "",
                   f"![{path.stem}]({_rel(path.with_suffix('.png'), root)})", ""]
+        lines += figure_metrics(root, record["rows"])
     return lines
+
+
+# (metric key, title, format) measured for each row of a side-by-side figure, where its evaluation is published
+FIGURE_METRICS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
+                  ("lpips", "LPIPS", "{:.3f}"), ("sharpness_pct", "sharpness (%)", "{:.0f}"))
+
+
+def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """The published evaluation of each row's run at the row's step (256 images, not only the 8 shown), so the
+    picture and the numbers are read together; rows whose run was evaluated at another step are left out."""
+    out = []
+    for row in rows:
+        path = root / row["preset"] / Path(row["run"]).name / "eval" / "metrics.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        result = next((r for r in data["results"] if r["method"] == row["method"]), None)
+        if result is None or data["provenance"]["step"] != row["step"]:
+            continue
+        cells = ["-" if result.get(k) is None else f.format(result[k]) for k, _, f in FIGURE_METRICS]
+        out.append(f"| [{row['preset']}]({_rel(path, root)}) | {row['method']} | {row['step']} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    return ["| run | method | step | " + " | ".join(t for _, t, _ in FIGURE_METRICS) + " |",
+            "|---" * (len(FIGURE_METRICS) + 3) + "|", *out, ""]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -47,3 +47,21 @@ def test_autoencoder_section_names_the_loss_each_metric_prefers(tmp_path):
     page = render(tmp_path)
     assert "PSNR prefers **ae-se**" in page and "MS-SSIM prefers **ae-ms-ssim**" in page
     assert "LPIPS prefers **ae-deepsim**" in page
+
+
+def test_side_by_side_figures_show_each_rows_published_metrics_at_its_step(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    rows = [{"run": "runs/small-pool5/a", "preset": "small-pool5", "method": "deepsim", "step": 3000},
+            {"run": "runs/small-pool5/b", "preset": "small-pool5", "method": "deepsim", "step": 3000}]
+    for run, step in (("a", 3000), ("b", 18000)):  # b was evaluated at another step than the figure shows
+        folder = tmp_path / "small-pool5" / run / "eval"
+        folder.mkdir(parents=True)
+        record = metrics_record(step, 63.4, 41.6, mv=False)
+        record["results"][0].update(lpips=0.5125, sharpness_pct=71.6)
+        (folder / "metrics.json").write_text(json.dumps(record))
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "pair.json").write_text(json.dumps({"rows": rows, "command": "python -m repro.figures",
+                                                                "commit": "0123456789abcdef"}))
+    page = render(tmp_path)
+    assert "| [small-pool5](small-pool5/a/eval/metrics.json) | deepsim | 3000 | 63.4 | 41.6 | 0.512 | 72 |" in page
+    assert "small-pool5/b/eval/metrics.json) | deepsim" not in page
