@@ -3,8 +3,9 @@
 One row of originals, then one row per run: its reconstructions of the first `n` evaluation images of the
 first run's `eval_data`, at that run's resolution (all runs must share it), each row labelled with the
 run's preset, method and checkpoint step (`--step`: every run's checkpoint of that step, so that runs which
-trained for different lengths are shown at equal training; default: each run's newest). This is the figure the paper makes for its comparisons (Fig. 1, Fig. 3: the same
-images through each method), so that "sharper than" is something one looks at, not only a number.
+trained for different lengths are shown at equal training; default: each run's newest). This is the figure
+the paper makes for its comparisons (Fig. 1, Fig. 3: the same images through each method), so that
+"sharper than" is something one looks at, not only a number.
 """
 from __future__ import annotations
 
