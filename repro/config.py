@@ -96,6 +96,15 @@ _AE_SMALL = dict(resolution=64, generator_width=0.5, discriminator_width=0.5, ba
 # The default experiment: the full loss on that schedule (the time limit is a safety net for slow machines).
 _SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0)
 
+# The original setup of the paper's inversions. Nothing here can be had without the user's files:
+# `encoder_weights` (bvlc_reference_caffenet.caffemodel, also the comparator's unless comparator_weights says
+# otherwise) and `train_data` (the ILSVRC-2012 training folder or a Caffe-style train.txt) are required, so
+# `validate` refuses the preset with one line naming them. D sees the features: the original training copy
+# names "do not feed fmri to the discriminator" as its modification of the paper's script, so the paper's D
+# was conditioned on the code (the branch's layout is still a guess, see repro.nets.discriminator).
+_PAPER = dict(resolution=227, encoder="caffenet", comparator="caffenet", train_data="", discriminator_features=True,
+              data_cache=False, steps=1_000_000, image_every=2000, checkpoint_every=10_000)
+
 # Presets: data, not code. Each is a set of overrides of the defaults above.
 PRESETS: dict[str, dict[str, Any]] = {
     # What `make train` runs: invert pool5 of the pretrained AlexNet with DeePSiM, comparator = the same
@@ -112,11 +121,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                       time_limit_min=65.0, image_every=250, checkpoint_every=250),
     "cpu-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=100_000, lambda_feat=0.0,
                             lambda_adv=0.0, time_limit_min=65.0, image_every=250, checkpoint_every=250),
-    # Paper scale (GPU): 227×227, batch 64, full width, ILSVRC-style data.
-    "paper-pool5": dict(resolution=227, layer="pool5", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
-    "paper-fc6": dict(resolution=227, layer="fc6", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
-    "paper-fc7": dict(resolution=227, layer="fc7", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
-    "paper-fc8": dict(resolution=227, layer="fc8", steps=1_000_000, image_every=2000, checkpoint_every=10_000),
+    # Paper scale (GPU), the original setup: 227×227, batch 64, full width, the user's CaffeNet as encoder and
+    # comparator, their ILSVRC-2012 training set, D conditioned on the inverted features (`_PAPER`).
+    **{f"paper-{tap}": dict(_PAPER, layer=tap) for tap in ("pool5", "fc6", "fc7", "fc8")},
     # Ablations of Fig. 1 at the scale of small-pool5 (same steps, so that the full loss is compared with each
     # ablation at equal training): drop one term each.
     "ablation-no-adv": dict(_POOL5_SMALL, lambda_adv=0.0),
@@ -196,6 +203,10 @@ def make_config(preset: str = "small-pool5", overrides: dict[str, Any] | None = 
             if key not in kinds:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(kinds)}")
             values[key] = _parse(key, raw, kinds[key])
+    # One weights file serves a comparator that is the encoder's network (the paper's setup): name it once.
+    if (values.get("comparator", Config.comparator) == values.get("encoder", Config.encoder)
+            and not values.get("comparator_weights") and values.get("encoder_weights")):
+        values["comparator_weights"] = values["encoder_weights"]
     config = Config(**values)
     validate(config)
     return config
@@ -243,4 +254,37 @@ def validate(config: Config) -> None:
     for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be ≥ 0")
+    missing = missing_inputs(config)
+    if missing:
+        raise ConfigError(f"{config.preset} needs files that are not obtainable here; give " + "; ".join(missing))
+
+
+# Networks whose weights only the user can give (the original CaffeNet/VideoNet, any ONNX file): file hint.
+USER_WEIGHTS = {"caffenet": "bvlc_reference_caffenet.caffemodel or the model zoo's caffenet ONNX file",
+                "videonet": "color_model.caffemodel of Wang & Gupta", "onnx": "ONNX model file"}
+# The shipped pretrained AlexNet (repro.weights) has conv1–conv5 only; its fc6–fc8 would be torch's random init.
+ALEXNET_UNSHIPPED_TAPS = ("fc6", "fc7", "fc8")
+
+
+def missing_inputs(config: Config) -> list[str]:
+    """What the config needs from the user and does not have, as `--set key=…` hints (empty when complete).
+
+    Refused rather than silently run: a caffenet/videonet/onnx network without its file, taps past pool5
+    of the pretrained AlexNet without a full torchvision AlexNet state dict (only conv1–5 ship here), and
+    an empty `train_data` (the paper presets name no default: ILSVRC-2012 is the user's)."""
+    missing = []
+    if not config.train_data:
+        missing.append("--set train_data=DIR_OR_TRAIN_TXT (your ILSVRC-2012 training images)")
+    roles = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
+    if config.recon_loss == "deepsim" and config.lambda_feat > 0:
+        roles.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
+    for role, name, weights, tap in roles:
+        if weights:
+            continue
+        if name in USER_WEIGHTS:
+            missing.append(f"--set {role}_weights=FILE ({role}={name} needs your {USER_WEIGHTS[name]})")
+        elif name in ("alexnet", "alexnet-tv") and tap in ALEXNET_UNSHIPPED_TAPS:
+            missing.append(f"--set {role}_weights=FILE ({role} tap {tap} of the pretrained alexnet: only conv1–5 "
+                           "ship here, so give a full torchvision AlexNet state dict, or use caffenet with your weights)")
+    return missing
 

@@ -51,5 +51,5 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
 
 
 def test_dry_run_prints_config(capsys):
-    assert main(["--preset", "paper-fc6", "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["layer"] == "fc6"
+    assert main(["--preset", "small-pool5", "--set", "layer=conv5", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer"] == "conv5"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -245,6 +246,42 @@ class AlexNetTV(TappedNet):
                     if src.shape != dst.shape:
                         raise ValueError(f"{tv}.{suffix}: shape {tuple(src.shape)} != expected {tuple(dst.shape)}")
                     dst.copy_(src)
+
+    # torchvision `classifier.<i>` → our fully connected stage (a full torchvision AlexNet state dict).
+    FC_TABLE = {"classifier.1": "stages.fc6.1", "classifier.4": "stages.fc7.0", "classifier.6": "stages.fc8"}
+
+    @classmethod
+    def from_file(cls, path: str | Path, resolution: int = 224) -> "AlexNetTV":
+        """Every layer from a full torchvision AlexNet state dict (`torchvision.models.alexnet().state_dict()`
+        saved with torch.save, e.g. torchvision's alexnet-owt-7be5be79.pth): the only way to get real fc6–fc8
+        in this layout. Keys are matched by explicit tables, every tensor once, shapes asserted; fc6 expects
+        pool5 at 6×6, i.e. resolution 224–227."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # pickle/zip errors of a file that is not a torch checkpoint
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path} is not a torch state dict file ({reason})") from err
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path} is not a torchvision AlexNet state dict (a dict of tensors)")
+        net = cls(resolution)
+        convs = {k: v for k, v in state.items() if k.startswith("features.")}
+        net.load_torchvision_convs(convs)
+        expected = {f"{tv}.{s}" for tv in cls.FC_TABLE for s in ("weight", "bias")}
+        fcs = {k: v for k, v in state.items() if not k.startswith("features.")}
+        if set(fcs) != expected:
+            raise ValueError(f"{path}: expected classifier keys {sorted(expected)}, got {sorted(fcs)}")
+        ours = net.state_dict()
+        with torch.no_grad():
+            for tv, mine in cls.FC_TABLE.items():
+                for suffix in ("weight", "bias"):
+                    src, dst = fcs[f"{tv}.{suffix}"], ours[f"{mine}.{suffix}"]
+                    if src.shape != dst.shape:
+                        raise ValueError(f"{path}: {tv}.{suffix} has shape {tuple(src.shape)}, expected "
+                                         f"{tuple(dst.shape)} at resolution {resolution} (fc6 needs pool5 at 6×6)")
+                    dst.copy_(src)
+        return net
 
     @classmethod
     def pretrained(cls, resolution: int = 224) -> "AlexNetTV":

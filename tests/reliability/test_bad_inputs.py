@@ -43,14 +43,14 @@ def assert_rejected(main, argv, capsys, reason: str):
 # ---- python -m repro.train ------------------------------------------------------------------------------
 @pytest.fixture()
 def foreign_run(tmp_path):
-    """Run folders for --resume: one whose newest checkpoint was made by another config (fc6 instead of
+    """Run folders for --resume: one whose newest checkpoint was made by another config (conv5 instead of
     pool5), one whose only checkpoint is corrupt. Tiny stand-in checkpoints: only their config is read."""
     smoke = make_config("smoke")
     foreign, corrupt = tmp_path / "foreign", tmp_path / "corrupt"
     for folder in (foreign, corrupt):
         folder.mkdir()
         (folder / "config.json").write_text(smoke.to_json())
-    checkpoint.save(foreign / "checkpoints", 1, {"config": make_config("smoke", {"layer": "fc6"}).to_json()})
+    checkpoint.save(foreign / "checkpoints", 1, {"config": make_config("smoke", {"layer": "conv5"}).to_json()})
     saved = checkpoint.save(corrupt / "checkpoints", 1, {"config": smoke.to_json()})
     (saved / "state.pt").write_bytes(b"\0" * 64)
     return foreign, corrupt
@@ -71,7 +71,9 @@ def test_train_cli_rejects_bad_arguments(tmp_path, capsys, foreign_run, record_f
         (["--preset", "smoke", "--set", "encoder=resnet"], "encoder='resnet' is not a known network"),
         (["--preset", "smoke", "--set", f"train_data={tmp_path / 'missing'}"], "does not exist"),
         (["--preset", "smoke", "--set", f"eval_data={tmp_path}"], "holds no .jpg/.jpeg/.png files"),
-        (["--preset", "smoke", "--set", "encoder=caffenet"], "needs the original weights"),
+        (["--preset", "smoke", "--set", "encoder=caffenet"], "encoder=caffenet needs your bvlc_reference_caffenet"),
+        (["--preset", "smoke", "--set", "layer=fc6"], "encoder tap fc6 of the pretrained alexnet"),
+        (["--preset", "paper-fc6"], "give --set train_data="),
         (["--preset", "smoke", "--set", "encoder=caffenet", "--set", f"encoder_weights={tmp_path / 'x.caffemodel'}"],
          "does not exist"),
         (["--preset", "smoke", "--set", "encoder=caffenet", "--set", f"encoder_weights={TEXT}"],
@@ -82,7 +84,7 @@ def test_train_cli_rejects_bad_arguments(tmp_path, capsys, foreign_run, record_f
         (["--preset", "smoke", "--launcher", "slurm"], "invalid choice: 'slurm'"),
         (["--resume", str(tmp_path / "missing")], "not a run folder"),
         (["--resume", str(foreign), "--preset", "paper-fc6"], "is a 'smoke' run, not 'paper-fc6'"),
-        (["--resume", str(foreign), "--set", "layer=fc6"], "cannot change ['layer'] when resuming"),
+        (["--resume", str(foreign), "--set", "layer=conv5"], "cannot change ['layer'] when resuming"),
         (["--resume", str(foreign)], "was made with another config than"),
         (["--resume", str(corrupt)], "has no intact checkpoint to resume from"),
     ]
