@@ -9,6 +9,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from converters.provenance import sha256_file  # noqa: F401 - one definition, re-exported for repro
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # sha256 of `find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum` inside each folder
@@ -43,14 +45,6 @@ def assets_root() -> Path:
             "or set DEEPSIM_ASSETS to the assets folder"
         )
     return root
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_folder(folder: str | Path) -> str:

@@ -16,13 +16,7 @@ from repro.losses import generator_terms
 R = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny: a second intra-op thread buys nothing, and on shared cores it costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(model: str, **overrides):
