@@ -2,4 +2,18 @@
 
 Data flow: images (`data`) → comparator features (`comparators`, `nets.caffenet`) → generator
 (`nets.generator`) → losses (`losses`) → the one loop (`loop`) → results (`evaluate`).
+
+Library use: `from repro import DeePSiMLoss` (see its docstring for a loop of your own).
 """
+from __future__ import annotations
+
+__all__ = ["DeePSiMLoss"]
+
+
+def __getattr__(name: str):
+    # lazy, so that `import repro.config` stays free of torch
+    if name == "DeePSiMLoss":
+        from repro.losses import DeePSiMLoss
+
+        return DeePSiMLoss
+    raise AttributeError(f"module 'repro' has no attribute {name!r}")

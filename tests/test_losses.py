@@ -65,3 +65,80 @@ def test_generator_terms_skip_switched_off_terms_and_weight_the_rest():
     assert set(only_img) == {"img", "total"}
     with pytest.raises(ValueError, match="switched off"):
         generator_terms(fake, real, {"feat": 0.0, "adv": 0.0, "img": 0.0})
+
+
+# ---- DeePSiMLoss: the loss as a module, in a loop that is not the project's -------------------------------
+
+def tiny_generator(code_dim: int = 16, side: int = 64) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(code_dim, 3 * side * side), torch.nn.Unflatten(1, (3, side, side)),
+                               torch.nn.Sigmoid())
+
+
+def test_deepsim_loss_trains_a_tiny_generator_in_a_hand_written_loop():
+    """The docstring's loop, verbatim in spirit: the caller owns both optimisers and both phases."""
+    from repro import DeePSiMLoss
+    from repro.nets.discriminator import Discriminator
+
+    torch.manual_seed(0)
+    real, code = torch.rand(4, 3, 64, 64), torch.randn(4, 16)
+    generator, discriminator = tiny_generator(), Discriminator(resolution=64, width=0.25)
+    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator, lambda_adv=1.0)
+    opt_g = torch.optim.Adam(generator.parameters(), 1e-2)
+    opt_d = torch.optim.Adam(discriminator.parameters(), 2e-4)
+    totals, recon = [], []
+    for _ in range(15):
+        fake = generator(code)
+        opt_d.zero_grad()
+        d_loss = loss.discriminator_loss(fake.detach(), real)
+        d_loss.backward()
+        opt_d.step()
+        discriminator.requires_grad_(False)
+        terms = loss(fake, real)
+        discriminator.requires_grad_(True)
+        opt_g.zero_grad()
+        terms["total"].backward()
+        opt_g.step()
+        assert set(terms) == {"feat", "adv", "img", "total"} and d_loss.item() > 0
+        totals.append(terms["total"].item())
+        recon.append(terms["feat"].item() * 0.01 + terms["img"].item() * 2e-6)
+    assert totals[-1] < 0.7 * totals[0], totals
+    assert recon[-1] < 0.5 * recon[0], recon
+    # the comparator is frozen: no gradient reached it
+    assert all(p.grad is None for p in loss.comparator.parameters())
+
+
+def test_deepsim_loss_terms_are_the_pure_functions():
+    from repro import DeePSiMLoss
+    from repro.nets.discriminator import Discriminator
+
+    torch.manual_seed(1)
+    real, fake = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    discriminator = Discriminator(resolution=64, width=0.25).eval()
+    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator)
+    terms = loss(fake, real)
+    with torch.no_grad():
+        feat = feature_loss(loss.comparator(fake), loss.comparator(real))
+        adv = adversarial_loss(discriminator(fake))
+    assert terms["feat"].item() == pytest.approx(feat.item(), rel=1e-6)
+    assert terms["adv"].item() == pytest.approx(adv.item(), rel=1e-6)
+    assert terms["img"].item() == pytest.approx(image_loss(fake, real).item(), rel=1e-6)
+    assert terms["total"].item() == pytest.approx(0.01 * feat.item() + 100 * adv.item() + 2e-6 * terms["img"].item(),
+                                                  rel=1e-5)
+    assert loss.discriminator_loss(fake, real).item() == pytest.approx(
+        discriminator_loss(discriminator(real), discriminator(fake)).item(), rel=1e-6)
+    # identical images: no feature or image loss (the wrong answer, a nonzero loss, would fail here)
+    same = loss(real, real)
+    assert same["feat"].item() == 0 and same["img"].item() == 0
+
+
+def test_deepsim_loss_refuses_incomplete_setups():
+    from repro import DeePSiMLoss
+
+    with pytest.raises(ValueError, match="needs a discriminator"):
+        DeePSiMLoss("alexnet-random", "pool5", resolution=64)
+    with pytest.raises(ValueError, match="needs a comparator"):
+        DeePSiMLoss(None, lambda_adv=0.0)
+    loss = DeePSiMLoss(None, lambda_feat=0.0, lambda_adv=0.0)  # image loss only: no network built
+    assert loss.comparator is None and set(loss(torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8))) == {"img", "total"}
+    with pytest.raises(ValueError, match="same shape"):
+        loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 9, 9))
