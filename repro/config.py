@@ -51,6 +51,8 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.999
     d_weight_decay: float = 4e-4         # weight decay on D only, as in the original solver
+    generator_map_decay: float = 4e-4    # weight decay on the pool5 generator's Rconv6–8 weights: decay_mult 1
+                                         # in generator_pool5.prototxt × the solver's 4e-4 (all other G: none)
     lr_milestones: tuple[int, ...] = (300_000, 500_000, 700_000, 900_000, 1_100_000)
     lr_gamma: float = 0.5
     pause_d_below: float = 0.1           # stop D while L_discr / L_adv < this
@@ -67,7 +69,10 @@ class Config:
     nonfinite: str = "stop"              # stop | skip: what a NaN/inf loss or gradient does
     channels_last: bool = False          # speed option (bench/): memory format of images and convs
     compile: bool = False                # speed option (bench/): torch.compile the model, comparator and D
-    amp: str = "off"                     # speed option (bench/): off | bf16 autocast of the forward passes
+    amp: str = "off"                     # speed option (bench/): off | bf16 | fp16 autocast of the forward passes
+                                         # (fp16 with loss scaling, for GPUs without bf16)
+    micro_batch: int = 0                 # > 0: each worker's batch_size/world_size images go through in
+                                         # micro-batches of this size, gradients accumulated (same global batch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,7 +245,7 @@ def validate(config: Config) -> None:
     """Cross-field checks that would otherwise fail deep inside a run."""
     choices = {"model": ("inversion", "vae", "autoencoder"), "nonfinite": ("stop", "skip"),
                "recon_loss": ("deepsim", "se", "l1", "ssim", "ms-ssim"), "device": ("auto", "cpu", "cuda"),
-               "amp": ("off", "bf16")}
+               "amp": ("off", "bf16", "fp16")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key}={getattr(config, key)!r}; choose from {', '.join(allowed)}")
@@ -251,6 +256,8 @@ def validate(config: Config) -> None:
     for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be ≥ 1")
+    if config.micro_batch < 0:
+        raise ConfigError("micro_batch must be ≥ 0 (0 = each worker's whole batch in one pass)")
     for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be ≥ 0")

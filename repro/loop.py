@@ -27,10 +27,10 @@ from repro import checkpoint
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
 from repro.data import ImageFolder, infinite_batches, load_images, list_images, make_loader
-from repro.losses import discriminator_loss, generator_terms
+from repro.losses import DeePSiMLoss
 from repro.models import Inverter, feature_shape
 from repro.nets.discriminator import Discriminator
-from repro.nets.generator import Generator
+from repro.nets.generator import CONV_LAYERS, Generator
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,17 @@ class Session:
 
 @dataclass
 class Balance:
-    """The original balancing rule on raw losses, ratio = L_discr / L_adv.
+    """The original balancing rule on raw losses, ratio = L_discr / L_adv (L_discr = real + fake terms before
+    D's update, L_adv = D's loss on the fake labelled real after it).
 
-    D stops while the ratio < `pause_d_below` (it is winning too easily and would overfit) and resumes
-    when it exceeds `resume_d_above`; G stops while the ratio > `pause_g_above` (D is losing badly) and
-    resumes when it falls again.
+    The training script's three rules, applied in its order to the same ratio after every iteration:
+      1. D trains and ratio < `pause_d_below` (0.1): pause D — it wins too easily and would overfit — and
+         train G;
+      2. D is paused and ratio > `resume_d_above` (0.5): resume D (G trains);
+      3. G trains and ratio > `pause_g_above` (10): pause G — D loses badly — and train D.
+    So a paused G resumes only through rule 1, when the ratio falls back below 0.1 (which pauses D at the
+    same time), not as soon as it is ≤ 10: the note's "until it falls again" read against the script, whose
+    rules are the ones above (KamitaniLab copy of the paper's train.py).
     """
 
     pause_d_below: float = 0.1
@@ -74,12 +80,21 @@ class Balance:
 
     def update(self, ratio: float, step: int) -> list[str]:
         events = []
+
+        def switch(net: str, on: bool, why: str) -> None:
+            if getattr(self, f"{net}_training") != on:
+                setattr(self, f"{net}_training", on)
+                events.append(f"step {step}: {'resume' if on else 'pause'} {net.upper()} ({why})")
+
         if self.d_training and ratio < self.pause_d_below:
-            self.d_training = False
-            events.append(f"step {step}: pause D (L_discr/L_adv = {ratio:.3g} < {self.pause_d_below})")
-        elif not self.d_training and ratio > self.resume_d_above:
-            self.d_training = True
-            events.append(f"step {step}: resume D (ratio {ratio:.3g} > {self.resume_d_above})")
+            switch("d", False, f"L_discr/L_adv = {ratio:.3g} < {self.pause_d_below}")
+            switch("g", True, f"ratio {ratio:.3g} < {self.pause_d_below}")
+        if not self.d_training and ratio > self.resume_d_above:
+            switch("d", True, f"ratio {ratio:.3g} > {self.resume_d_above}")
+            switch("g", True, f"ratio {ratio:.3g} > {self.resume_d_above}")
+        if self.g_training and ratio > self.pause_g_above:
+            switch("g", False, f"ratio {ratio:.3g} > {self.pause_g_above}")
+            switch("d", True, f"ratio {ratio:.3g} > {self.pause_g_above}")
         self.d_paused_steps = 0 if self.d_training else self.d_paused_steps + 1
         if self.d_paused_steps and self.d_paused_steps % self.stuck_after == 0:
             # The rule has no way out but a ratio above resume_d_above: a D that wins by far for this long
@@ -87,12 +102,6 @@ class Balance:
             log.warning("step %d: D paused for %d consecutive steps (L_discr/L_adv = %.3g, resumes above %s): "
                         "the discriminator may have collapsed; check the adversarial terms in stats.jsonl",
                         step, self.d_paused_steps, ratio, self.resume_d_above)
-        if self.g_training and ratio > self.pause_g_above:
-            self.g_training = False
-            events.append(f"step {step}: pause G (ratio {ratio:.3g} > {self.pause_g_above})")
-        elif not self.g_training and ratio <= self.pause_g_above:
-            self.g_training = True
-            events.append(f"step {step}: resume G (ratio {ratio:.3g} ≤ {self.pause_g_above})")
         self.history.extend(events)
         return events
 
@@ -115,10 +124,62 @@ def resolve_folder(name_or_path: str, verify: bool) -> Path:
     return path
 
 
-def pick_device(config: Config) -> torch.device:
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+class DeviceError(RuntimeError):
+    """CUDA was asked for (device=cuda, --gpu) and cannot be used; the message says why, in one line."""
+
+
+def cuda_problem() -> str | None:
+    """Why CUDA cannot be used in this process (one line), or None when a kernel runs on it."""
+    if not torch.backends.cuda.is_built():
+        return f"this torch build ({torch.__version__}) has no CUDA support; install a CUDA build of torch"
+    try:
+        if not torch.cuda.is_available():  # also False when the driver is too old for this build (torch warns)
+            torch.cuda.init()  # raises with torch's own reason, e.g. "The NVIDIA driver on your system is too old"
+            return "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+        (torch.ones(1, device="cuda") + 1).item()  # a kernel of this build runs on this GPU (arch, driver)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unusable", reported with its reason
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        return first
+    return None
+
+
+def pick_device(config: Config | str) -> torch.device:
+    """The device this process trains on: `config.device` (or a device string). "cuda" (what `--gpu` means)
+    raises DeviceError with the reason when CUDA is unusable, so the driver can fail before any worker
+    starts; "auto" takes CUDA only when it works, else the CPU. On CUDA, the process's current device (Ray
+    Train sets one per worker)."""
+    wanted = config if isinstance(config, str) else config.device
+    if wanted == "cpu":
+        return torch.device("cpu")
+    problem = cuda_problem()
+    if problem is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if wanted == "cuda":
+        raise DeviceError(f"device=cuda (--gpu) but CUDA is unusable here: {problem}")
     return torch.device("cpu")
+
+
+def collective_device() -> torch.device:
+    """Where tensors for a collective of the current process group must live: the current CUDA device under
+    NCCL (NCCL rejects CPU tensors), else the CPU (gloo)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def batch_plan(config: Config, world_size: int) -> tuple[int, int]:
+    """(images per worker per step, micro-batches per step) that keep the global batch at `batch_size` on any
+    number of workers: each worker takes batch_size / world_size images and, when `micro_batch` is set,
+    accumulates their gradients over micro-batches of that size (the paper's 64 on 1, 2, 4, 8 … GPUs)."""
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size={config.batch_size} does not split evenly over {world_size} workers: choose "
+                         f"a worker count that divides it (the paper's 64: 1, 2, 4, 8, 16) or another batch_size")
+    per_worker = config.batch_size // world_size
+    micro = config.micro_batch or per_worker
+    if micro > per_worker or per_worker % micro:
+        raise ValueError(f"micro_batch={config.micro_batch} must divide the {per_worker} images each of "
+                         f"{world_size} worker(s) takes per step (batch_size={config.batch_size})")
+    return per_worker, per_worker // micro
 
 
 @dataclass
@@ -197,14 +258,17 @@ def make_adam(params: list[nn.Parameter], device: torch.device, **kwargs: Any) -
     return torch.optim.Adam(params, **kwargs, **fast)
 
 
-def as_float(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    """Losses are computed in fp32 even under bf16 autocast (a no-op on fp32 tensors)."""
-    return None if tensor is None else tensor.float()
-
-
 def lambdas_of(config: Config) -> dict[str, float]:
     return {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img,
             "kl": config.lambda_kl if config.model == "vae" else 0.0}
+
+
+def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
+    """The one DeePSiM loss of a run, from its config and built parts (comparator and D are shared, not copied)."""
+    lambdas = lambdas_of(config)
+    return DeePSiMLoss(parts.comparator, lambda_feat=lambdas["feat"], lambda_adv=lambdas["adv"],
+                       lambda_img=lambdas["img"], lambda_kl=lambdas["kl"], discriminator=parts.discriminator,
+                       recon=config.recon_loss)
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -212,6 +276,8 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 def all_reduce_mean(values: torch.Tensor, session: Session) -> torch.Tensor:
+    """Mean over the workers of `values`, which must already be on the collective's device (see
+    `collective_device`): the loop only ever reduces tensors on its own device."""
     if session.world_size > 1 and dist.is_initialized():
         values = values.clone()
         dist.all_reduce(values)
@@ -219,21 +285,71 @@ def all_reduce_mean(values: torch.Tensor, session: Session) -> torch.Tensor:
     return values
 
 
-def sync_gradients(params: list[nn.Parameter], session: Session) -> None:
-    """Average gradients across workers (data parallel). Written by hand instead of DDP because each
-    phase runs D several times per step (real, fake, fake-for-G), which DDP's hooks do not allow."""
-    if session.world_size <= 1 or not dist.is_initialized():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= session.world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+class GradReducer:
+    """Averages the gradients of `params` over the workers while backward still runs (what DDP does, written
+    here because each phase runs D several times per backward — real, fake, fake-for-G — which DDP's reducer
+    does not allow). Parameters are grouped into buckets of about `bucket_mb` in reverse registration order
+    (≈ the order backward produces their gradients); a post-accumulate-grad hook counts each bucket's
+    gradients and starts its asynchronous all-reduce as soon as the last one has arrived, so communication
+    overlaps the rest of backward. Only an `armed` backward (the last micro-batch of a step) triggers it;
+    `wait()` finishes every bucket (launching any whose parameters got no gradient) and writes the means back.
+    On CUDA nothing here waits on the host: `work.wait()` makes the compute stream wait for NCCL's.
+    """
+
+    def __init__(self, params: list[nn.Parameter], world_size: int, bucket_mb: float = 25.0):
+        self.world_size = world_size
+        self.active = world_size > 1 and dist.is_available() and dist.is_initialized()
+        self.armed = False
+        self.buckets: list[list[nn.Parameter]] = []
+        limit, size = bucket_mb * 2**20, math.inf
+        for p in reversed(params):
+            if size + p.numel() * p.element_size() > limit and (not self.buckets or self.buckets[-1]):
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self.bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self.waiting = [len(b) for b in self.buckets]
+        self.works: dict[int, tuple[torch.Tensor, Any]] = {}
+        if self.active:
+            for p in params:
+                p.register_post_accumulate_grad_hook(self._ready)
+
+    def _ready(self, param: nn.Parameter) -> None:
+        if not self.armed:
+            return
+        index = self.bucket_of[id(param)]
+        self.waiting[index] -= 1
+        if self.waiting[index] == 0:
+            self._launch(index)
+
+    def _launch(self, index: int) -> None:
+        grads = [p.grad for p in self.buckets[index] if p.grad is not None]
+        if not grads:
+            self.works[index] = (torch.empty(0), None)
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.works[index] = (flat, dist.all_reduce(flat, async_op=True))
+
+    def wait(self) -> None:
+        if not self.active:
+            return
+        for index in range(len(self.buckets)):
+            if index not in self.works:  # some of its parameters got no gradient in this backward
+                self._launch(index)
+        for index, (flat, work) in self.works.items():
+            if work is None:
+                continue
+            work.wait()
+            flat /= self.world_size
+            offset = 0
+            for p in self.buckets[index]:
+                if p.grad is not None:
+                    p.grad.copy_(flat[offset: offset + p.numel()].view_as(p.grad))
+                    offset += p.numel()
+        self.works.clear()
+        self.waiting = [len(b) for b in self.buckets]
+        self.armed = False
 
 
 def grads_finite(params: list[nn.Parameter], device: torch.device) -> torch.Tensor:
@@ -244,52 +360,162 @@ def grads_finite(params: list[nn.Parameter], device: torch.device) -> torch.Tens
     return torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"))).float()
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """Step unless `ok` (a 0-d tensor on the device) is false, decided on the device: the fused Adam kernels
+    skip the whole update, moments and step count included, when `found_inf` is set (the mechanism
+    GradScaler uses), so no host sync is needed. Other implementations ask the host."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (ok <= 0).float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif bool(ok > 0):
+        optimizer.step()
+
+
+def frozen_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the model's frozen networks (encoders that are Comparators): their weights come
+    from the registry or the user's file, never from a checkpoint."""
+    return tuple(f"{name}." for name, module in model.named_modules() if name and isinstance(module, Comparator))
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the model: everything but the frozen encoder's weights."""
+    frozen = frozen_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `model_state` output (or an older checkpoint that still holds the frozen encoder, whose copy is
+    ignored): strict on everything that is not frozen — a missing or unexpected key fails with its name."""
+    frozen = frozen_prefixes(model)
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(frozen)},
+                                                strict=False)
+    missing = [k for k in missing if not k.startswith(frozen)]
+    if missing or unexpected:
+        raise checkpoint.CheckpointError(
+            f"checkpoint does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+
+
+def generator_param_groups(model: nn.Module, map_decay: float) -> list[dict[str, Any]]:
+    """G's trainable parameters; the weights of Rconv6–8 (the pool5 generator's map head) get weight decay
+    `map_decay`: generator_pool5.prototxt gives them decay_mult 1 under the solver's weight_decay 4e-4, every
+    other G parameter has decay_mult 0 (released prototxts and the training copy)."""
+    decayed, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        (decayed if map_decay > 0 and parts[-1] == "weight" and parts[-2] in CONV_LAYERS else plain).append(p)
+    groups = [{"params": plain}]
+    if decayed:
+        groups.append({"params": decayed, "weight_decay": map_decay})
+    return groups
+
+
+def to_images(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A loader batch on the device as pipeline images (B, 3, R, R) float [0, 1]: uint8 batches (pinned,
+    0–255) travel as bytes and are converted on the device; float batches pass unchanged."""
+    batch = batch.to(device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+@dataclass
+class Pending:
+    """A launched step whose reduced values still travel to the host (`Trainer.settle` reads them)."""
+
+    step: int
+    names: list[str]
+    values: torch.Tensor  # host copy (pinned on CUDA), filled asynchronously
+    ready: Any  # a CUDA event recorded after the copy, or None on CPU
+    d_training: bool
+    g_training: bool
+
+
 class Trainer:
-    """Holds the state of one run; `step()` is one iteration, `run()` the whole schedule."""
+    """Holds the state of one run; `step()` is one iteration (`launch` + `settle`), `train()` runs the schedule.
+
+    One iteration, in the original training script's order (KamitaniLab copy of the paper's `train.py`):
+      G(y) and C(G(y)) → (1) D on real and fake, one D update with both gradients if D trains → (2) D,
+      *after* its update, on the fake labelled "real" gives L_adv; G update with the comparator, adversarial and
+      image gradients if G trains → the balancing rule on the raw losses (`Balance`).
+    Each solver's lr schedule counts only its own updates (Caffe's `increment_iter` runs only when that net
+    trains). The losses are `DeePSiMLoss` (`self.loss`), the same class a user imports.
+
+    No host sync per step on CUDA: the step's reduced terms and flags travel to a pinned host buffer
+    (`non_blocking`) and are read by `settle()` at the next step, after that step's generator forward has been
+    queued — so the GPU keeps working while the host waits — and before its D phase, which is the first thing
+    that needs them. The balancing rule therefore decides step t+1 from step t's ratio, exactly as the
+    original does; non-finite updates are skipped on the device (`optimizer_step`), and reported (stop or
+    skip policy) when settled, naming the step they happened in.
+    """
 
     def __init__(self, config: Config, run_dir: Path, session: Session | None = None):
         self.config, self.run_dir = config, Path(run_dir)
         self.session = session or Session()
         self.device = pick_device(config)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        self.per_worker, self.accumulate = batch_plan(config, self.session.world_size)
         self.parts = build_parts(config, self.device)
-        self.lambdas = lambdas_of(config)
+        self.loss = loss_of(config, self.parts)
+        self.lambdas = self.loss.lambdas
         betas = (config.beta1, config.beta2)
         self.g_params = trainable(self.parts.model)
-        self.opt_g = make_adam(self.g_params, self.device, lr=config.lr, betas=betas)
+        self.opt_g = make_adam(generator_param_groups(self.parts.model, config.generator_map_decay), self.device,
+                               lr=config.lr, betas=betas)
         self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(config.lr_milestones), config.lr_gamma)
+        self.g_reducer = GradReducer(self.g_params, self.session.world_size)
         self.d_params: list[nn.Parameter] = []
-        self.opt_d = self.sched_d = None
+        self.opt_d = self.sched_d = self.d_reducer = None
         if self.parts.discriminator is not None:
             self.d_params = trainable(self.parts.discriminator)
             self.opt_d = make_adam(self.d_params, self.device, lr=config.lr, betas=betas,
                                    weight_decay=config.d_weight_decay)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(config.lr_milestones), config.lr_gamma)
+            self.d_reducer = GradReducer(self.d_params, self.session.world_size)
+        # fp16 needs loss scaling (bf16 does not): one scaler for both phases, updated once per step
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.balance = Balance(config.pause_d_below, config.resume_d_above, config.pause_g_above)
         self.step_count = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.skipped = 0
+        self.stop_agreed = False  # every worker asked to stop (time limit), as settled
+        self.pending: Pending | None = None
+        self.last_values: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         if self.session.resume_state is not None:
             self.load_state_dict(self.session.resume_state)
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """What training needs to continue exactly — G, D, optimisers, schedules, balance, RNG, step — but not
+        the frozen encoder/comparator (rebuilt from the registry or the user's file)."""
+        self.settle()
         d = self.parts.discriminator
         return {
             "config": self.config.to_json(),
             "step": self.step_count, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "skipped": self.skipped,
-            "model": {k: v for k, v in self.parts.model.state_dict().items()},
+            "model": model_state(self.parts.model),
             "discriminator": d.state_dict() if d is not None else {},
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else {},
             "sched_d": self.sched_d.state_dict() if self.sched_d else {},
+            "scaler": self.scaler.state_dict(),
             "balance": self.balance.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # this worker's own GPU only: a resume on a machine with fewer (or no) GPUs still works
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -302,134 +528,188 @@ class Trainer:
                 f"checkpoint was made with a different architecture ({', '.join(sorted(mismatched))} differ); "
                 "resume it with its own config.json"
             )
-        self.parts.model.load_state_dict(state["model"], strict=True)
+        load_model_state(self.parts.model, state["model"])
         if self.parts.discriminator is not None:
             self.parts.discriminator.load_state_dict(state["discriminator"], strict=True)
             self.opt_d.load_state_dict(state["opt_d"])
             self.sched_d.load_state_dict(state["sched_d"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.sched_g.load_state_dict(state["sched_g"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.balance.load_state_dict(state["balance"])
         self.step_count, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
         torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        cuda_rng = state.get("cuda_rng")
+        if isinstance(cuda_rng, list):  # older checkpoints held every visible GPU's state: take this worker's
+            index = self.device.index or 0
+            cuda_rng = cuda_rng[index] if index < len(cuda_rng) else None
+        if cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, self.device)
 
     # ---- one iteration ------------------------------------------------------------------------
     def autocast(self):
-        """bf16 autocast of the forward passes when `amp="bf16"`; losses stay fp32 (`as_float`)."""
+        """Autocast of the forward passes for amp="bf16"/"fp16"; losses stay fp32 (DeePSiMLoss casts)."""
         if self.config.amp == "off":
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.config.amp == "bf16" else torch.float16)
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
-        cfg, parts, session = self.config, self.parts, self.session
-        real = real.to(self.device, non_blocking=True)
-        if cfg.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
+        """One iteration on a batch (B, 3, R, R) — float [0, 1] or uint8 0–255 — and its reduced values."""
+        self.launch(real)
+        return self.settle()
+
+    def launch(self, real: torch.Tensor, stop: bool = False) -> None:
+        """Queue one iteration (see the class docstring); `stop` is this worker's wish to end the run (time
+        limit), agreed over the workers with the step's values and read back by `settle` (`stop_agreed`)."""
+        cfg, parts, loss = self.config, self.parts, self.loss
+        real = to_images(real, self.device, cfg.channels_last)
+        chunks = list(real.chunk(self.accumulate)) if self.accumulate > 1 else [real]
         parts.model.train()
-        with self.autocast():
-            fake, aux = parts.model(real)
-
-        fake_features = real_features = None
-        if parts.comparator is not None:
-            with torch.no_grad(), self.autocast():
-                real_features = aux["code"] if parts.shares_features else parts.comparator(real)
-            with self.autocast():
-                fake_features = parts.comparator(fake)
-            real_features = real_features.reshape(fake_features.shape)  # a reused code may be flattened (feature_shape)
-
         d = parts.discriminator
+        # G's forward first, needing no decision: with one micro-batch its graph serves the G phase; with
+        # several, the fakes for D are made without a graph and G runs again per micro-batch in its phase
+        # (same weights, same images), so that only one micro-batch's graph is alive at a time.
+        if self.accumulate == 1:
+            with self.autocast():
+                outputs = [parts.model(real)]
+        else:
+            with torch.no_grad(), self.autocast():
+                outputs = [parts.model(chunk) for chunk in chunks]
+        self.settle()  # the previous step's ratio decides this step (the GPU works on the forward meanwhile)
+        d_training, g_training = d is not None and self.balance.d_training, self.balance.g_training
+        conditions = [aux["code"].flatten(1) if (d is not None and cfg.discriminator_features) else None
+                      for _, aux in outputs]
         values: dict[str, torch.Tensor] = {}
-        condition = aux["code"].flatten(1) if (d is not None and cfg.discriminator_features) else None
-        # (1) update D on real and (detached) fake images, unless the balancing rule paused it.
+        d_grads_ok = torch.ones((), device=self.device)
+
+        # (1) D on real and (detached) fake images; one update with both gradients, unless paused.
         if d is not None:
             d.train()
-            d.requires_grad_(self.balance.d_training)
-            with torch.set_grad_enabled(self.balance.d_training):
-                with self.autocast():
-                    logits_real, logits_generated = d(real, condition), d(fake.detach(), condition)
-                d_loss = discriminator_loss(as_float(logits_real), as_float(logits_generated))
-            values["discr"] = d_loss.detach()
-            if self.balance.d_training:
+            d.requires_grad_(d_training)
+            self.d_reducer.armed = False
+            d_losses = []
+            for i, (chunk, (fake, _), condition) in enumerate(zip(chunks, outputs, conditions)):
+                with torch.set_grad_enabled(d_training), self.autocast():
+                    d_loss = loss.discriminator_loss(fake.detach(), chunk, condition)
+                if d_training:
+                    self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
+                    self.scaler.scale(d_loss / len(chunks)).backward()
+                d_losses.append(d_loss.detach())
+            values["discr"] = torch.stack(d_losses).mean()
+            if d_training:
+                self.d_reducer.wait()
+                if self.scaler.is_enabled():
+                    self.scaler.unscale_(self.opt_d)
+                d_check = all_reduce_mean(torch.stack([values["discr"].float(),
+                                                       grads_finite(self.d_params, self.device)]), self.session)
+                d_grads_ok = d_check[1]
+                ok_d = torch.isfinite(d_check[0]) & (d_grads_ok >= 1)
+                optimizer_step(self.opt_d, ok_d)
                 self.opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                sync_gradients(self.d_params, session)
             d.requires_grad_(False)
 
-        # (2) update G: D sees the fake labelled "real"; D's weights get no gradient here.
-        with self.autocast():
-            logits_fake = d(fake, condition) if d is not None else None
-        terms = generator_terms(as_float(fake), real, self.lambdas, fake_features=as_float(fake_features),
-                                real_features=as_float(real_features), logits_fake=as_float(logits_fake),
-                                mu=as_float(aux.get("mu")), logvar=as_float(aux.get("logvar")),
-                                recon=cfg.recon_loss)
-        values.update({k: v.detach() for k, v in terms.items()})
-        if self.balance.g_training:
-            self.opt_g.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            sync_gradients(self.g_params, session)
+        # (2) D, after its update, sees the fakes labelled "real" (L_adv); G update unless paused. D's weights
+        # get no gradient here.
+        self.g_reducer.armed = False
+        sums: dict[str, torch.Tensor] = {}
+        for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
+            if self.accumulate > 1:
+                with torch.set_grad_enabled(g_training), self.autocast():
+                    output = parts.model(chunk)
+            fake, aux = output
+            real_features = aux["code"] if parts.shares_features else None
+            with torch.set_grad_enabled(g_training), self.autocast():
+                terms = loss(fake, chunk, real_features=real_features, condition=condition,
+                             mu=aux.get("mu"), logvar=aux.get("logvar"))
+            if g_training:
+                self.g_reducer.armed = i == len(chunks) - 1
+                self.scaler.scale(terms["total"] / len(chunks)).backward()
+            for k, v in terms.items():
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+        values.update({k: v / len(chunks) for k, v in sums.items()})
+        if g_training:
+            self.g_reducer.wait()
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.opt_g)
 
-        # Non-finite check on every term and gradient, agreed across workers, before any step. Terms and
-        # gradient flags travel in one tensor: one all-reduce and the step's only host-device sync
-        # (`tolist`), which the balancing rule needs anyway.
+        # Terms, gradient flags and the stop wish of every worker in one tensor, one all-reduce on the device.
         names = sorted(values)
         no_check = torch.ones((), device=self.device)
         checks = torch.stack([values[k].float() for k in names] + [
-            grads_finite(self.g_params, self.device) if self.balance.g_training else no_check,
-            grads_finite(self.d_params, self.device) if (d is not None and self.balance.d_training) else no_check])
-        *terms_mean, finite_g, finite_d = all_reduce_mean(checks, session).tolist()
-        reduced = dict(zip(names, terms_mean))
+            grads_finite(self.g_params, self.device) if g_training else no_check,
+            d_grads_ok,
+            torch.full((), float(stop), device=self.device)])
+        checks = all_reduce_mean(checks, self.session)
+        if g_training:
+            ok_g = torch.isfinite(checks[:-3]).all() & (checks[-3] >= 1)
+            optimizer_step(self.opt_g, ok_g)
+            self.opt_g.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled() and (d_training or g_training):
+            self.scaler.update()
+        if self.device.type == "cuda":
+            host = torch.empty(checks.shape, dtype=checks.dtype, pin_memory=True)
+            host.copy_(checks, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host, ready = checks, None
+        self.pending = Pending(self.step_count, names, host, ready, d_training, g_training)
+
+    def settle(self) -> dict[str, float]:
+        """Read the launched step's reduced values (waiting for them if needed) and act on them: non-finite
+        policy, lr schedules of the nets that were updated, the balancing rule. Returns those values (the last
+        settled ones when nothing is pending)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return dict(self.last_values)
+        if pending.ready is not None:
+            pending.ready.synchronize()
+        *terms, finite_g, finite_d, stop = pending.values.tolist()
+        reduced = dict(zip(pending.names, terms))
+        self.stop_agreed = self.stop_agreed or stop > 0
         bad = [k for k, v in reduced.items() if not math.isfinite(v)]
-        if finite_g < 1:
+        if pending.g_training and finite_g < 1:
             bad.append("generator gradients")
-        if finite_d < 1:
+        if pending.d_training and finite_d < 1:
             bad.append("discriminator gradients")
+        # Each solver's schedule counts its own updates, as Caffe's (`increment_iter` only when that net trains);
+        # an update skipped as non-finite did not happen.
+        if pending.d_training and math.isfinite(reduced["discr"]) and finite_d >= 1:
+            self.sched_d.step()
+        if pending.g_training and not bad:
+            self.sched_g.step()
         if bad:
+            # the update(s) of that step were skipped on the device (`optimizer_step`)
             where = f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
-            message = f"non-finite {', '.join(bad)} at step {self.step_count} ({where})"
-            if cfg.nonfinite == "stop":
+            message = f"non-finite {', '.join(bad)} at step {pending.step} ({where})"
+            if self.config.nonfinite == "stop":
                 raise NonFiniteLoss(message)
             log.warning("%s; skipping this update", message)
-            self.opt_g.zero_grad(set_to_none=True)
-            if self.opt_d:
-                self.opt_d.zero_grad(set_to_none=True)
             self.skipped += 1
             reduced["skipped"] = 1.0
-            return reduced
-
-        if d is not None and self.balance.d_training:
-            self.opt_d.step()
-        if self.balance.g_training:
-            self.opt_g.step()
-        # The learning-rate schedule counts iterations, as Caffe's solver does, whether or not the balancing
-        # rule paused a network this step; torch warns when a scheduler steps before its optimizer ever has.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-            self.sched_g.step()
-            if self.sched_d:
-                self.sched_d.step()
-        if d is not None:
+            self.last_values = reduced
+            return dict(reduced)
+        if self.parts.discriminator is not None:
             ratio = reduced["discr"] / max(reduced["adv"], 1e-12) if "adv" in reduced else float("inf")
             reduced["ratio"] = ratio
-            for event in self.balance.update(ratio, self.step_count):
+            for event in self.balance.update(ratio, pending.step):
                 log.info(event)
-                if session.is_main:
+                if self.session.is_main:
                     tqdm.write(event)
             reduced["d_paused_steps"] = float(self.balance.d_paused_steps)
-        reduced["d_training"] = float(self.balance.d_training)
-        reduced["g_training"] = float(self.balance.g_training)
+        reduced["d_training"] = float(pending.d_training)
+        reduced["g_training"] = float(pending.g_training)
         reduced["lr"] = self.opt_g.param_groups[0]["lr"]
-        return reduced
+        self.last_values = reduced
+        return dict(reduced)
 
     # ---- evaluation grid ----------------------------------------------------------------------
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         self.parts.model.eval()
-        images = images.to(self.device)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_images(images, self.device, self.config.channels_last)
         out = self.parts.model(images)[0]
         self.parts.model.train()
         return out.float().cpu()
@@ -500,14 +780,19 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
     try:
         while trainer.step_count < config.steps:
             epoch, batch_in_epoch, real = next(batches)
-            values = trainer.step(real)
+            # Every worker must agree to stop at the same step (time limits differ by clock skew): each one's
+            # wish travels in the step's own all-reduce, on the device, and is read back (`stop_agreed`) when
+            # the step settles — at the next step, or now on a step that is logged, drawn or checkpointed.
+            trainer.launch(real, stop=time.monotonic() > deadline)
             trainer.step_count += 1
             trainer.epoch, trainer.batch_in_epoch = epoch, batch_in_epoch + 1
             window_images += real.shape[0] * session.world_size
             step = trainer.step_count
-            # every worker must agree to stop at the same step (time limits differ by clock skew)
-            out_of_time = bool(all_reduce_mean(torch.tensor([float(time.monotonic() > deadline)]), session)[0] > 0)
+            if step % config.log_every == 0 or step % config.image_every == 0 or step % config.checkpoint_every == 0:
+                trainer.settle()  # values of this very step (a host sync only on these steps)
+            out_of_time = trainer.stop_agreed
             last = step == config.steps or out_of_time
+            values = trainer.settle() if last else dict(trainer.last_values)
             if step % config.log_every == 0 or last:  # the last step is always logged, also when time runs out
                 elapsed = time.perf_counter() - window_start
                 values["images_per_s"] = window_images / max(elapsed, 1e-9)

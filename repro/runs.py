@@ -9,7 +9,7 @@ import torch
 
 from repro import checkpoint
 from repro.config import Config, from_dict
-from repro.loop import Parts, build_parts, pick_device
+from repro.loop import Parts, build_parts, load_model_state, pick_device
 
 
 @dataclass
@@ -42,7 +42,7 @@ def load_run(folder: str | Path, device: str | torch.device | None = None, step:
         ckpt_folder, state = found
     device = torch.device(device) if device else pick_device(config)
     parts = build_parts(config, device)
-    parts.model.load_state_dict(state["model"], strict=True)
+    load_model_state(parts.model, state["model"])  # strict, but checkpoints leave out the frozen encoder
     if parts.discriminator is not None and state.get("discriminator"):
         parts.discriminator.load_state_dict(state["discriminator"], strict=True)
     parts.model.eval()

@@ -20,9 +20,21 @@ def test_balance_state_machine():
     assert b.update(0.3, 2) == [] and not b.d_training          # hysteresis: 0.1 < ratio < 0.5 keeps D paused
     assert "resume D" in b.update(0.6, 3)[0] and b.d_training
     events = b.update(12.0, 4)
-    assert any("pause G" in e for e in events) and not b.g_training
-    assert "resume G" in b.update(2.0, 5)[0] and b.g_training
-    assert len(b.history) == 4
+    assert any("pause G" in e for e in events) and not b.g_training and b.d_training
+    # the original resumes G only when the ratio falls below 0.1 again (not as soon as it is ≤ 10) ...
+    assert b.update(2.0, 5) == [] and not b.g_training
+    assert b.update(0.3, 6) == [] and not b.g_training
+    events = b.update(0.05, 7)  # ... and then pauses D in the same breath (rule 1 of the script)
+    assert b.g_training and not b.d_training and {e.split(": ")[1].split(" (")[0] for e in events} == {"pause D",
+                                                                                                       "resume G"}
+    assert len(b.history) == 5
+
+
+def test_balance_rules_apply_in_the_scripts_order():
+    """Ratio > 10 while D is paused: rule 2 resumes D (and G), rule 3 then pauses G — D trains, G does not."""
+    b = Balance(d_training=False)
+    b.update(20.0, 0)
+    assert b.d_training and not b.g_training
 
 
 def smoke(**overrides):
@@ -73,18 +85,141 @@ def test_each_phase_changes_only_its_own_net(tmp_path, batch):
     assert changed(d0, d) == set() and changed(g0, g)
 
 
-def test_schedule_counts_paused_iterations_without_warning(tmp_path, batch):
-    """Caffe's solver schedules by iteration: a step where the balancing rule paused G still counts, and a
-    first step with G paused is not an error worth torch's scheduler warning."""
+def test_each_schedule_counts_only_its_own_updates(tmp_path, batch):
+    """Caffe's solvers count their own iterations (`increment_iter` only when that net trains): a step where
+    the balancing rule paused G advances D's schedule, not G's, and draws no scheduler warning."""
     trainer = Trainer(smoke(lr_milestones="1", lr_gamma=0.5), tmp_path)
     trainer.balance.g_training, trainer.balance.pause_g_above = False, float("inf")
+    trainer.balance.pause_d_below = 0.0
     lr, g0 = trainer.opt_g.param_groups[0]["lr"], params(trainer.parts.model.generator)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         values = trainer.step(batch)
     assert changed(g0, trainer.parts.model.generator) == set()  # G was paused ...
-    assert values["lr"] == pytest.approx(lr * 0.5)                # ... and its schedule still advanced
-    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
+    assert values["lr"] == pytest.approx(lr)                    # ... so its schedule did not move
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(lr * 0.5)  # D trained: its schedule did
+    trainer.balance.g_training = True
+    assert trainer.step(batch)["lr"] == pytest.approx(lr * 0.5)
+
+
+def test_generator_adversarial_term_uses_D_after_its_update(tmp_path, batch):
+    """(1) D on real and fake, D update; (2) D *after* the update on the fake labelled real gives L_adv."""
+    trainer = Trainer(smoke(), tmp_path)
+    d = trainer.parts.discriminator
+    seen = []
+    d.register_forward_hook(lambda m, args, out: seen.append(m.convs.Dconv1.weight.detach().clone()))
+    trainer.step(batch)
+    assert len(seen) == 3  # real, fake (D phase), fake for G
+    assert torch.equal(seen[0], seen[1])
+    assert not torch.equal(seen[1], seen[2]), "G's L_adv came from D before its update"
+    assert torch.equal(seen[2], d.convs.Dconv1.weight.detach())
+
+
+def test_loop_terms_equal_deepsim_loss_on_the_same_inputs(tmp_path, batch):
+    """The loop's logged terms are DeePSiMLoss's on the same images, with the same D and RNG (dropout)."""
+    import copy
+
+    from repro import DeePSiMLoss
+
+    trainer = Trainer(smoke(), tmp_path)
+    trainer.balance.d_training = trainer.balance.g_training = False  # nothing updated: inputs stay the same
+    d = copy.deepcopy(trainer.parts.discriminator)
+    comparator = trainer.parts.comparator
+    loss = DeePSiMLoss(comparator, discriminator=d, lambda_adv=trainer.config.lambda_adv)
+    torch.manual_seed(5)
+    values = trainer.step(batch)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        fake = trainer.parts.model(batch)[0]
+        d.train()
+        discr = loss.discriminator_loss(fake, batch)
+        terms = loss(fake, batch)
+    assert values["discr"] == pytest.approx(discr.item(), rel=1e-6)
+    for k in ("feat", "adv", "img", "total"):
+        assert values[k] == pytest.approx(terms[k].item(), rel=1e-6), k
+    assert trainer.loss.comparator is comparator and trainer.loss.discriminator is trainer.parts.discriminator
+
+
+def test_uint8_batches_are_converted_on_the_device(tmp_path, batch):
+    as_bytes = (batch * 255).round().to(torch.uint8)
+    runs = []
+    for name, images in (("float", as_bytes.float() / 255), ("uint8", as_bytes)):
+        trainer = Trainer(smoke(), tmp_path / name)
+        torch.manual_seed(3)
+        runs.append(trainer.step(images))
+    assert runs[0] == pytest.approx(runs[1], rel=1e-6)
+
+
+def test_micro_batches_give_the_full_batch_gradient(tmp_path, batch, monkeypatch):
+    """Gradient accumulation over micro-batches = one pass over the whole batch (no D: no dropout draws).
+    Compared on the gradients the optimiser receives (Adam's first step would hide a wrong scale)."""
+    from repro import loop
+
+    grads = {}
+    original = loop.optimizer_step
+
+    def record(optimizer, ok):
+        grads[key] = [p.grad.clone() for group in optimizer.param_groups for p in group["params"]]
+        original(optimizer, ok)
+
+    monkeypatch.setattr(loop, "optimizer_step", record)
+    for key in (0, 2):
+        trainer = Trainer(smoke(lambda_adv=0.0, micro_batch=key), tmp_path / str(key))
+        assert trainer.accumulate == (2 if key else 1)
+        trainer.step(batch)
+    assert len(grads[0]) == len(grads[2]) > 0
+    for full, accumulated in zip(grads[0], grads[2]):
+        torch.testing.assert_close(accumulated, full, rtol=1e-4, atol=1e-7)
+
+
+def test_batch_plan_keeps_the_global_batch():
+    from repro.loop import batch_plan
+
+    assert batch_plan(make_config("small-pool5", {"batch_size": "64"}), 8) == (8, 1)
+    assert batch_plan(make_config("small-pool5", {"batch_size": "64", "micro_batch": "4"}), 2) == (32, 8)
+    with pytest.raises(ValueError, match="does not split evenly over 3 workers"):
+        batch_plan(make_config("small-pool5", {"batch_size": "64"}), 3)
+    with pytest.raises(ValueError, match="micro_batch=5 must divide"):
+        batch_plan(make_config("small-pool5", {"batch_size": "64", "micro_batch": "5"}), 1)
+
+
+def test_rconv_weights_get_the_released_prototxts_weight_decay(tmp_path):
+    """generator_pool5.prototxt: Rconv6–8 weights decay_mult 1 (× the solver's 4e-4), everything else 0."""
+    trainer = Trainer(smoke(), tmp_path)
+    names = {id(p): n for n, p in trainer.parts.model.named_parameters()}
+    plain, decayed = trainer.opt_g.param_groups
+    assert plain["weight_decay"] == 0 and decayed["weight_decay"] == pytest.approx(4e-4)
+    assert sorted(names[id(p)] for p in decayed["params"]) == [f"generator.head.Rconv{i}.weight" for i in (6, 7, 8)]
+    assert len(Trainer(smoke(generator_map_decay=0.0), tmp_path / "none").opt_g.param_groups) == 1
+
+
+def test_checkpoint_state_leaves_out_the_frozen_encoder(tmp_path, batch):
+    trainer = Trainer(smoke(), tmp_path)
+    trainer.step(batch)
+    state = trainer.state_dict()
+    assert state["model"] and not any(k.startswith("encoder.") for k in state["model"])
+    assert not isinstance(state["cuda_rng"], list)  # one device's RNG at most, never every visible GPU's
+    other = Trainer(smoke(), tmp_path / "other", Session(resume_state=state))
+    for k, v in other.parts.model.generator.state_dict().items():
+        assert torch.equal(v, trainer.parts.model.generator.state_dict()[k]), k
+    older = dict(state, model={**state["model"], **{f"encoder.{k}": v for k, v in
+                                                    trainer.parts.model.encoder.state_dict().items()}})
+    Trainer(smoke(), tmp_path / "older", Session(resume_state=older))  # older checkpoints with the encoder load
+    broken = dict(state, model={k: v for k, v in state["model"].items() if "deconv0" not in k})
+    with pytest.raises(checkpoint.CheckpointError, match="missing.*deconv0"):
+        Trainer(smoke(), tmp_path / "broken", Session(resume_state=broken))
+
+
+def test_device_cuda_fails_in_one_line_when_cuda_is_unusable(monkeypatch):
+    from repro import loop
+
+    monkeypatch.setattr(loop, "cuda_problem", lambda: "The NVIDIA driver on your system is too old (found 470)")
+    with pytest.raises(loop.DeviceError, match=r"^device=cuda \(--gpu\) but CUDA is unusable here: The NVIDIA"):
+        loop.pick_device("cuda")
+    assert loop.pick_device("auto").type == "cpu"
+    if not torch.cuda.is_available():  # the real check on this machine
+        with pytest.raises(loop.DeviceError):
+            loop.pick_device(smoke(device="cuda"))
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -184,7 +184,9 @@ class CheckpointScorer:
     def __call__(self, model_state: dict[str, Any]) -> dict[str, float]:
         from repro import evaluate
 
-        self.model.load_state_dict(model_state, strict=True)
+        from repro.loop import load_model_state
+
+        load_model_state(self.model, model_state)  # checkpoints leave out the frozen encoder
         self.model.eval()
         reconstructions = evaluate.batched(lambda x: self.model(x)[0].clamp(0, 1), self.reference.images,
                                            self.batch_size, self.device, "reconstruct", False)

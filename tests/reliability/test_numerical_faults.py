@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+import repro.losses
 import repro.loop
 from repro import checkpoint
 from repro.config import make_config
@@ -28,7 +29,7 @@ def run_main(run_dir, *settings):
 
 def poison_term(monkeypatch, term: str, at_call: int, value: float):
     """From the `at_call`-th generator step on (0-based) for one step, loss term `term` becomes `value`."""
-    original, calls = repro.loop.generator_terms, {"n": 0}
+    original, calls = repro.losses.generator_terms, {"n": 0}
 
     def poisoned(*args, **kwargs):
         terms = original(*args, **kwargs)
@@ -37,7 +38,7 @@ def poison_term(monkeypatch, term: str, at_call: int, value: float):
         calls["n"] += 1
         return terms
 
-    monkeypatch.setattr(repro.loop, "generator_terms", poisoned)
+    monkeypatch.setattr(repro.losses, "generator_terms", poisoned)
 
 
 def assert_finite_checkpoint(folder):
@@ -107,19 +108,20 @@ def test_skip_policy_skips_one_update_and_finishes(tmp_path, capsys, monkeypatch
 
 def test_learning_rate_blow_up_through_the_cli(tmp_path, cli, record_fault):
     """No injection: lr=1e30 makes Adam's first update overflow the weights; the real CLI process exits 1
-    with one line naming the non-finite terms and the last good checkpoint."""
+    with one line naming the non-finite terms and the last good checkpoint. D is updated first and G's L_adv
+    comes from the updated D (the original's order), so the overflow shows in step 0's adversarial term and
+    G's update of that step is skipped: nothing is saved."""
     run = cli(train_argv(tmp_path / "run", "steps=4", "checkpoint_every=1", "lr=1e30"), "blowup")
     status = run.wait(300)
     out = run.output
-    last_good = tmp_path / "run" / "checkpoints" / "step-00000001"
     record_fault("weights overflow after one update (lr=1e30), no injection",
                  "`python -m repro.train --launcher local --preset smoke --set lr=1e30` in a subprocess",
-                 f"exit {status}; stops at step 1, the step-1 checkpoint is kept")
+                 f"exit {status}; stops at step 0 (D's overflowed update shows in L_adv at once), no checkpoint")
     assert status == 1, out[-3000:]
     error = next(line for line in out.splitlines() if line.startswith("error: non-finite"))
-    assert error.endswith(f"at step 1 (last good checkpoint: {last_good})") and " img" in error
+    assert error.endswith("at step 0 (no checkpoint yet)") and " adv" in error
     assert "Traceback" not in out
-    assert intact_steps(tmp_path / "run" / "checkpoints") == [1]
+    assert intact_steps(tmp_path / "run" / "checkpoints") == []
 
 
 def test_discriminator_stuck_paused_is_reported(tmp_path, caplog, record_fault):
