@@ -33,6 +33,14 @@ class Inverter(nn.Module):
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         return self.generator(code)
 
+    @classmethod
+    def from_file(cls, path: str, encoder_weights: str | None = None, device: str = "cpu") -> "Inverter":
+        """A generator file (`repro.generator_file`) with the encoder it names; builds no D or comparator and
+        leaves the global RNG alone. `encoder_weights`: the user's file for encoders that need one (caffenet)."""
+        from repro.generator_file import load_generator
+
+        return load_generator(path).inverter(encoder_weights, device)
+
 
 def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
     """Shape (without batch) of a comparator/encoder's output at this resolution, as the generator takes it:

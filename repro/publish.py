@@ -4,6 +4,9 @@ Run folders under `runs/` hold checkpoints (tens of MB) and stay out of git. Wha
 config, provenance (command, commit, data and weights sha256, device, steps, wall time), training
 statistics, the latest and a few intermediate grids, and evaluation metrics/figures when present — is
 copied to `results/<preset>/<run name>/` so every committed number points back to the command that made it.
+`--generator` also writes the trained generator alone as `generator.pt` (`repro.generator_file`: G's weights,
+its architecture, the encoder name/tap it inverts, sha256), for `python -m repro.invert` and
+`python -m repro.synthesize`; `--half` stores it in float16.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from repro.assets import REPO_ROOT
 FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
 
 
-def publish(run_dir: Path, dest: Path | None = None, grids: int = 2) -> Path:
+def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: bool = False,
+            half: bool = False) -> Path:
     if not (run_dir / "config.json").exists() or not (run_dir / "provenance.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (config.json/provenance.json missing)")
     preset = json.loads((run_dir / "config.json").read_text())["preset"]
@@ -36,6 +40,10 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2) -> Path:
             shutil.copy2(path, dest / "grids" / path.name)
     if (run_dir / "eval").is_dir():
         shutil.copytree(run_dir / "eval", dest / "eval", dirs_exist_ok=True)
+    if generator:
+        from repro.generator_file import export_run
+
+        export_run(run_dir, dest / "generator.pt", half=half)
     return dest
 
 
@@ -44,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("dest", type=Path, nargs="?")
     parser.add_argument("--grids", type=int, default=2, help="intermediate grids to keep (besides grid-latest.png)")
+    parser.add_argument("--generator", action="store_true", help="also write generator.pt (the generator alone)")
+    parser.add_argument("--half", action="store_true", help="store generator.pt in float16 (half the size)")
     args = parser.parse_args(argv)
     try:
-        print(publish(args.run_dir, args.dest, args.grids))
-    except FileNotFoundError as err:
+        print(publish(args.run_dir, args.dest, args.grids, args.generator, args.half))
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

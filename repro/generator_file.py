@@ -1,0 +1,173 @@
+"""A trained generator as one small file: what it inverts, how to build it, its weights and their sha256.
+
+    from repro.generator_file import load_generator
+    g = load_generator("pool5-96px.generator.pt")        # GeneratorFile: .generator (eval mode), .encoder, .tap
+    images = g.generator(code)                           # code (B, *g.in_shape) → (B, 3, R, R) RGB ≈[0, 1]
+    inverter = g.inverter()                              # + the encoder named in the file: images → images
+
+Why a file of its own: a run's checkpoint holds G, D, both optimisers and RNG states (tens of MB) and
+`repro.runs.load_run` rebuilds encoder, comparator and D and reseeds the global RNG. Inverting features or
+synthesising images needs only G. The file is a `torch.save`d dict of plain data (read back with
+`weights_only=True`, so no code is unpickled):
+
+    format         "deepsim-generator/1"
+    generator      the `Generator` constructor arguments (in_shape, resolution, width, leaky_slope, …)
+    encoder, tap   the registry name and layer of the network whose features it inverts
+                   (`repro.comparators`), with the sha256 of the encoder's weights file when it had one
+    config         the training config (a dict, or {} for converted weights), for provenance
+    source         where the weights came from (a run folder and step, or converted Caffe files)
+    state_dict     the generator's tensors, float16 or float32 as written
+    sha256         of the state dict's names, dtypes, shapes and bytes; checked on every load
+
+Loading builds the generator on the meta device and assigns the stored tensors (`load_state_dict(...,
+assign=True, strict=True)`): no random initialisation runs, so the caller's global RNG is untouched, and
+every tensor must be present with its shape.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from repro.nets.generator import Generator
+
+FORMAT = "deepsim-generator/1"
+SUFFIX = ".generator.pt"
+
+
+class GeneratorFileError(ValueError):
+    """A file that is not a usable generator file (unreadable, another format, corrupt)."""
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes, in name order (independent of pickling)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def generator_args(generator: Generator) -> dict[str, Any]:
+    """The constructor arguments that rebuild `generator`'s architecture."""
+    slopes = {m.negative_slope for m in generator.modules() if isinstance(m, nn.LeakyReLU)}
+    if len(slopes) != 1:
+        raise ValueError(f"generator has LeakyReLU slopes {sorted(slopes)}; expected one")
+    return {"in_shape": list(generator.in_shape), "resolution": generator.resolution, "width": generator.width,
+            "leaky_slope": float(slopes.pop()),
+            "learn_upconv_bias": any(name.startswith("upconv.") and name.endswith(".bias")
+                                     for name, _ in generator.named_parameters()),
+            "output_space": generator.output_space}
+
+
+def save_generator(path: str | Path, generator: Generator, *, encoder: str, tap: str,
+                   encoder_weights_sha256: str = "", config: dict[str, Any] | None = None,
+                   source: dict[str, Any] | None = None, half: bool = False) -> dict[str, Any]:
+    """Write `generator` as a generator file (atomically); returns the record written (without tensors).
+
+    half: store float16 (half the size; reconstructions differ by ~1e-3 of the image range).
+    """
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    record = {"format": FORMAT, "generator": generator_args(generator), "encoder": encoder, "tap": tap,
+              "encoder_weights_sha256": encoder_weights_sha256, "config": dict(config or {}),
+              "source": dict(source or {}), "sha256": state_sha256(state)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**record, "state_dict": state}, tmp)
+    tmp.replace(path)
+    return record
+
+
+@dataclass
+class GeneratorFile:
+    """A loaded generator file: the generator (eval mode, float32) and what the file says about it."""
+
+    path: Path
+    generator: Generator
+    encoder: str
+    tap: str
+    encoder_weights_sha256: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.generator.in_shape
+
+    @property
+    def resolution(self) -> int:
+        return self.generator.resolution
+
+    def inverter(self, encoder_weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+        """`repro.models.Inverter` of this generator and the encoder the file names (built from the registry;
+        `encoder_weights` for encoders that need the user's file, e.g. caffenet). No D, no comparator."""
+        from repro.comparators import build_comparator
+        from repro.models import Inverter
+
+        weights = encoder_weights or (self.config.get("encoder_weights") or None)
+        encoder = build_comparator(self.encoder, self.tap, self.resolution, weights,
+                                   seed=int(self.config.get("seed", 0)))
+        return Inverter(encoder, self.generator).to(device).eval()
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> GeneratorFile:
+    """Read a generator file (see the module docstring); `GeneratorFileError` says why one is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeneratorFileError(f"generator file {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors of every kind: not a torch file
+        raise GeneratorFileError(f"{path} is not a generator file (torch.load cannot read it: "
+                                 f"{type(err).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        hint = " (a run checkpoint? export it with `python -m repro.publish RUN_DIR --generator`)" \
+            if isinstance(data, dict) and "model" in data else ""
+        raise GeneratorFileError(f"{path} is not a generator file (format {found!r}, expected {FORMAT!r}){hint}")
+    state = data["state_dict"]
+    if state_sha256(state) != data.get("sha256"):
+        raise GeneratorFileError(f"{path} is corrupt: its weights do not match the sha256 it records")
+    args = dict(data["generator"])
+    args["in_shape"] = tuple(args["in_shape"])
+    with torch.device("meta"):  # no initialisation runs: the global RNG stays as the caller left it
+        generator = Generator(**args)
+    try:
+        generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                  strict=True, assign=True)
+    except RuntimeError as err:
+        raise GeneratorFileError(f"{path}: the weights do not fit the generator it describes: "
+                                 f"{str(err).splitlines()[0]}") from None
+    generator.to(device).eval()
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    return GeneratorFile(path, generator, data["encoder"], data["tap"], data.get("encoder_weights_sha256", ""),
+                         data.get("config", {}), data.get("source", {}), data["sha256"])
+
+
+def export_run(run_dir: str | Path, out: str | Path, step: int | None = None, half: bool = False) -> dict[str, Any]:
+    """The generator of a training run (newest intact checkpoint, or `step`) as a generator file."""
+    from repro.models import Inverter
+    from repro.runs import load_run
+
+    run = load_run(run_dir, device="cpu", step=step)
+    if not isinstance(run.parts.model, Inverter):
+        raise ValueError(f"{run_dir} is a model={run.config.model} run; only inversion runs have a feature generator")
+    config = run.config
+    weights_sha = ""
+    if config.encoder_weights:
+        from repro.assets import sha256_file
+
+        weights_sha = sha256_file(config.encoder_weights)
+    source = {"run": str(Path(run_dir).name), "step": run.step, "checkpoint": run.checkpoint.name}
+    return save_generator(out, run.parts.model.generator, encoder=config.encoder, tap=config.layer,
+                          encoder_weights_sha256=weights_sha, config=config.to_dict(), source=source, half=half)
