@@ -48,6 +48,7 @@ class Session:
     report: Callable[[dict[str, Any], Path | None], None] = lambda metrics, ckpt: None
     resume_state: dict[str, Any] | None = None
     show_progress: bool = True
+    checkpoint_dir: Path | None = None  # default RUN_DIR/checkpoints; under Ray a node-local folder Ray copies to storage
 
     @property
     def is_main(self) -> bool:
@@ -808,7 +809,7 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
             ckpt_dir = None
             if step % config.checkpoint_every == 0 or last:
                 if session.is_main:
-                    ckpt_dir = checkpoint.save(run_dir / "checkpoints", step, trainer.state_dict(),
+                    ckpt_dir = checkpoint.save(session.checkpoint_dir or run_dir / "checkpoints", step, trainer.state_dict(),
                                                keep=config.keep_checkpoints)
                     trainer.last_checkpoint = ckpt_dir
                 session.report({"step": step, **values}, ckpt_dir)

@@ -3,8 +3,9 @@
 Launchers:
 - `--launcher ray` (default): Ray Train's `TorchTrainer`, a local Ray runtime unless `--address` names a
   cluster; `--num-workers` data-parallel workers (gloo on CPU, NCCL with `--gpu`); metrics and
-  checkpoints go through `ray.train.report`; a worker that dies is restarted from the last reported
-  checkpoint (`--max-failures`).
+  checkpoints go through `ray.train.report`; a worker that dies is restarted from the last registered
+  checkpoint (`--max-failures`). The run folder is Ray's experiment folder on `--storage` (a path every
+  node mounts, or a URI): rank 0 writes the logs there wherever it runs, Ray the checkpoints.
 - `--launcher local`: the very same loop in this process, without Ray (debugging; machines without Ray).
 
 Every run folder holds config.json, provenance.json (command, commit, data and weights sha256, device,
@@ -83,7 +84,7 @@ def device_description() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
-def write_provenance(run_dir: Path, config: Config, argv: list[str], extra: dict[str, Any]) -> None:
+def write_provenance(run: str, config: Config, argv: list[str], extra: dict[str, Any]) -> None:
     record = {
         "command": "python -m repro.train " + " ".join(shlex.quote(a) for a in argv),
         "commit": git_commit(),
@@ -93,68 +94,79 @@ def write_provenance(run_dir: Path, config: Config, argv: list[str], extra: dict
         "device": device_description(),
         **extra,
     }
-    (run_dir / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
+    from repro import storage
 
-
-def agreed_step(step: int) -> int:
-    """The smallest `step` over the data-parallel workers (the step itself when there is one worker)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return step
-    value = torch.tensor([step], dtype=torch.long)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return int(value)
+    storage.write_text(storage.join(run, "provenance.json"), json.dumps(record, indent=2, default=str))
 
 
 def ray_worker(loop_config: dict[str, Any]) -> None:
-    """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop."""
+    """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop.
+
+    One checkpoint truth: rank 0 writes each checkpoint (atomic, checksummed) into a node-local staging
+    folder and reports it; Ray copies it to RUN/checkpoints/step-N on the storage and registers it (the run
+    folder is Ray's experiment folder), and the staging copy is deleted. A restarted or resumed worker group
+    reads only `ray.train.get_checkpoint()`, and checks the checksum before loading it."""
+    import shutil
+    import tempfile
+
     import ray.train
     from ray.train import Checkpoint
 
     from repro import checkpoint as ckpt
+    from repro import storage
     from repro.loop import Session, train
 
     config = from_dict(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
+    run = loop_config["run_dir"]  # a path every node mounts, or a URI
     if config.threads <= 0:  # use the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
         import torch
 
         torch.set_num_threads(max(1, int(loop_config.get("cpus_per_worker", 1))))
     context = ray.train.get_context()
+    rank = context.get_world_rank()
     resume_state = None
     restored = ray.train.get_checkpoint()
-    if restored is not None:  # restarted after a worker failure: continue from the last report
+    if restored is not None:  # a restarted worker group, or --resume of a run Ray has checkpoints of
         with restored.as_directory() as folder:
             resume_state = ckpt.load(Path(folder))
-    if restored is not None or loop_config.get("resume"):
-        # The run folder may hold a newer intact checkpoint than Ray registered: a worker killed while Ray
-        # was still taking in its last report had already written it (atomically, checksummed). Resume from
-        # whichever is newer, so a failure costs at most one checkpoint interval, but only if every worker
-        # sees that file (a run folder on another node's disk does not count): all ranks take the same state.
-        found = ckpt.load_latest(run_dir / "checkpoints")
-        ray_step = -1 if resume_state is None else int(resume_state["step"])
-        local_step = int(found[1]["step"]) if found is not None else -1
-        if agreed_step(max(ray_step, local_step)) == local_step > ray_step:
-            resume_state = found[1]
-        if resume_state is None:
-            log.warning("--resume: no checkpoint that every worker can read under %s; starting from step 0",
-                        run_dir / "checkpoints")
-        elif context.get_world_rank() == 0:
-            source = "the run folder" if resume_state is (found or (None, None))[1] else "Ray's last registered report"
-            print(f"resuming after step {resume_state['step']} from {source}", flush=True)
+        source = "Ray's last registered checkpoint"
+    elif loop_config.get("resume_from"):  # --resume of a run Ray never registered a checkpoint of (--launcher local)
+        resume_state = ckpt.load(Path(loop_config["resume_from"]))
+        source = loop_config["resume_from"]
+    if resume_state is not None and rank == 0:
+        print(f"resuming after step {resume_state['step']} from {source}", flush=True)
+
+    mirror = None
+    if storage.is_uri(run):  # rank 0 logs into a node-local folder and uploads it after every report
+        run_dir = Path(tempfile.mkdtemp(prefix="deepsim-run-"))
+        mirror = storage.Mirror(run_dir, run)
+        if rank == 0:
+            mirror.pull("stats.jsonl", "metrics.csv")  # appended to, not replaced, by a resumed run
+    else:
+        run_dir = Path(run)
+    staging = Path(tempfile.mkdtemp(prefix="deepsim-checkpoints-"))
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if folder is not None:
-            ray.train.report(clean, checkpoint=Checkpoint.from_directory(str(folder)))
+            ray.train.report(clean, checkpoint=Checkpoint.from_directory(str(folder)),
+                             checkpoint_dir_name=f"checkpoints/{folder.name}",  # rank 0's name wins
+                             delete_local_checkpoint_after_upload=True)
         else:
             ray.train.report(clean)
+        if mirror is not None and rank == 0:
+            mirror.push()
 
-    session = Session(rank=context.get_world_rank(), world_size=context.get_world_size(), report=report,
-                      resume_state=resume_state, show_progress=loop_config.get("progress", True))
-    train(config, run_dir, session)
+    session = Session(rank=rank, world_size=context.get_world_size(), report=report, resume_state=resume_state,
+                      show_progress=loop_config.get("progress", True), checkpoint_dir=staging)
+    try:
+        train(config, run_dir, session)
+        if mirror is not None and rank == 0:
+            mirror.push()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if mirror is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def quiet_ray_workers() -> None:
@@ -174,29 +186,66 @@ def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
     return max(1, cluster_cpus // args.num_workers)
 
 
-def launch_ray(config: Config, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
+    """What every Ray worker process gets. On a cluster (`--address`) the code travels with the job
+    (`py_modules`: repro, converters, tune, as imported here), and the assets folder is named explicitly
+    (the shipped package no longer sits beside ../shared/assets): every node must mount it at that path,
+    which `connect_ray` checks."""
+    env: dict[str, Any] = {"worker_process_setup_hook": quiet_ray_workers}
+    if args.address:
+        import converters
+        import repro
+        import tune
+        from repro.assets import assets_root
+
+        env["py_modules"] = [str(Path(m.__file__).parent) for m in (repro, converters, tune)]
+        env["env_vars"] = {"DEEPSIM_ASSETS": str(assets_root())}
+    return env
+
+
+def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
+    """Start or join Ray, then refuse (StorageError, before any worker starts) a run folder that the
+    cluster's other nodes cannot reach, and image folders they do not see."""
     try:
         import ray
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError as err:
         raise SystemExit(f"error: Ray is not installed here ({err}); use --launcher local") from err
+    from repro import storage
+    from repro.loop import resolve_folder
+
     if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"worker_process_setup_hook": quiet_ray_workers},
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
+    nodes = ray.nodes()
+    storage.require_shared(run, nodes, args.storage is not None, args.address)
+    storage.check_shared(run, nodes)
+    for name in sorted({config.train_data, config.eval_data}):
+        storage.check_shared(str(resolve_folder(name, verify=False)), nodes, what=f"image folder {name!r}")
+
+
+def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Ray Train on the run folder `run` (a shared path or a URI), which is also Ray's experiment folder:
+    Ray's registered checkpoints are RUN/checkpoints/step-N, and a run started again under the same folder
+    (`--resume`, or a restart after a failure) continues from the newest of them."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from repro import storage
+
     cpus = cpus_per_worker(args, int(ray.cluster_resources().get("CPU", 1)))
+    storage_path, name = storage.split(run)
+    resume_from = getattr(args, "resume_from", None)
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir.resolve()), "resume": args.resume is not None,
+        train_loop_config={"config": config.to_dict(), "run_dir": run,
+                           "resume_from": str(resume_from[0]) if resume_from else None,
                            "progress": not args.no_progress, "cpus_per_worker": cpus},
         torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.gpu,
                                      resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=run_dir.name, storage_path=str((run_dir / "ray").resolve()),
+        run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=args.max_failures),
-                             # Ray keeps its own copy of every reported checkpoint: bound it as the run
-                             # folder's (0 keeps all there too)
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None)),
     )
     result = trainer.fit()
@@ -205,9 +254,11 @@ def launch_ray(config: Config, run_dir: Path, args: argparse.Namespace) -> dict[
     return {"metrics": result.metrics, "cpus_per_worker": cpus}
 
 
-def launch_local(config: Config, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str, Any]:
     from repro import checkpoint as ckpt
     from repro.loop import Session, train
+
+    run_dir = Path(run)
 
     resume_state = None
     if args.resume is not None:
@@ -224,8 +275,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default small-pool5; a resumed run keeps its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set steps=100")
-    parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset>/<timestamp>)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last intact checkpoint")
+    parser.add_argument("--storage", metavar="PATH_OR_URI",
+                        help="where run folders go (default: runs): a path every node mounts, or a URI pyarrow "
+                             "reads (s3://…, gs://…); required on a multi-node cluster")
+    parser.add_argument("--run-dir", help="run folder (default: STORAGE/<preset>/<timestamp>); relative to --storage "
+                                          "when that is given")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run (a path or a URI) from its last checkpoint")
     parser.add_argument("--launcher", choices=("ray", "local"), default="ray")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train data-parallel workers")
@@ -243,12 +298,33 @@ RESUMABLE = {"steps", "log_every", "image_every", "checkpoint_every", "num_worke
              "keep_checkpoints"}
 
 
-def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
+def run_location(args: argparse.Namespace, preset: str) -> str:
+    """The run folder as a path (absolute) or a URI (as given): --resume, else STORAGE/RUN_DIR, else
+    STORAGE/<preset>/<timestamp> (STORAGE defaults to runs)."""
+    from repro import storage
+
     if args.resume is not None:
-        saved = args.resume / "config.json"
-        if not saved.exists():
+        return storage.normalise(args.resume)
+    if args.storage is not None and args.run_dir is not None:
+        if storage.is_uri(args.run_dir) or Path(args.run_dir).is_absolute():
+            raise ConfigError(f"--run-dir {args.run_dir} with --storage must be relative to the storage (or leave "
+                              "--storage out)")
+        return storage.join(storage.normalise(args.storage), args.run_dir)
+    if args.run_dir is not None:
+        return storage.normalise(args.run_dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return storage.join(storage.normalise(args.storage or "runs"), preset, stamp)
+
+
+def resolve(args: argparse.Namespace) -> tuple[Config, str]:
+    from repro import storage
+
+    if args.resume is not None:
+        run = run_location(args, "")
+        saved = storage.read_text(storage.join(run, "config.json"))
+        if saved is None:
             raise ConfigError(f"{args.resume} is not a run folder (no config.json)")
-        base = from_dict(json.loads(saved.read_text()))
+        base = from_dict(json.loads(saved))
         overrides = parse_overrides(args.overrides)
         if args.preset is not None and args.preset != base.preset:
             raise ConfigError(f"{args.resume} is a {base.preset!r} run, not {args.preset!r}; leave --preset out "
@@ -259,13 +335,12 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Path]:
         changed = {k for k in overrides if k not in RESUMABLE and getattr(resumed, k) != getattr(base, k)}
         if changed:
             raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(RESUMABLE)}")
-        return resumed, args.resume
+        return resumed, run
     config = make_config(args.preset or "small-pool5", parse_overrides(args.overrides))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return config, args.run_dir or Path("runs") / config.preset / stamp
+    return config, run_location(args, config.preset)
 
 
-def check_inputs(config: Config, args: argparse.Namespace, run_dir: Path) -> None:
+def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
     """Inputs that could only fail later, inside a worker and after a run folder exists, fail here: unknown
     networks or taps, missing image folders, weights files that are missing or are not weights, and a
     --resume folder without an intact checkpoint of this very config. Raises ValueError (ConfigError,
@@ -289,7 +364,12 @@ def check_inputs(config: Config, args: argparse.Namespace, run_dir: Path) -> Non
             taps = ALEXNET_TV_TAPS if name.startswith("alexnet") else CAFFENET_TAPS
         if tap not in taps:
             raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
+    from repro import storage
+
+    if args.resume is not None and storage.is_uri(run):
+        return  # Ray's registry on the storage is what the workers resume from; they check its checksum
     if args.resume is not None:
+        run_dir = Path(run)
         found = ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
             raise ConfigError(f"{run_dir} has no intact checkpoint to resume from; start a new run instead")
@@ -307,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        config, run_dir = resolve(args)
+        config, run = resolve(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -318,22 +398,26 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"error: {flag} must be ≥ 1", file=sys.stderr)
             return 2
+    from repro import storage
     from repro.assets import AssetError
 
     try:
-        check_inputs(config, args, run_dir)
-    except (ValueError, FileNotFoundError, AssetError) as err:  # incl. ConfigError, DataError, ConversionError
+        check_inputs(config, args, run)
+        if args.launcher == "local" and storage.is_uri(run):
+            raise ConfigError(f"--launcher local writes to a local path, not {run}; use --launcher ray for a URI")
+        if args.launcher == "ray":
+            connect_ray(args, config, run)  # refuses a run folder the cluster's nodes cannot all reach
+    except (ValueError, FileNotFoundError, AssetError) as err:  # incl. Config-, Data-, Conversion-, StorageError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
+    storage.write_text(storage.join(run, "config.json"), config.to_json())
     started = time.time()
     from repro.loop import NonFiniteLoss
 
     launch = launch_ray if args.launcher == "ray" else launch_local
     status = "finished"
     try:
-        result = launch(config, run_dir, args)
+        result = launch(config, run, args)
     except NonFiniteLoss as err:
         print(f"error: {err}", file=sys.stderr)
         result, status = {"error": str(err)}, "stopped: non-finite loss"
@@ -341,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         result, status = {"error": str(err)}, f"failed: {type(err).__name__}"
     wall = time.time() - started
-    write_provenance(run_dir, config, argv, {"status": status, "wall_time_s": round(wall, 1),
+    write_provenance(run, config, argv, {"status": status, "wall_time_s": round(wall, 1),
                                              "launcher": args.launcher, "num_workers": args.num_workers,
                                              "result": result})
-    print(f"{status}: run folder {run_dir} ({wall:.0f} s); grid: {run_dir / 'grid-latest.png'}")
+    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
     return 0 if status == "finished" else 1
 
 
