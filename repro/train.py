@@ -398,6 +398,21 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"error: {flag} must be ≥ 1", file=sys.stderr)
             return 2
+    # --gpu means CUDA: a worker must never fall back to the CPU silently while GPUs are reserved for it, and an
+    # unusable CUDA (no device, a driver too old for this torch build) fails here in one line, before any
+    # worker starts (a cluster's driver may have no GPU: there each worker's pick_device raises instead).
+    if args.gpu and config.device == "auto":
+        from dataclasses import replace
+
+        config = replace(config, device="cuda")
+    if config.device == "cuda" and not getattr(args, "address", None):
+        from repro.loop import DeviceError, pick_device
+
+        try:
+            pick_device(config)
+        except DeviceError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     from repro import storage
     from repro.assets import AssetError
 

@@ -275,3 +275,13 @@ def test_time_limit_stops_with_the_last_step_logged_checkpointed_and_drawn(tmp_p
     assert logged[-1] == summary["step"]
     assert (tmp_path / "checkpoints" / f"step-{summary['step']:08d}").is_dir()
     assert (tmp_path / "grids" / f"step-{summary['step']:08d}.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA is unusable")
+def test_gpu_flag_fails_on_the_driver_before_any_worker(tmp_path, capsys):
+    from repro.train import main
+
+    status = main(["--launcher", "local", "--preset", "smoke", "--gpu", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: device=cuda (--gpu) but CUDA is unusable")
+    assert not (tmp_path / "run").exists()  # nothing started
