@@ -6,10 +6,15 @@ Loads a run folder (config + newest intact checkpoint), reconstructs the first `
 - the normalised Euclidean error ‖a − b‖₂ / N in image space and in feature space (the run's encoder at the
   inverted layer, applied to the reconstruction and to the original), N being the mean distance between all
   pairs of different evaluation images (resp. their features), in % — Table 2's numbers;
-- PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `repro.metrics`, and sharpness: the reconstructions'
-  local contrast (gradient energy) over the originals', in % — the blur that pixel losses cause, which the
-  errors above reward rather than penalise;
-- how often a reconstruction's nearest evaluation image, in image and in feature space, is its own original;
+- the same feature error in a network that no run uses as comparator (`INDEPENDENT_NET`: SqueezeNet's last
+  conv block), so that a feature-space claim is not only checked in the space the full model was trained in;
+- PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `repro.metrics`; the gradient error
+  ‖∇b − ∇a‖ / ‖∇a‖ in % (`repro.metrics.gradient_error`: how far the reconstruction's edges are from the
+  original's — 100 % = flat, above = invented structure), on which the "pixel losses blur" claim is judged;
+  and, descriptive only, sharpness: the reconstructions' gradient energy over the originals' (noise counts);
+- how often a reconstruction's nearest evaluation image, in image and in feature space, is its own original,
+  and whether that is well above chance (`identification`: a comparison between two runs means something
+  only when both reconstruct their own inputs, not one image for every input);
 - optionally (`--mv-steps N`), the same for Mahendran & Vedaldi's optimisation on the same images and encoder.
 
 Reconstructions are clamped to [0, 1] before anything is measured or re-encoded: that is the image the
@@ -46,6 +51,13 @@ PAPER_TABLE = REPO_ROOT / "results" / "paper_table2.json"
 REENCODE_ITERATIONS = 8      # Fig. 5 shows 8 iterations of image → features → reconstruction
 INTERPOLATION_STEPS = 8      # Fig. 7: codes (1 − t)·y_a + t·y_b for 8 values of t in [0, 1]
 NEIGHBOURS = 5               # nearest neighbours shown per query
+# The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
+# its last conv block; no preset uses it as comparator (repro.config), so no run was trained to win in it.
+INDEPENDENT_NET = ("squeezenet", "fire9/concat")
+# A run identifies its own originals "well above chance" when its nearest-own-original rate (the better of
+# image and feature space) is at least this many times chance, 1/n for n evaluation images: 3.9 % at n = 256,
+# where chance is 0.39 %. A generator that ignores its input sits at chance (results/random-fc6: 0.39 %).
+IDENTIFICATION_FACTOR = 10
 FIGURE_CAPTIONS = {
     "reconstructions": "pairs (original | reconstruction).",
     "reencoding": "Fig. 5: row 0 the originals, row t the reconstruction after t rounds of image → features → "
@@ -56,6 +68,21 @@ FIGURE_CAPTIONS = {
                   "evaluation images nearest to the reconstruction (green frame: the query's own original).",
     "mv_reconstructions": "pairs (original | Mahendran & Vedaldi reconstruction from the same features).",
 }
+
+
+def identification(result: dict[str, Any], n_images: int) -> dict[str, Any]:
+    """Does a method reconstruct *its own* inputs? The chance rule of every claim between two runs.
+
+    rate = the better of `nn_own_image_pct` and `nn_own_feature_pct` (how often a reconstruction's nearest
+    evaluation image is its own original); chance = 100 / n %; above chance when rate ≥ IDENTIFICATION_FACTOR ×
+    chance. A run below it outputs (nearly) one image whatever its input, and its errors measure how far
+    that image lies from the data, not what the inverted layer keeps: claims involving it are "not
+    measurable at this scale".
+    """
+    chance = 100.0 / n_images
+    rate = max(result["nn_own_image_pct"], result["nn_own_feature_pct"])
+    threshold = IDENTIFICATION_FACTOR * chance
+    return {"rate_pct": rate, "chance_pct": chance, "threshold_pct": threshold, "above_chance": rate >= threshold}
 
 
 class EvalError(ValueError):
@@ -155,20 +182,26 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, ba
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class Reference:
-    """The originals, their features, the paper's normalisers N (image space, feature space) and the
-    originals' total gradient energy (the denominator of every method's sharpness)."""
+    """The originals, their features, the paper's normalisers N (image space, feature space), the
+    originals' total gradient energy (the denominator of every method's sharpness) and, when measured, the
+    originals' features in the independent network (`INDEPENDENT_NET`) with their N."""
 
     images: torch.Tensor
     features: torch.Tensor
     image_norm: float
     feature_norm: float
     gradient_energy: float
+    independent_features: torch.Tensor | None = None
+    independent_norm: float | None = None
 
 
-def make_reference(images: torch.Tensor, features: torch.Tensor) -> Reference:
+def make_reference(images: torch.Tensor, features: torch.Tensor,
+                   independent_features: torch.Tensor | None = None) -> Reference:
+    independent_norm = (None if independent_features is None
+                        else float(metric_lib.pairwise_mean_distance(independent_features)))
     return Reference(images, features, float(metric_lib.pairwise_mean_distance(images)),
                      float(metric_lib.pairwise_mean_distance(features)),
-                     float(metric_lib.gradient_energy(images).sum()))
+                     float(metric_lib.gradient_energy(images).sum()), independent_features, independent_norm)
 
 
 def nearest_is_own(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -178,17 +211,39 @@ def nearest_is_own(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Ten
 
 
 def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
-          image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]) -> dict[str, float]:
-    """Every number of one method: the paper's errors (%), image metrics, nearest-neighbour retrieval (%)."""
-    result = {
+          image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
+          independent_features: torch.Tensor | None = None) -> dict[str, Any]:
+    """Every number of one method: the paper's errors (%), the feature error in the independent network (%,
+    None when not measured), image metrics, gradient error (%), nearest-neighbour retrieval (%) and whether
+    that is above chance."""
+    independent = None
+    if independent_features is not None and ref.independent_features is not None:
+        independent = 100 * float(metric_lib.normalised_error(independent_features, ref.independent_features,
+                                                              ref.independent_norm))
+    result: dict[str, Any] = {
         "image_error_pct": 100 * float(metric_lib.normalised_error(reconstructions, ref.images, ref.image_norm)),
         "feature_error_pct": 100 * float(metric_lib.normalised_error(features, ref.features, ref.feature_norm)),
+        "independent_feature_error_pct": independent,
     }
     result.update(image_metrics(reconstructions, ref.images))
+    result["gradient_error_pct"] = 100 * float(metric_lib.gradient_error(reconstructions, ref.images).mean())
     result["sharpness_pct"] = 100 * float(metric_lib.gradient_energy(reconstructions).sum()) / ref.gradient_energy
     result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
     result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
+    result["identification"] = identification(result, ref.images.shape[0])
     return result
+
+
+def independent_network(config: Config, resolution: int) -> tuple[Any | None, str]:
+    """The network of the independent feature error, or None and why not (when it is the run's own
+    comparator or encoder, its space is not independent of what the run was trained or built on)."""
+    from repro.comparators import build_comparator
+
+    name, tap = INDEPENDENT_NET
+    used = {config.encoder} | ({config.comparator} if config.lambda_feat > 0 else set())
+    if name in used:
+        return None, f"{name} is this run's encoder or comparator"
+    return build_comparator(name, tap, resolution).eval(), f"{name}:{tap}"
 
 
 def image_metric_fn(device: torch.device, batch_size: int, progress: bool
@@ -290,8 +345,10 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
 # Tables
 # ---------------------------------------------------------------------------------------------------
 COLUMNS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
+           ("independent_feature_error_pct", "indep. feature err. (%)", "{:.1f}"),
            ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("ms_ssim", "MS-SSIM", "{:.3f}"),
-           ("lpips", "LPIPS", "{:.3f}"), ("sharpness_pct", "sharpness (%)", "{:.0f}"),
+           ("lpips", "LPIPS", "{:.3f}"), ("gradient_error_pct", "gradient err. (%)", "{:.0f}"),
+           ("sharpness_pct", "sharpness (%)", "{:.0f}"),
            ("nn_own_image_pct", "NN = own, image (%)", "{:.0f}"),
            ("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}"))
 
@@ -325,9 +382,12 @@ def markdown(record: dict[str, Any]) -> str:
     for label, values in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(values.get(k), p) for k, _, p in COLUMNS) + " |")
     lines += ["", "Errors: ‖a − b‖₂ / N in %, N = mean distance between all pairs of different evaluation images "
-              "(feature space: the encoder at the inverted layer); 100 % = a random evaluation image. Sharpness: "
-              "gradient energy of the reconstructions over the originals' (100 % = as much local contrast; "
-              "noise counts too). "
+              "(feature space: the encoder at the inverted layer; indep.: " + record.get("independent_net", "–") +
+              ", which no run uses as comparator); 100 % = a random evaluation image. Gradient error: "
+              "‖∇b − ∇a‖ / ‖∇a‖ (0 = the original's edges, 100 % = a flat image, above = invented structure). "
+              "Sharpness: gradient energy of the reconstructions over the originals' (noise counts too). "
+              f"NN = own: chance is {100 / record['protocol']['n_images']:.2f} %; a run below "
+              f"{IDENTIFICATION_FACTOR} × chance is not compared with others. "
               "Paper rows: Table 2 (CaffeNet, 227 px, ILSVRC-2012 val), not the same protocol when these differ: "
               + "; ".join(record["protocol"]["differences_from_paper"]) + ".", ""]
     for name, path in record["figures"].items():
@@ -380,7 +440,8 @@ def open_run(options: EvalOptions) -> Any:
 
 
 def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, device: torch.device,
-                              image_metrics: Callable) -> tuple[dict[str, Any], torch.Tensor]:
+                              image_metrics: Callable, independent: Any | None = None
+                              ) -> tuple[dict[str, Any], torch.Tensor]:
     """M&V's optimisation on the same images and encoder as the generator, scored the same way."""
     from repro.baselines import config_for_layer, invert_images
 
@@ -388,9 +449,11 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
     mv = invert_images(model.encoder, ref.images.to(device), mv_config, progress=options.progress)
     mv_images = mv.images.clamp(0, 1).cpu()
     mv_features = batched(model.encode, mv_images, options.batch_size, device, "re-encode M&V", options.progress)
+    mv_independent = None if independent is None else batched(independent, mv_images, options.batch_size, device,
+                                                              "independent net (M&V)", options.progress)
     result = {"method": "mahendran-vedaldi", "comparator": None, "step": None,
               "mv_config": dataclasses.asdict(mv_config), "mv_final_objective": mv.history[-1],
-              **score(ref, mv_images, mv_features, image_metrics)}
+              **score(ref, mv_images, mv_features, image_metrics, mv_independent)}
     return result, mv_images
 
 
@@ -408,17 +471,26 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), images, options.batch_size, device,
                               "reconstruct", options.progress)
     originals_features = batched(model.encode, images, options.batch_size, device, "encode", options.progress)
-    ref = make_reference(images, originals_features)
+    independent, independent_name = independent_network(config, config.resolution)
+    if independent is not None:
+        independent = independent.to(device)
+        originals_independent = batched(independent, images, options.batch_size, device, "independent net",
+                                        options.progress)
+        independent_features = batched(independent, reconstructions, options.batch_size, device,
+                                       "independent net", options.progress)
+    else:
+        originals_independent = independent_features = None
+    ref = make_reference(images, originals_features, originals_independent)
     features = batched(model.encode, reconstructions, options.batch_size, device, "re-encode", options.progress)
     image_metrics = image_metric_fn(device, options.batch_size, options.progress)
     results = [{"method": method_of(config), "comparator": comparator_of(config), "step": run.step,
                 "lambdas": {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img},
-                **score(ref, reconstructions, features, image_metrics)}]
+                **score(ref, reconstructions, features, image_metrics, independent_features)}]
 
     options.out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(options.out, model, ref, reconstructions, features, device, options.figure_images)
     if options.mv_steps > 0:
-        mv_result, mv_images = measure_mahendran_vedaldi(model, ref, options, device, image_metrics)
+        mv_result, mv_images = measure_mahendran_vedaldi(model, ref, options, device, image_metrics, independent)
         results.append(mv_result)
         shown = min(2 * options.figure_images, images.shape[0])
         write_grid(options.out / "mv-reconstructions.png", images[:shown], mv_images[:shown], columns=4)
@@ -429,7 +501,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "preset": config.preset,
         "layer": config.layer,
         "protocol": protocol_of(config, images.shape[0], tuple(model.encoder.net.taps)),
-        "normalisers": {"image": ref.image_norm, "feature": ref.feature_norm},
+        "normalisers": {"image": ref.image_norm, "feature": ref.feature_norm, "independent": ref.independent_norm},
+        "independent_net": independent_name,
         "results": results,
         "figures": figures,
         "provenance": {

@@ -58,6 +58,7 @@ def test_writes_metrics_tables_and_figures(evaluated):
     assert len(provenance["data"]["files_sha256"]) == 64 and provenance["wall_time_s"] > 0
     table = (out / "metrics.md").read_text()
     assert "| deepsim |" in table and "| mahendran-vedaldi |" in table and "paper: AlexNet CONV5" in table
+    assert "gradient err. (%)" in table and "indep. feature err. (%)" in table
 
 
 def test_values_are_finite_and_in_range(evaluated):
@@ -70,13 +71,17 @@ def test_values_are_finite_and_in_range(evaluated):
         assert 0 < result["image_error_pct"] < 500 and 0 < result["feature_error_pct"] < 500
         assert 0 < result["psnr"] < 60
         assert -1 <= result["ssim"] <= 1 and -1 <= result["ms_ssim"] <= 1
-        assert 0 <= result["lpips"] < 2 and result["sharpness_pct"] >= 0
+        assert 0 <= result["lpips"] < 2 and result["sharpness_pct"] >= 0 and result["gradient_error_pct"] > 0
         assert 0 <= result["nn_own_image_pct"] <= 100 and 0 <= result["nn_own_feature_pct"] <= 100
+        # SqueezeNet is neither the smoke run's encoder nor its comparator: measured, and on its own scale
+        assert 0 < result["independent_feature_error_pct"] < 500
+        assert result["identification"]["chance_pct"] == pytest.approx(100 / N_IMAGES)
+    assert record["independent_net"] == "squeezenet:fire9/concat" and record["normalisers"]["independent"] > 0
     assert record["results"][0]["step"] == 2 and record["results"][1]["step"] is None
 
 
-def test_sharpness_measures_blur_on_real_images(assets):
-    """Gradient energy: 0 for a flat image, lower after blurring, unchanged by a brightness shift."""
+def test_gradient_energy_measures_contrast_on_real_images(assets):
+    """Gradient energy (the descriptive sharpness): 0 for a flat image, lower after blurring, scaled by contrast."""
     from torchvision.transforms.functional import gaussian_blur
 
     from repro.data import list_images, load_images
@@ -89,6 +94,63 @@ def test_sharpness_measures_blur_on_real_images(assets):
     assert float(gradient_energy(torch.full((1, 3, 8, 8), 0.3)).max()) == 0.0
     with pytest.raises(ValueError, match="expected"):
         gradient_energy(images[0])
+
+
+def degraded(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The original blurred, and at the same pixel error (RMS per image) the original plus white noise and
+    the blurred original plus a 2-px checkerboard: the wrong results a sharpness score must not prefer."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    blurred = gaussian_blur(images, 9, 2.0)
+    rms = (blurred - images).flatten(1).pow(2).mean(1).sqrt().view(-1, 1, 1, 1)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    rows, cols = torch.meshgrid(torch.arange(images.shape[2]), torch.arange(images.shape[3]), indexing="ij")
+    checkerboard = (((rows // 2 + cols // 2) % 2) * 2 - 1).float()
+    return {"blurred": blurred, "noisy": images + rms * noise, "checkerboard": blurred + rms * checkerboard}
+
+
+def test_gradient_error_prefers_blur_to_noise_and_texture_on_real_images(assets):
+    """The control of the blur claim: at equal pixel error, the original + high-frequency noise and a
+    checkerboard texture may not score closer to the original's structure than the original blurred — and
+    gradient energy, the old sharpness score, is shown to fail exactly this control."""
+    from repro.data import list_images, load_images
+    from repro.metrics import gradient_energy, gradient_error
+
+    images = load_images(list_images(assets / "imagenet-1k-256")[:8], 96)
+    wrong = degraded(images)
+    error = {name: gradient_error(x, images) for name, x in wrong.items()}
+    for name in ("noisy", "checkerboard"):
+        assert bool((error[name] > error["blurred"]).all()), (name, error[name], error["blurred"])
+    assert bool((error["blurred"] < 1).all())  # blur keeps part of the edges: between identical (0) and flat (1)
+    assert float(gradient_error(images, images).max()) == 0.0
+    assert torch.allclose(gradient_error(torch.full_like(images, 0.5), images), torch.ones(8, dtype=torch.float64))
+    energy = {name: gradient_energy(x) for name, x in wrong.items()}  # the wrong score: noise and texture "win"
+    assert bool((energy["noisy"] > energy["blurred"]).all() and (energy["checkerboard"] > energy["blurred"]).all())
+    with pytest.raises(ValueError, match="flat"):
+        gradient_error(images[:1], torch.full_like(images[:1], 0.3))
+
+
+def test_identification_rule_separates_input_ignoring_generators(assets):
+    """A generator that outputs one image whatever its input identifies its own original at chance (1/n) and is
+    below the rule's threshold; the originals themselves (and a blurred copy) are far above it."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from repro.data import list_images, load_images
+
+    images = load_images(list_images(assets / "imagenet-1k-256")[:40], 64)
+    features = images.mean(dim=(2, 3))
+    constant = images.mean(0, keepdim=True).expand_as(images).contiguous()
+
+    def rule(reconstructions):
+        result = {"nn_own_image_pct": 100 * float(evaluate.nearest_is_own(reconstructions, images).double().mean()),
+                  "nn_own_feature_pct": 100 * float(evaluate.nearest_is_own(
+                      reconstructions.mean(dim=(2, 3)), features).double().mean())}
+        return evaluate.identification(result, images.shape[0])
+
+    ignoring = rule(constant)
+    assert ignoring["chance_pct"] == pytest.approx(2.5) and ignoring["threshold_pct"] == pytest.approx(25.0)
+    assert ignoring["rate_pct"] <= ignoring["chance_pct"] and not ignoring["above_chance"]
+    assert rule(gaussian_blur(images, 9, 2.0))["above_chance"] and rule(images)["rate_pct"] == 100.0
 
 
 def test_figure_layouts(evaluated):
