@@ -3,7 +3,9 @@
 Nothing here measures; it only arranges committed records, so every number on the page points to the file
 (and through it to the command, commit and run) that produced it:
 - Table 2: the paper's cells (`results/paper_table2.json`) beside ours (every `results/**/eval/metrics.json`,
-  written by `python -m repro.evaluate`), each of our cells linked to its metrics file, protocol listed;
+  written by `python -m repro.evaluate`), each of our cells linked to its metrics file, protocol listed, and
+  marked † where the run finds its own originals no better than the chance rule allows
+  (`repro.evaluate.identification`): such a cell is not compared with others;
 - the published runs (`results/<preset>/<run>/provenance.json`, `python -m repro.publish`);
 - side-by-side figures (`results/figures/*.png` + their `.json`, `python -m repro.figures`);
 - the autoencoder / VAE comparison (`results/autoencoders/*/metrics.json`, `python -m repro.compare_autoencoders`),
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.assets import REPO_ROOT
+from repro.evaluate import IDENTIFICATION_FACTOR, identification
 
 RESULTS = REPO_ROOT / "results"
 ROW_NAMES = {"mahendran-vedaldi": "M & V", "image-loss": "Our image loss", "deepsim": "DeePSiM (ours)",
@@ -39,6 +42,14 @@ def _rel(path: Path, root: Path) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def at_chance(result: dict[str, Any], n_images: int) -> bool:
+    """True when a result's reconstructions do not find their own originals well above chance (records that
+    predate the nearest-neighbour rates are not marked)."""
+    if result.get("nn_own_image_pct") is None or result.get("nn_own_feature_pct") is None:
+        return False
+    return not identification(result, n_images)["above_chance"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,7 +76,8 @@ def table2(root: Path) -> list[str]:
             comparator = f", C = {result['comparator']}" if result.get("comparator") else ""
             name = (f"{ROW_NAMES.get(result['method'], result['method'])} [{proto['encoder']}, "
                     f"{proto['resolution']} px{training}{comparator}]")
-            table[(name, column)] = (f"{result['image_error_pct']:.0f}/{result['feature_error_pct']:.0f}", path)
+            mark = " †" if at_chance(result, record["provenance"]["n_images"]) else ""
+            table[(name, column)] = (f"{result['image_error_pct']:.0f}/{result['feature_error_pct']:.0f}{mark}", path)
     if not table:
         return lines + ["No evaluated run is committed yet.", ""]
     names = sorted({name for name, _ in table})
@@ -76,6 +88,12 @@ def table2(root: Path) -> list[str]:
     for name in names:
         cells = [f"[{table[name, c][0]}]({_rel(table[name, c][1], root)})" if (name, c) in table else "-" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any("†" in cell for cell, _ in table.values()):
+        lines += ["", f"† the run's reconstructions find their own original (nearest evaluation image, in image or "
+                  f"feature space) less than {IDENTIFICATION_FACTOR} × chance (chance = 1/n for n evaluation images): it "
+                  "outputs nearly the same image whatever its input, so its errors measure how far that image lies from "
+                  "the data, not what the layer keeps, and it is not compared with other runs (\"not measurable at this "
+                  "scale\")."]
     lines += ["", "Protocol of each measured run:", ""]
     for path, record in records:
         prov, proto = record["provenance"], record["protocol"]
@@ -125,7 +143,8 @@ def figures(root: Path) -> list[str]:
 
 # (metric key, title, format) measured for each row of a side-by-side figure, where its evaluation is published
 FIGURE_METRICS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
-                  ("lpips", "LPIPS", "{:.3f}"), ("sharpness_pct", "sharpness (%)", "{:.0f}"))
+                  ("lpips", "LPIPS", "{:.3f}"), ("gradient_error_pct", "gradient err. (%)", "{:.0f}"),
+                  ("sharpness_pct", "sharpness (%)", "{:.0f}"))
 
 
 def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:

@@ -63,5 +63,25 @@ def test_side_by_side_figures_show_each_rows_published_metrics_at_its_step(tmp_p
     (tmp_path / "figures" / "pair.json").write_text(json.dumps({"rows": rows, "command": "python -m repro.figures",
                                                                 "commit": "0123456789abcdef"}))
     page = render(tmp_path)
-    assert "| [small-pool5](small-pool5/a/eval/metrics.json) | deepsim | 3000 | 63.4 | 41.6 | 0.512 | 72 |" in page
+    # no gradient error in this record: shown as missing, not as a number
+    assert "| [small-pool5](small-pool5/a/eval/metrics.json) | deepsim | 3000 | 63.4 | 41.6 | 0.512 | - | 72 |" in page
     assert "small-pool5/b/eval/metrics.json) | deepsim" not in page
+
+
+def test_runs_at_chance_are_marked_and_explained(tmp_path):
+    """A run whose reconstructions find their own originals at chance (1/256 = 0.39 %) is marked †; one at 10.5 %
+    (above 10 × chance) is not; a record without the rates is not marked either."""
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    for run, own in {"ignores-input": 100 / 256, "informative": 10.5, "old": None}.items():
+        record = metrics_record(3600, 70.0, 130.0, mv=False)
+        record["layer"] = {"ignores-input": "fc6", "informative": "pool5", "old": "fc7"}[run]
+        if own is not None:
+            record["results"][0].update(nn_own_image_pct=own, nn_own_feature_pct=own)
+        folder = tmp_path / "small-pool5" / run / "eval"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(record))
+    page = render(tmp_path)
+    assert "[70/130 †](small-pool5/ignores-input/eval/metrics.json)" in page
+    assert "[70/130](small-pool5/informative/eval/metrics.json)" in page
+    assert "[70/130](small-pool5/old/eval/metrics.json)" in page
+    assert "less than 10 × chance" in page
