@@ -200,10 +200,13 @@ class CheckpointScorer:
 def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
     """Tune's function trainable: a short run of `repro.loop.train` with the trial's λ (`params`, sampled
     by Tune) on top of the search's base config (`spec`, the same for every trial)."""
+    import shutil
+    import tempfile
+
     import torch
     from ray import tune
 
-    from repro import checkpoint
+    from repro import checkpoint, storage
     from repro.loop import Session, train
     from repro.train import data_provenance, device_description, git_commit, weights_provenance
 
@@ -212,9 +215,19 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
         torch.set_num_threads(config.threads)
     target = Target(**spec.target)
     context = tune.get_context()
-    run_dir = Path(spec.runs_root) / context.get_trial_id()
+    run = storage.join(spec.runs_root, context.get_trial_id())  # under the storage, whichever node runs the trial
+    mirror = None
+    if storage.is_uri(run):  # a node-local folder, uploaded after every report
+        run_dir = Path(tempfile.mkdtemp(prefix="deepsim-trial-"))
+        mirror = storage.Mirror(run_dir, run)
+        mirror.pull("stats.jsonl", "metrics.csv", "starts.jsonl")
+    else:
+        run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json())
+    # The loop writes each checkpoint here; Tune copies it into the trial's folder on the storage (the only
+    # kept copy, bounded by CheckpointConfig.num_to_keep) and the staging copy is deleted.
+    staging = Path(tempfile.mkdtemp(prefix="deepsim-checkpoints-"))
 
     resume_state = None
     restored = tune.get_checkpoint()
@@ -248,17 +261,32 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
         write_provenance(int(metrics["step"]))
         if folder is None:  # the loop reports with a checkpoint on the one (main) worker
             tune.report(values)
+            if mirror is not None:
+                mirror.push()
             return
         # The loop has just written (and hashed) this checkpoint: read it without hashing 100 MB again.
         state = torch.load(folder / checkpoint.STATE, map_location="cpu", weights_only=True)
         scores = scorer(state["model"])
         values.update(scores)
         values["objective"] = target.distance(scores["image_error_pct"] / 100, scores["feature_error_pct"] / 100)
-        tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        if mirror is not None:
+            mirror.push()
+        try:
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        finally:  # also when Tune stops the trial inside report
+            shutil.rmtree(folder, ignore_errors=True)
 
     write_provenance(provenance["steps"])
-    summary = train(config, run_dir, Session(report=report, resume_state=resume_state, show_progress=False))
-    write_provenance(summary["step"])
+    try:
+        summary = train(config, run_dir, Session(report=report, resume_state=resume_state, show_progress=False,
+                                                 checkpoint_dir=staging))
+        write_provenance(summary["step"])
+        if mirror is not None:
+            mirror.push()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if mirror is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,7 +313,8 @@ def build_config(options: SearchOptions) -> Config:
     """The base config every trial starts from: preset ← overrides, sized to one trial's resources."""
     overrides = dict(options.overrides)
     overrides.setdefault("threads", str(max(1, int(options.cpus_per_trial))))
-    overrides.setdefault("device", "cuda" if options.gpus_per_trial > 0 else "cpu")
+    if options.gpus_per_trial > 0:  # else the preset's device (auto: a trial without GPUs sees none and uses CPU)
+        overrides.setdefault("device", "cuda")
     return make_config(options.preset, overrides)
 
 
@@ -350,11 +379,11 @@ def default_concurrency(options: SearchOptions) -> int:
     return max(1, min(options.trials, by_cpu, by_gpu))
 
 
-def new_search(options: SearchOptions, storage: Path, name: str, command: str) -> tuple[Any, Path, dict[str, Any]]:
+def new_search(options: SearchOptions, storage_root: str, name: str, command: str) -> tuple[Any, str, dict[str, Any]]:
     """A Tuner for a fresh search, its experiment folder, and the search record (search.json)."""
     from ray import tune
 
-    from repro import evaluate
+    from repro import evaluate, storage
     from repro.train import data_provenance, git_commit, weights_provenance
     from tune.spaces import param_space
 
@@ -364,13 +393,13 @@ def new_search(options: SearchOptions, storage: Path, name: str, command: str) -
     if target.label.startswith("paper:") and not target.label.startswith(f"paper:{config.layer} "):
         print(f"warning: the target is Table 2 at {target.label.split()[0]}, but preset {config.preset!r} inverts "
               f"{config.layer}; the trials' errors are measured at {config.layer}", file=sys.stderr)
-    experiment = storage / name
-    if experiment.exists() and any(experiment.iterdir()):
+    experiment = storage.join(storage_root, name)
+    if storage.exists(storage.join(experiment, "search.json")):
         raise SearchError(f"{experiment} already holds a search: continue it with --resume {experiment} "
                           "or choose another --name")
     _, _, eval_data = evaluate.load_eval_images(config, options.eval_images)  # checks the folder's sha256 once
     spec = TrialSpec(config=config.to_dict(), target=dataclasses.asdict(target), eval_images=options.eval_images,
-                     image_metrics=options.image_metrics, search=name, runs_root=str(experiment / "runs"))
+                     image_metrics=options.image_metrics, search=name, runs_root=storage.join(experiment, "runs"))
     scheduler = make_scheduler(options.scheduler, config, space, options.seed)
     concurrent = options.concurrent or default_concurrency(options)
     from tune.search import trial_dirname as dirname  # by reference, for the pickled Tuner
@@ -383,10 +412,10 @@ def new_search(options: SearchOptions, storage: Path, name: str, command: str) -
                                     scheduler=scheduler,
                                     max_concurrent_trials=None if options.searcher == "random" else concurrent,
                                     reuse_actors=options.scheduler != "pbt", trial_dirname_creator=dirname),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage),
-                                  # PBT clones other trials' checkpoints, which must still be there: keep all.
-                                  checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=None if options.scheduler == "pbt" else 2),
+        run_config=tune.RunConfig(name=name, storage_path=storage_root,
+                                  # Two per trial, PBT included: its exploit clones the donor's newest
+                                  # checkpoint, which Tune never deletes.
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(max_failures=1), verbose=1),
     )
     record = {
@@ -407,27 +436,28 @@ def new_search(options: SearchOptions, storage: Path, name: str, command: str) -
         },
         "sessions": [],
     }
-    experiment.mkdir(parents=True, exist_ok=True)
     return tuner, experiment, record
 
 
-def restore_search(experiment: Path) -> tuple[Any, dict[str, Any]]:
+def restore_search(experiment: str) -> tuple[Any, dict[str, Any]]:
     """A Tuner continuing an interrupted search: finished trials stay finished, unfinished ones resume
     from their last reported checkpoint, errored ones restart from theirs."""
     from ray import tune
 
-    record_path = experiment / "search.json"
-    if not record_path.exists():
+    from repro import storage
+
+    text = storage.read_text(storage.join(experiment, "search.json"))
+    if text is None:
         raise SearchError(f"{experiment} is not a search folder (no search.json): give EXPERIMENT = STORAGE/NAME "
                           "of a search started by python -m tune.search")
-    if not tune.Tuner.can_restore(str(experiment)):
+    if not tune.Tuner.can_restore(experiment):
         raise SearchError(f"{experiment} holds no Tune experiment state yet (it was stopped before Tune saved "
                           "any): start the search again")
-    record = json.loads(record_path.read_text())
+    record = json.loads(text)
     options = record["options"]
-    spec = {**record["trial_spec"], "runs_root": str(experiment / "runs")}  # the folder may have moved
+    spec = {**record["trial_spec"], "runs_root": storage.join(experiment, "runs")}  # the folder may have moved
     trainable = make_trainable(spec, options["cpus_per_trial"], options["gpus_per_trial"])
-    tuner = tune.Tuner.restore(str(experiment.resolve()), trainable=trainable, resume_unfinished=True,
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                restart_errored=True)
     return tuner, record
 
@@ -438,9 +468,11 @@ def restore_search(experiment: Path) -> tuple[Any, dict[str, Any]]:
 STATUS_ORDER = {"finished": 0, "stopped early": 1, "error": 2, "no result": 3}
 
 
-def collect(results, experiment: Path, lambda_names: list[str], steps: int) -> list[dict[str, Any]]:
+def collect(results, experiment: str, lambda_names: list[str], steps: int) -> list[dict[str, Any]]:
     """One row per trial from Tune's ResultGrid, ranked: trials that ran the whole schedule by their final
     objective, then trials the scheduler stopped early by their last objective, then failures."""
+    from repro import storage
+
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -457,15 +489,15 @@ def collect(results, experiment: Path, lambda_names: list[str], steps: int) -> l
             status = "no result"
         else:
             status = "finished" if int(metrics.get("step", 0)) >= steps else "stopped early"
-        run_dir = experiment / "runs" / str(metrics.get("trial_id", trial_id))
-        starts = (run_dir / "starts.jsonl").read_text().splitlines() if (run_dir / "starts.jsonl").exists() else []
+        run_name = f"runs/{metrics.get('trial_id', trial_id)}"
+        starts = (storage.read_text(storage.join(experiment, run_name, "starts.jsonl")) or "").splitlines()
         row = {"trial": trial_id, "status": status, "step": metrics.get("step"),
                "objective": metrics.get("objective"),
                "image_error_pct": metrics.get("image_error_pct"), "feature_error_pct": metrics.get("feature_error_pct"),
                **{name: config.get(name) for name in lambda_names},
                **{name: metrics.get(name) for name in QUALITY if name in metrics},
                "best_objective": best, "starts": len(starts),
-               "run_dir": os.path.relpath(run_dir, experiment)}
+               "run_dir": run_name}
         rows.append(row)
     rows.sort(key=lambda r: (STATUS_ORDER[r["status"]], r["objective"] if r["objective"] is not None else math.inf))
     for rank, row in enumerate(rows, 1):
@@ -578,20 +610,26 @@ def preset_from(best: dict[str, Any], record: dict[str, Any], lambda_names: list
     return preset
 
 
-def export(results, experiment: Path, out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write results.csv, results.md, best.json, objective-vs-lambda.svg, search.json and trial grids to `out`."""
+def export(results, experiment: str, out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write results.csv, results.md, best.json, objective-vs-lambda.svg, search.json and trial grids to `out`
+    (a local folder; the experiment may be on a URI)."""
+    from repro import storage
+
     out.mkdir(parents=True, exist_ok=True)
+    elsewhere = storage.is_uri(experiment) or Path(experiment).resolve() != out.resolve()
     lambda_names = list(record["space"])
     rows = collect(results, experiment, lambda_names, record["steps_per_trial"])
     devices = set()
     for row in rows:
-        provenance = experiment / row["run_dir"] / "provenance.json"
-        if provenance.exists():
-            devices.add(json.loads(provenance.read_text())["device"])
-        grid = experiment / row["run_dir"] / "grid-latest.png"
-        if out != experiment and grid.exists():
+        provenance = storage.read_text(storage.join(experiment, row["run_dir"], "provenance.json"))
+        if provenance is not None:
+            devices.add(json.loads(provenance)["device"])
+        grid = storage.join(experiment, row["run_dir"], "grid-latest.png")
+        if elsewhere and storage.exists(grid):
             (out / "grids").mkdir(exist_ok=True)
-            shutil.copyfile(grid, out / "grids" / f"{row['trial']}.png")
+            fs, path = storage.filesystem(grid)
+            with fs.open_input_stream(path) as src, open(out / "grids" / f"{row['trial']}.png", "wb") as dst:
+                shutil.copyfileobj(src, dst)
     record["devices"] = sorted(devices)
     write_table(rows, out, record, lambda_names)
     (out / "objective-vs-lambda.svg").write_text(svg_plot(rows, record["space"], record["target"]["label"]))
@@ -601,7 +639,7 @@ def export(results, experiment: Path, out: Path, record: dict[str, Any]) -> list
                "paper_lambdas": {k: PAPER_LAMBDAS[k] for k in lambda_names},
                "provenance": record.get("provenance")}
     (out / "best.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out != experiment:
+    if elsewhere:
         (out / "search.json").write_text(json.dumps(record, indent=2) + "\n")
     return rows
 
@@ -628,14 +666,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-images", type=int, default=16, help="evaluation images measuring each checkpoint")
     parser.add_argument("--no-image-metrics", action="store_true", help="only the normalised errors (no PSNR/SSIM/LPIPS)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial (= torch threads)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (cluster / GPU machine)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPUs per trial (fractions share a GPU); > 0 trains on CUDA, else the preset's device "
+                             "(auto: CPU, since a trial without GPUs sees none)")
     parser.add_argument("--concurrent", type=int, help="max trials at a time (default: what the resources allow)")
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray runtime)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray runtime (default: all cores)")
-    parser.add_argument("--storage", type=Path, default=Path("runs/tune"), help="where experiments go")
+    parser.add_argument("--storage", metavar="PATH_OR_URI",
+                        help="where experiments go (default runs/tune): a path every node mounts or a URI pyarrow "
+                             "reads (s3://…, gs://…), kept as given; required on a multi-node cluster")
     parser.add_argument("--name", help="experiment name (default: <preset>-<target>-<UTC time>)")
-    parser.add_argument("--resume", type=Path, metavar="EXPERIMENT", help="continue an interrupted search")
-    parser.add_argument("--export", type=Path, metavar="DIR", help="where tables and plot go (default: EXPERIMENT)")
+    parser.add_argument("--resume", metavar="EXPERIMENT", help="continue an interrupted search (a path or a URI)")
+    parser.add_argument("--export", type=Path, metavar="DIR", help="where tables and plot go (default: EXPERIMENT, "
+                                                                   "or runs/tune/NAME when that is a URI)")
     parser.add_argument("--seed", type=int, default=0, help="the searcher's random seed")
     parser.add_argument("--dry-run", action="store_true", help="print the base config, space and target, then exit")
     return parser.parse_args(argv)
@@ -657,16 +700,30 @@ def options_of(args: argparse.Namespace) -> SearchOptions:
 
 
 def start_ray(args: argparse.Namespace) -> bool:
-    """Connect to `--address` or start a local runtime; True if this call started it."""
+    """Connect to `--address` (shipping the code, as repro.train does) or start a local runtime; True if
+    this call started it."""
     import ray
+
+    from repro.train import runtime_env
 
     if ray.is_initialized():
         return False
     if args.address:
-        ray.init(address=args.address, include_dashboard=False)
+        ray.init(address=args.address, include_dashboard=False, runtime_env=runtime_env(args))
     else:
         ray.init(num_cpus=args.num_cpus or os.cpu_count() or 1, include_dashboard=False)
     return True
+
+
+def check_storage(args: argparse.Namespace, experiment: str) -> None:
+    """On a multi-node cluster the experiment must be on a URI or an explicit --storage that every node sees."""
+    import ray
+
+    from repro import storage
+
+    nodes = ray.nodes()
+    storage.require_shared(experiment, nodes, args.storage is not None or args.resume is not None, args.address)
+    storage.check_shared(storage.split(experiment)[0], nodes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,10 +732,6 @@ def main(argv: list[str] | None = None) -> int:
 
     git_commit()  # pin the commit of the code now running
     command = "python -m tune.search " + " ".join(shlex.quote(a) for a in argv)
-    # Save Tune's experiment state every 2 s (default ≥ 10 s) so that a killed search loses little.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # ... and after every 2 trial checkpoints (CheckpointConfig(num_to_keep=2)), which Tune warns about.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         args = parse_args(argv)
         if args.resume is None:
@@ -693,26 +746,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from repro import storage
+
     started = time.time()
     started_ray = start_ray(args)
     try:
         if args.resume is not None:
-            experiment = args.resume.resolve()
+            experiment = storage.normalise(args.resume)
+            check_storage(args, experiment)
             tuner, record = restore_search(experiment)
         else:
-            storage = args.storage.resolve()
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             name = args.name or f"{options.preset}-{options.target.replace(':', '-').replace(',', '-')}-{stamp}"
-            tuner, experiment, record = new_search(options, storage, name, command)
+            root = storage.normalise(args.storage or "runs/tune")  # a URI stays exactly as given
+            check_storage(args, storage.join(root, name))
+            tuner, experiment, record = new_search(options, root, name, command)
         session = {"command": command, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         record["sessions"].append(session)
-        (experiment / "search.json").write_text(json.dumps(record, indent=2) + "\n")
+        storage.write_text(storage.join(experiment, "search.json"), json.dumps(record, indent=2) + "\n")
         results = tuner.fit()
         session["wall_time_s"] = round(time.time() - started, 1)
         record["wall_time_s"] = round(sum(s.get("wall_time_s", 0) for s in record["sessions"]), 1)
-        (experiment / "search.json").write_text(json.dumps(record, indent=2) + "\n")
-        rows = export(results, experiment, (args.export or experiment).resolve(), record)
-    except (SearchError, SpaceError, ConfigError) as err:
+        storage.write_text(storage.join(experiment, "search.json"), json.dumps(record, indent=2) + "\n")
+        out = args.export or (Path("runs/tune") / record["name"] if storage.is_uri(experiment) else Path(experiment))
+        rows = export(results, experiment, out.resolve(), record)
+    except (SearchError, SpaceError, ConfigError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -720,7 +778,6 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
-    out = (args.export or experiment)
     if rows and rows[0]["objective"] is not None:
         best = rows[0]
         print(f"best trial {best['trial']} ({best['status']}): objective {best['objective']:.4g}, image error "

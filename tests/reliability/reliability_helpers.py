@@ -160,7 +160,7 @@ class RayWorkerKill:
         import threading
 
         self.run_dir = base / "ray-run"
-        self.ray_storage = self.run_dir / "ray" / self.run_dir.name
+        self.ray_storage = self.run_dir  # the run folder is Ray's experiment folder (its checkpoint snapshot)
         argv = train_argv(self.run_dir, f"steps={RAY_STEPS}", f"checkpoint_every={RAY_EVERY}",
                           f"keep_checkpoints={RAY_KEEP}", launcher="ray") + ["--num-workers", "2", "--max-failures", "2"]
         self.command = "python -m repro.train " + " ".join(argv[3:])

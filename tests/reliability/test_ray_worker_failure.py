@@ -1,6 +1,7 @@
 """Ray fault tolerance: a 2-worker Ray Train (V2) CPU run loses its rank-0 worker process to SIGKILL
-mid-run; Ray restarts the worker group from the last registered checkpoint (`ray.train.get_checkpoint()`)
-and the run finishes with every step, provenance status "finished", and bounded disk use.
+mid-run; Ray restarts the worker group from the last registered checkpoint (`ray.train.get_checkpoint()`,
+the run folder's checkpoints/step-N: the only copy) and the run finishes with every step, provenance status
+"finished", and bounded disk use.
 
 The run itself is started by conftest.py when the session starts (`RayWorkerKill`), so that its minutes
 of start-up overlap the other tests; this test waits for it and judges the outcome."""
@@ -31,13 +32,13 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     resumes = [int(step) for step in re.findall(r"resuming after step (\d+) from", run.output)]
     resumed_at = resumes[0] if resumes else None  # Ray may relay the rank-0 line more than once
     redone = len(steps) - len(set(steps))  # steps logged twice: done before the kill and again after it
-    ray_kept = sorted(p.name for p in background.ray_storage.glob("checkpoint_*") if p.is_dir())
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     record_fault("SIGKILL of the rank-0 Ray Train worker process mid-run",
                  f"`{background.command}`; the worker (a `ray::RayTrainWorker` process below the CLI) killed once "
                  f"Ray had registered the checkpoint of step {killed['registered']} (step {killed['logged']} logged)",
-                 f"{redone} step(s) redone: the new worker group resumed after step {resumed_at}; Ray's storage "
-                 f"kept {len(ray_kept)} checkpoint folders (keep_checkpoints={KEEP}, + the killed worker's "
-                 "unregistered upload, which Ray leaves behind)")
+                 f"{redone} step(s) redone: the new worker group resumed after step {resumed_at} (Ray's last "
+                 f"registered checkpoint, the only copy); the run folder kept {len(kept)} checkpoint folders "
+                 f"(keep_checkpoints={KEEP})")
     assert status == 0, run.output[-4000:]
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["status"] == "finished" and provenance["result"]["metrics"]["step"] == STEPS
@@ -48,8 +49,7 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
     assert folder.name == f"step-{STEPS:08d}" and state["step"] == STEPS
-    # disk stays bounded: the run folder keeps keep_checkpoints and no temporaries; Ray's storage as many,
-    # plus at most the killed worker's orphaned upload
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        f"step-{s:08d}" for s in range(STEPS - EVERY * (KEEP - 1), STEPS + 1, EVERY)]
-    assert len(ray_kept) <= KEEP + 1, ray_kept
+    # one copy of each checkpoint, bounded: Ray registered them in the run folder and keeps keep_checkpoints
+    # (a killed worker's unregistered upload is overwritten when its step is redone); no other copy
+    assert kept == [f"step-{s:08d}" for s in range(STEPS - EVERY * (KEEP - 1), STEPS + 1, EVERY)]
+    assert not (run_dir / "ray").exists()
