@@ -21,8 +21,11 @@ class Config:
     eval_data: str = "imagenet-1k-256"   # held-out images for grids and metrics
     resolution: int = 64                 # side the networks see: 227 = paper, 64/96/128 = reduced
     mirror: bool = True                  # random horizontal flips while training (Caffe's mirror)
-    data_cache: bool = True              # keep decoded, warped training images in memory
+    data_cache: bool = True              # keep decoded, warped training images in memory (small sets only)
+    data_cache_mb: float = 2048.0        # the cache's budget per training process; images past it are decoded
+                                         # every time (a warning says so); Caltech-101 at 227 px needs ~1.8 GB
     num_workers: int = -1                # data loader workers; -1 = automatic
+    gpu_decode: bool = False             # decode training JPEGs on the GPU (nvJPEG via torchvision); device=cuda
     eval_images: int = 16                # eval images in the periodic reconstruction grid
     verify_data: bool = True             # check the shared folders' sha256 before training
     # --- model --------------------------------------------------------------------------------
@@ -256,6 +259,8 @@ def validate(config: Config) -> None:
     for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be ≥ 1")
+    if config.data_cache_mb < 0:
+        raise ConfigError("data_cache_mb must be ≥ 0 (0 = nothing cached)")
     if config.micro_batch < 0:
         raise ConfigError("micro_batch must be ≥ 0 (0 = each worker's whole batch in one pass)")
     for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl"):

@@ -1,22 +1,35 @@
-"""Image folders → pipeline images (B, 3, R, R) RGB in [0, 1], prepared the way Caffe prepared ILSVRC.
+"""Image folders → pipeline images (B, 3, R, R) RGB, prepared the way Caffe prepared ILSVRC.
 
 Caffe's ILSVRC recipe: warp every image to 256×256 (aspect ratio ignored), then take a 227×227 crop —
 random with a random mirror for training, central for evaluation. For reduced-scale runs at resolution
 R, the warp is scaled in proportion (round(256·R/227)). Network-specific preprocessing (BGR, mean,
 normalisation) is *not* done here: it belongs to each network's `transform`.
 
+At ImageNet scale (1.28M files) three things matter, each measured in results/scale.md:
+- Listing: one iterative `os.scandir` walk (no stat per file: the directory entry's type suffices), written
+  once to an index file — Caffe's `train.txt` format, "relative/path label" lines — keyed by the folder and
+  read by every rank and every later run (`listing`). A user's own `train.txt` is accepted as `train_data`.
+  The index's sha256 identifies the training data in provenance (`listing_sha256`).
+- Decoding: `python -m repro.prewarp SRC OUT` writes the warped set once, offline, as Caffe's
+  `convert_imageset` did; training then only decodes and crops (`training_loader`: persistent workers,
+  per-rank shards, pinned uint8 batches that the step converts to float on the device).
+- Memory: the optional in-memory cache of warped images is bounded by `data_cache_mb`.
+
 Determinism: the sampler, which runs in the main process, draws each sample's crop seed, so crops do
 not depend on the number of loader workers. Unreadable images are reported by path and skipped.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -28,35 +41,213 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # What PIL raises for a file it cannot decode; DecompressionBombError (a header claiming more than ~179
 # megapixels) derives from Exception alone and would otherwise end the epoch.
 UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+DEFAULT_CACHE_MB = 2048  # Config.data_cache_mb's default: Caltech-101 warped for 227 px is ~1.8 GB
 
 
 class DataError(ValueError):
     """An image folder cannot be used (missing, empty, or every image unreadable)."""
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All JPEG/PNG files under `root`, recursively, in a stable (sorted) order."""
+# ---- listing ------------------------------------------------------------------------------------------
+def caffe_order(relative: str) -> list[str]:
+    """Sort key of a relative path: by path components, the order `sorted(Path)` gave before the index."""
+    return relative.split("/")
+
+
+def scan_images(root: str | Path) -> tuple[list[str], dict[str, int]]:
+    """(image paths relative to `root`, sorted; mtime_ns of every folder walked, by relative path).
+
+    One iterative `os.scandir` walk: a directory entry's type comes with the entry (d_type), so files
+    cost no stat; only folders are stat'ed (their mtime lets `listing` see that the tree changed)."""
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"image folder {root} does not exist")
-    if root.is_file():
-        return [root]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"image folder {root} holds no .jpg/.jpeg/.png files")
+    files: list[str] = []
+    folders: dict[str, int] = {}
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        folder = root / relative if relative else root
+        folders[relative] = os.stat(folder).st_mtime_ns
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():  # no syscall unless the entry is a symlink or the fs gives no d_type
+                    pending.append(f"{relative}{entry.name}/")
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and "\n" not in entry.name:
+                    files.append(relative + entry.name)
+    files.sort(key=caffe_order)
+    return files, folders
+
+
+class Listing(Sequence):
+    """The images of a training source: a root folder and relative paths, held as one numpy byte array (no
+    Python object per file, so forked loader workers do not copy it page by page)."""
+
+    def __init__(self, root: str | Path, relative: Sequence[str] | np.ndarray, sha256: str,
+                 index: Path | None = None):
+        self.root = Path(root)
+        self.relative = relative if isinstance(relative, np.ndarray) else np.array(
+            [os.fsencode(r) for r in relative], dtype=bytes)
+        self.sha256, self.index = sha256, index
+
+    def __len__(self) -> int:
+        return len(self.relative)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return Listing(self.root, self.relative[item], self.sha256, self.index)
+        return self.root / os.fsdecode(self.relative[item])
+
+    def __iter__(self) -> Iterator[Path]:
+        return (self.root / os.fsdecode(r) for r in self.relative)
+
+
+def index_text(files: Sequence[str]) -> str:
+    """Caffe's train.txt: "relative/path label", the label numbering the sorted parent folders (for
+    ILSVRC-2012 folders, the wnids: Caffe's class order)."""
+    parents = sorted({os.path.dirname(f) for f in files}, key=caffe_order)
+    label = {p: i for i, p in enumerate(parents)}
+    return "".join(f"{f} {label[os.path.dirname(f)]}\n" for f in files)
+
+
+def read_list_file(path: Path) -> list[str]:
+    """Paths of a Caffe-style list file ("path label" or "path" lines; the label is the last field)."""
+    files = []
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            head, _, tail = line.rpartition(" ")
+            files.append(head if head and tail.lstrip("-").isdigit() else line)
     return files
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEEPSIM_CACHE", Path.home() / ".cache" / "deepsim"))
+
+
+def index_path(root: str | Path) -> Path:
+    """Where the index of folder `root` is kept: $DEEPSIM_CACHE/listings/<hash of its absolute path>.txt
+    (put $DEEPSIM_CACHE on shared storage and the ranks of every node read the driver's index)."""
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:20]
+    return cache_dir() / "listings" / f"{key}.txt"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.replace(tmp, path)  # concurrent writers (ranks of several nodes) write the same text
+
+
+def _index_is_fresh(root: Path, meta_path: Path) -> dict[str, Any] | None:
+    """The saved meta of an index if every folder it walked still has its mtime (one stat per folder:
+    adding, removing or renaming a file changes its folder's mtime), else None."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("root") != str(root.resolve()):
+            return None
+        for relative, mtime in meta["folders"].items():
+            if os.stat(root / relative if relative else root).st_mtime_ns != mtime:
+                return None
+        return meta
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def listing(source: str | Path, index: bool = True) -> Listing:
+    """The images of `source`: a folder (walked once by `scan_images`), a Caffe-style list file (`*.txt`,
+    paths relative to the file's folder or absolute; labels ignored) or one image file.
+
+    With `index=True` a folder's listing is written to `index_path(folder)` (+ `.json`: count, sha256,
+    folder mtimes) and later calls — other ranks, later runs — read it instead of walking the tree again,
+    as long as no folder changed. The listing's sha256 is that of its train.txt text."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"image folder {source} does not exist")
+    if source.is_file() and source.suffix.lower() == ".txt":
+        text = source.read_bytes()
+        files = read_list_file(source)
+        if not files:
+            raise DataError(f"list file {source} names no images")
+        first = source.parent / files[0]
+        if not first.is_file():
+            raise DataError(f"list file {source}: its first image {first} does not exist (paths are read "
+                            f"relative to the list file's folder {source.parent}, or absolute)")
+        return Listing(source.parent, files, hashlib.sha256(text).hexdigest(), source)
+    if source.is_file():
+        return Listing(source.parent, [source.name], hashlib.sha256(f"{source.name} 0\n".encode()).hexdigest())
+    target = index_path(source) if index else None
+    meta = _index_is_fresh(source, target.with_suffix(".json")) if target is not None else None
+    if meta is not None and target.is_file():
+        files = read_list_file(target)
+        if len(files) == meta["count"]:
+            return Listing(source, files, meta["sha256"], target)
+    files, folders = scan_images(source)
+    if not files:
+        raise DataError(f"image folder {source} holds no .jpg/.jpeg/.png files")
+    text = index_text(files)
+    sha256 = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    if target is not None:
+        _write_atomic(target, text)
+        _write_atomic(target.with_suffix(".json"), json.dumps(
+            {"root": str(source.resolve()), "count": len(files), "sha256": sha256, "folders": folders}))
+        log.info("listed %d images under %s; index %s", len(files), source, target)
+    return Listing(source, files, sha256, target)
+
+
+def listing_sha256(train_data: str | Path) -> str:
+    """sha256 of the training listing (its Caffe-style train.txt text), for provenance; writes/reads the
+    index like `listing`. A shared asset name is resolved to its folder."""
+    return listing(resolve_source(train_data)).sha256
+
+
+def resolve_source(name_or_path: str | Path) -> Path:
+    """A shared asset folder's path by name, else the path as given (not checked here)."""
+    from repro.assets import FOLDER_SHA256, assets_root
+
+    return assets_root() / str(name_or_path) if str(name_or_path) in FOLDER_SHA256 else Path(name_or_path)
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All JPEG/PNG files under `root` (recursively, sorted), of a list file, or `root` itself if it is
+    an image. Writes no index: for evaluation sets and small folders."""
+    return list(listing(root, index=False))
+
+
+# ---- decoding, warping, cropping -------------------------------------------------------------------
 def warp_size(resolution: int) -> int:
     """Side of the warped image before cropping: 256 at R=227, scaled in proportion otherwise."""
     return 256 if resolution == 227 else int(round(256 * resolution / 227))
 
 
-def load_warped(path: Path, warp: int) -> np.ndarray:
-    """Decode (greyscale and alpha converted to RGB) and warp to warp×warp; uint8 (warp, warp, 3)."""
+def decode_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file (greyscale and alpha converted to RGB): uint8 (H, W, 3).
+
+    OpenCV's decoder (libjpeg-turbo) gives the same pixels as PIL's on JPEGs (checked on the shared assets)
+    at twice the speed, but it decodes a truncated JPEG without complaint, filling the rest with grey; so
+    only a JPEG that ends with its end-of-image marker takes that path, everything else PIL's."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() == b"\xff\xd9":
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is not None:
+            return bgr[:, :, ::-1]
     with Image.open(path) as img:
-        img = img.convert("RGB").resize((warp, warp), Image.BICUBIC)
-        return np.asarray(img, dtype=np.uint8).copy()
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_warped(path: str | Path, warp: int) -> np.ndarray:
+    """Decode and warp to warp×warp (bicubic, as this project always did online; a pre-warped file of that
+    size is only decoded); uint8 (warp, warp, 3)."""
+    array = decode_rgb(path)
+    if array.shape[:2] != (warp, warp):
+        return np.asarray(Image.fromarray(array).resize((warp, warp), Image.BICUBIC), dtype=np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def warp_like_caffe(array: np.ndarray, warp: int) -> np.ndarray:
+    """Caffe's convert_imageset warp: cv::resize to warp×warp with OpenCV's default, bilinear
+    interpolation (INTER_LINEAR, no anti-aliasing), aspect ratio ignored. uint8 (warp, warp, 3)."""
+    return cv2.resize(np.ascontiguousarray(array), (warp, warp), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)
@@ -77,63 +268,173 @@ def draw_crop(seed: int, warp: int, resolution: int, train: bool, mirror: bool) 
     return Crop(int(top), int(left), bool(mirror and rng.random() < 0.5))
 
 
-def to_tensor(array: np.ndarray, crop: Crop, resolution: int) -> torch.Tensor:
-    """Crop (and mirror) a warped uint8 image into a (3, R, R) float tensor in [0, 1]."""
+def crop_uint8(array: np.ndarray, crop: Crop, resolution: int) -> torch.Tensor:
+    """Crop (and mirror) a warped uint8 (H, W, 3) image into a uint8 (3, R, R) tensor, 0–255."""
     patch = array[crop.top : crop.top + resolution, crop.left : crop.left + resolution]
     if crop.mirror:
         patch = patch[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+
+
+def to_tensor(array: np.ndarray, crop: Crop, resolution: int) -> torch.Tensor:
+    """Crop (and mirror) a warped uint8 image into a (3, R, R) float tensor in [0, 1]."""
+    return crop_uint8(array, crop, resolution).float().div_(255.0)
 
 
 class ImageFolder(Dataset):
-    """Warped, cropped pipeline images from a folder of JPEG/PNG files.
+    """Warped, cropped pipeline images from a folder of JPEG/PNG files (or a `Listing`).
 
     Items are addressed by `(index, seed)` pairs from `SeededSampler`; a plain int index gives the
-    evaluation (centre) crop. With `cache=True` the decoded, warped images are kept in memory as uint8
-    after first use, which removes JPEG decoding from the training step.
+    evaluation (centre) crop. Items are float (3, R, R) in [0, 1], or uint8 0–255 with `uint8=True` (what
+    the training loader moves to the device). With `cache=True` the warped images are kept in memory as
+    uint8 after first use, up to `cache_mb` megabytes per decoding process (the rest is decoded each time).
     """
 
-    def __init__(self, root: str | Path, resolution: int, train: bool = True, mirror: bool = True,
-                 cache: bool = False, limit: int | None = None):
-        self.root = Path(root)
-        self.files = list_images(root)[:limit] if limit else list_images(root)
+    def __init__(self, root: str | Path | Listing, resolution: int, train: bool = True, mirror: bool = True,
+                 cache: bool = False, limit: int | None = None, cache_mb: float = DEFAULT_CACHE_MB,
+                 uint8: bool = False):
+        files = root if isinstance(root, Listing) else listing(root, index=False)
+        self.files = files[:limit] if limit else files
+        self.root = self.files.root
         self.resolution = resolution
         self.warp = warp_size(resolution)
         self.train = train
         self.mirror = mirror
-        self.cache = {} if cache else None
+        self.uint8 = uint8
+        self.cache = cache
+        self.cache_mb = cache_mb
+        self.cache_processes = 1  # decoding processes sharing the budget (make_loader sets it)
+        self._store: np.ndarray | None = None  # (capacity, warp, warp, 3), allocated in the decoding process
+        self._slot: np.ndarray | None = None   # image index → row of _store, −1 when not cached
         self.bad: set[Path] = set()
+        if cache and self.cache_capacity() < len(self.files):
+            log.warning("data_cache: %d warped images of %.0f KB need %.0f MB, over data_cache_mb=%g; only "
+                        "the first %d seen are kept, the rest decoded every time (raise data_cache_mb, or "
+                        "pre-warp the set with `python -m repro.prewarp` and train without the cache)",
+                        len(self.files), self.image_bytes / 1024, len(self.files) * self.image_bytes / 2**20,
+                        cache_mb, self.cache_capacity())
+
+    @property
+    def image_bytes(self) -> int:
+        return self.warp * self.warp * 3
+
+    def cache_capacity(self) -> int:
+        """How many warped images one decoding process may keep within the budget."""
+        if not self.cache:
+            return 0
+        per_process = self.cache_mb * 2**20 / max(1, self.cache_processes)
+        return min(len(self.files), int(per_process // self.image_bytes))
 
     def __len__(self) -> int:
         return len(self.files)
 
     def _decode(self, index: int) -> np.ndarray:
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
+        if not self.cache or self.cache_capacity() == 0:
+            return load_warped(self.files[index], self.warp)
+        if self._store is None:  # np.empty maps pages lazily: memory grows only as images are stored
+            self._store = np.empty((self.cache_capacity(), self.warp, self.warp, 3), dtype=np.uint8)
+            self._slot = np.full(len(self.files), -1, dtype=np.int64)
+            self._used = 0
+        slot = self._slot[index]
+        if slot >= 0:
+            return self._store[slot]
         array = load_warped(self.files[index], self.warp)
-        if self.cache is not None:
-            self.cache[index] = array
+        if self._used < len(self._store):
+            self._store[self._used] = array
+            self._slot[index] = self._used
+            self._used += 1
         return array
+
+    def cached_bytes(self) -> int:
+        """Bytes of warped images this process holds in its cache."""
+        return 0 if self._store is None else self._used * self.image_bytes
 
     def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
         index, seed = (item, 0) if isinstance(item, int) else item
+        array, _ = self._readable(index)
+        crop = draw_crop(seed, self.warp, self.resolution, self.train, self.mirror)
+        patch = crop_uint8(array, crop, self.resolution)
+        return patch if self.uint8 else patch.float().div_(255.0)
+
+    def _readable(self, index: int) -> tuple[np.ndarray, int]:
         for attempt in range(len(self.files)):
             i = (index + attempt) % len(self.files)
-            if self.files[i] in self.bad:
+            path = self.files[i]
+            if path in self.bad:
                 continue
             try:
-                array = self._decode(i)
-                break
+                return self._decode(i), i
             except UNREADABLE as err:
                 # A truncated or corrupt file must not end an epoch: report it, use the next image.
-                self.bad.add(self.files[i])
-                log.warning("skipping unreadable image %s (%s)", self.files[i], err)
-        else:
-            raise DataError(f"no readable image in {self.root}")
+                self.bad.add(path)
+                log.warning("skipping unreadable image %s (%s)", path, err)
+        raise DataError(f"no readable image in {self.root}")
+
+
+class EncodedFolder(ImageFolder):
+    """For GPU decoding: items are (JPEG bytes as a uint8 tensor, crop as int64 [top, left, mirror]); a file
+    that is not a JPEG is decoded and warped here and travels as uint8 (3, warp, warp) with a crop."""
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = (item, 0) if isinstance(item, int) else item
         crop = draw_crop(seed, self.warp, self.resolution, self.train, self.mirror)
-        return to_tensor(array, crop, self.resolution)
+        crop_tensor = torch.tensor([crop.top, crop.left, int(crop.mirror)])
+        for attempt in range(len(self.files)):
+            path = self.files[(index + attempt) % len(self.files)]
+            if path in self.bad:
+                continue
+            data = np.fromfile(path, dtype=np.uint8)
+            if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() == b"\xff\xd9":
+                return torch.from_numpy(data), crop_tensor
+            try:
+                return torch.from_numpy(load_warped(path, self.warp).transpose(2, 0, 1).copy()), crop_tensor
+            except UNREADABLE as err:
+                self.bad.add(path)
+                log.warning("skipping unreadable image %s (%s)", path, err)
+        raise DataError(f"no readable image in {self.root}")
 
 
+def _as_lists(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [data for data, _ in items], torch.stack([crop for _, crop in items])
+
+
+class GpuDecoded:
+    """Batches of an `EncodedFolder` loader decoded on `device` with nvJPEG (`torchvision.io.decode_jpeg`),
+    warped there if needed (bilinear) and cropped: uint8 (B, 3, R, R) on the device. Pays where the CPU is
+    the bottleneck (few cores per GPU, or raw full-size JPEGs); `sampler`/`batch_size` as a DataLoader's."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, warp: int, resolution: int):
+        self.loader, self.device, self.warp, self.resolution = loader, torch.device(device), warp, resolution
+        self.sampler, self.batch_size = loader.sampler, loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        from torchvision.io import decode_jpeg
+
+        for datas, crops in self.loader:
+            jpegs = [i for i, d in enumerate(datas) if d.dim() == 1]
+            images: list[torch.Tensor | None] = [None] * len(datas)
+            if jpegs:
+                decoded = decode_jpeg([datas[i] for i in jpegs], device=self.device)
+                for i, image in zip(jpegs, decoded):
+                    images[i] = image
+            out = []
+            for image, data, (top, left, mirror) in zip(images, datas, crops.tolist()):
+                image = data.to(self.device, non_blocking=True) if image is None else image
+                if image.shape[0] == 1:
+                    image = image.expand(3, -1, -1)
+                if tuple(image.shape[1:]) != (self.warp, self.warp):
+                    image = torch.nn.functional.interpolate(image[None].float(), size=(self.warp, self.warp),
+                                                            mode="bilinear", align_corners=False)[0]
+                    image = image.round_().clamp_(0, 255).to(torch.uint8)
+                patch = image[:, top: top + self.resolution, left: left + self.resolution]
+                out.append(patch.flip(-1) if mirror else patch)
+            yield torch.stack(out)
+
+
+# ---- sampling and loading ---------------------------------------------------------------------------
 class SeededSampler(Sampler):
     """Yields `(index, crop_seed)` for one epoch; shuffled by (seed, epoch), sharded by rank for DDP."""
 
@@ -159,23 +460,67 @@ class SeededSampler(Sampler):
             yield int(order[position]), int(seeds[position % self.n])
 
 
+def default_workers(cache: bool, device_type: str = "cpu") -> int:
+    """Loader workers when the config says -1: none with the cache (it lives in the decoding process);
+    min(2, cores − 1) on CPU so decoding overlaps the step without starving it; on CUDA, the cores per
+    visible GPU minus one (at most 8): ~1,300 pre-warped 256 px JPEGs/s per core (results/scale.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cache:
+        return 0
+    if device_type == "cuda":
+        per_gpu = cores // max(1, torch.cuda.device_count())
+        return max(1, min(8, per_gpu - 1))
+    return min(2, max(0, cores - 1))
+
+
 def make_loader(dataset: ImageFolder, batch_size: int, seed: int = 0, shuffle: bool = True,
                 num_workers: int | None = None, rank: int = 0, world_size: int = 1,
-                drop_last: bool = True) -> DataLoader:
-    """A DataLoader over `(index, seed)` items. Workers default to min(2, cores-1) so decoding overlaps
-    the step; with an in-memory cache, 0 workers (the cache lives in this process)."""
+                drop_last: bool = True, persistent: bool = False, pin: bool | None = None) -> DataLoader:
+    """A DataLoader over `(index, seed)` items, sharded by rank. Workers default to `default_workers`;
+    `persistent` keeps them (and their open state) across epochs; batches are pinned when CUDA is there."""
     if num_workers is None:
-        num_workers = 0 if dataset.cache is not None else min(2, max(0, (os.cpu_count() or 1) - 1))
+        num_workers = default_workers(dataset.cache)
+    dataset.cache_processes = max(1, num_workers)  # the cache budget is shared by the decoding processes
     sampler = SeededSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False,
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available() if pin is None else pin,
+                      persistent_workers=persistent and num_workers > 0,
+                      collate_fn=_as_lists if isinstance(dataset, EncodedFolder) else None,
                       # its own generator: creating an iterator must not draw from the global RNG, or a
                       # resumed run (which creates it at a different moment) would get other dropout masks
                       generator=torch.Generator().manual_seed(seed))
 
 
-def infinite_batches(loader: DataLoader, start_epoch: int = 0, skip: int = 0
+def training_loader(config: Any, rank: int = 0, world_size: int = 1,
+                    device: torch.device | str = "cpu") -> DataLoader | GpuDecoded:
+    """The loop's training batches: uint8 (B, 3, R, R) 0–255, B = batch_size / world_size, this rank's
+    shard of every epoch, pinned when `device` is CUDA (the step divides by 255 on the device).
+
+    `config.train_data` is a shared asset name, a folder (listed once into an index every rank reads; a
+    folder written by `python -m repro.prewarp` is only decoded, not warped again) or a Caffe-style
+    train.txt. Persistent loader workers, `config.num_workers` of them (−1: `default_workers`). With
+    `config.gpu_decode` on a CUDA device, JPEGs are decoded on the GPU (`GpuDecoded`)."""
+    device = torch.device(device)
+    source = resolve_source(config.train_data)
+    files = listing(source)
+    cache = bool(config.data_cache)
+    cache_mb = getattr(config, "data_cache_mb", DEFAULT_CACHE_MB)
+    workers = None if config.num_workers < 0 else config.num_workers
+    if workers is None:
+        workers = default_workers(cache, device.type)
+    per_worker = max(1, config.batch_size // world_size)
+    on_gpu = getattr(config, "gpu_decode", False)
+    if on_gpu and device.type != "cuda":
+        raise DataError("gpu_decode=true needs a CUDA device (device=cuda); set gpu_decode=false on CPU")
+    kind = EncodedFolder if on_gpu else ImageFolder
+    dataset = kind(files, config.resolution, train=True, mirror=config.mirror, cache=cache and not on_gpu,
+                   cache_mb=cache_mb, uint8=True)
+    loader = make_loader(dataset, per_worker, seed=config.seed, rank=rank, world_size=world_size,
+                         num_workers=workers, persistent=True, pin=device.type == "cuda" and not on_gpu)
+    return GpuDecoded(loader, device, dataset.warp, config.resolution) if on_gpu else loader
+
+
+def infinite_batches(loader: DataLoader | GpuDecoded, start_epoch: int = 0, skip: int = 0
                      ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(epoch, batch index in epoch, batch) forever. The sampler is re-seeded every epoch, and a resumed
     run skips the `skip` batches of `start_epoch` it had already consumed, so it sees the same stream."""

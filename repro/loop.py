@@ -26,7 +26,7 @@ from tqdm import tqdm
 from repro import checkpoint
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
-from repro.data import ImageFolder, infinite_batches, load_images, list_images, make_loader
+from repro.data import infinite_batches, list_images, listing, load_images, training_loader
 from repro.losses import DeePSiMLoss
 from repro.models import Inverter, feature_shape
 from repro.nets.discriminator import Discriminator
@@ -121,7 +121,7 @@ def resolve_folder(name_or_path: str, verify: bool) -> Path:
     if name_or_path in FOLDER_SHA256:
         return asset_folder(name_or_path, verify=verify)
     path = Path(name_or_path)
-    list_images(path)  # clear error when missing or empty
+    listing(path)  # clear error when missing or empty; writes the index (train.txt) that every rank reads
     return path
 
 
@@ -764,11 +764,9 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
     session = session or Session()
     run_dir = Path(run_dir)
     trainer = Trainer(config, run_dir, session)
-    per_worker = max(1, config.batch_size // session.world_size)
-    dataset = ImageFolder(resolve_folder(config.train_data, config.verify_data and session.is_main),
-                          config.resolution, train=True, mirror=config.mirror, cache=config.data_cache)
-    loader = make_loader(dataset, per_worker, seed=config.seed, rank=session.rank, world_size=session.world_size,
-                         num_workers=None if config.num_workers < 0 else config.num_workers)
+    resolve_folder(config.train_data, config.verify_data and session.is_main)  # a shared folder's sha256
+    # uint8 batches of this rank's shard (pinned on CUDA); the step converts them to float on the device
+    loader = training_loader(config, session.rank, session.world_size, trainer.device)
     eval_files = list_images(resolve_folder(config.eval_data, False))[: config.eval_images]
     eval_images = load_images(eval_files, config.resolution)
     runlog = RunLog(run_dir, session.is_main)

@@ -1,15 +1,24 @@
 """The image pipeline on real assets and on broken files."""
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from repro.assets import AssetError, asset_folder
-from repro.data import DataError, ImageFolder, SeededSampler, list_images, load_images, make_loader, warp_size
+from repro import data
+from repro.config import ConfigError, make_config
+from repro.data import (DataError, EncodedFolder, GpuDecoded, ImageFolder, SeededSampler, decode_rgb, index_path,
+                        list_images, listing, listing_sha256, load_images, make_loader, training_loader,
+                        warp_like_caffe, warp_size)
+from repro.prewarp import prewarp
 
 
 @pytest.fixture()
@@ -90,3 +99,135 @@ def test_altered_asset_folder_is_detected(tmp_path, assets, monkeypatch):
 def test_real_evaluation_set_verifies(assets):
     folder = asset_folder("imagenet-1k-256")
     assert len(list_images(folder)) == 1000
+
+
+# ---- ImageNet-scale data: listing, index, memory budget, pre-warped set, uint8 loader -----------------
+@pytest.fixture()
+def classes(tmp_path, assets, monkeypatch):
+    """Three class folders of 12 hardlinked real JPEGs each (the synthetic-ImageNet layout, small); the
+    listing index goes to a private cache."""
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    sources = list_images(assets / "imagenet-1k-256")[:36]
+    root = tmp_path / "train"
+    for i, src in enumerate(sources):
+        folder = root / f"n{i // 12:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.link(src, folder / f"n{i // 12:08d}_{i}.JPEG")
+    return root
+
+
+def test_listing_walks_once_without_a_stat_per_file(classes, monkeypatch):
+    calls = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(a[0]) or real_stat(*a, **k))
+    files = listing(classes)
+    assert len(files) == 36 and files[0] == classes / "n00000000" / "n00000000_0.JPEG"
+    on_files = [c for c in calls if str(c).endswith(".JPEG")]
+    assert not on_files and len(calls) < 15, calls  # the folders (their mtimes) and the index, no image file
+    calls.clear()
+    assert list_images(classes) == sorted(classes.rglob("*.JPEG"))  # the order sorted(Path) always gave
+    assert not [c for c in calls if str(c).endswith(".JPEG")]
+
+
+def test_index_is_caffe_train_txt_shared_and_refreshed(classes, monkeypatch):
+    first = listing(classes)
+    index = index_path(classes)
+    assert first.index == index and index.read_text().splitlines()[:2] == [
+        "n00000000/n00000000_0.JPEG 0", "n00000000/n00000000_1.JPEG 0"]
+    assert index.read_text().splitlines()[-1].endswith(" 2")  # labels number the sorted class folders
+    assert json.loads(index.with_suffix(".json").read_text())["count"] == 36
+    # another rank / a later run reads the index instead of walking the tree
+    monkeypatch.setattr(data, "scan_images", lambda root: pytest.fail("walked the tree again"))
+    again = listing(classes)
+    assert list(again) == list(first) and again.sha256 == first.sha256 == listing_sha256(classes)
+    monkeypatch.undo()
+    monkeypatch.setenv("DEEPSIM_CACHE", str(index.parents[1]))
+    os.link(first[0], classes / "n00000001" / "extra.JPEG")  # the folder's mtime changes: walk again
+    changed = listing(classes)
+    assert len(changed) == 37 and changed.sha256 != first.sha256
+
+
+def test_caffe_train_txt_is_accepted_as_train_data(classes):
+    (classes / "train.txt").write_text("n00000002/n00000002_30.JPEG 2\nn00000000/n00000000_3.JPEG 0\n")
+    files = listing(classes / "train.txt")
+    assert list(files) == [classes / "n00000002/n00000002_30.JPEG", classes / "n00000000/n00000000_3.JPEG"]
+    ds = ImageFolder(files, resolution=64, train=False)
+    assert ds[1].shape == (3, 64, 64)
+    (classes / "wrong.txt").write_text("missing/x.JPEG 0\n")
+    with pytest.raises(DataError, match="first image .*missing/x.JPEG does not exist"):
+        listing(classes / "wrong.txt")
+
+
+def test_cache_stays_within_its_memory_budget(classes, caplog):
+    image_bytes = warp_size(64) ** 2 * 3  # 72 × 72 × 3
+    budget_mb = 10 * image_bytes / 2**20  # room for 10 of the 36 images
+    with caplog.at_level(logging.WARNING):
+        ds = ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb, uint8=True)
+    assert "over data_cache_mb" in caplog.text and "only the first 10" in caplog.text
+    for i in range(len(ds)):
+        ds[(i, i)]
+    assert ds._store.nbytes <= budget_mb * 2**20 and ds.cached_bytes() == 10 * image_bytes
+    assert torch.equal(ds[(3, 7)], ImageFolder(classes, resolution=64, uint8=True)[(3, 7)])  # cached = decoded
+    roomy = ImageFolder(classes, resolution=64, cache=True, uint8=True)
+    for i in range(len(roomy)):
+        roomy[i]
+    assert roomy.cached_bytes() == 36 * image_bytes  # under the default budget: everything cached
+    # the budget is shared by the processes that decode (each loader worker keeps its own cache)
+    loader = make_loader(ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb), 4, num_workers=2)
+    assert loader.dataset.cache_capacity() == 5
+    with pytest.raises(ConfigError, match="data_cache_mb"):
+        make_config("smoke", {"data_cache_mb": -1})
+    for tap in ("pool5", "fc6", "fc7", "fc8"):  # the paper presets train on ImageNet: no cache
+        assert not make_config(f"paper-{tap}", {"train_data": str(classes), "encoder": "alexnet",
+                                                "comparator": "alexnet", "layer": "pool5"}).data_cache
+
+
+def test_training_loader_gives_this_ranks_uint8_shard(classes):
+    config = make_config("smoke", {"train_data": str(classes), "batch_size": 4, "num_workers": 1})
+    shards = [training_loader(config, rank, 2) for rank in (0, 1)]
+    assert shards[0].persistent_workers and shards[0].batch_size == 2
+    batch = next(iter(shards[0]))
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 3, 64, 64)
+    float_items = ImageFolder(classes, resolution=64, train=True)
+    expected = torch.stack([float_items[item] for item in list(shards[0].sampler)[:2]])
+    assert torch.equal(batch.float() / 255, expected)  # the float path, to the bit
+    seen = [{i for i, _ in loader.sampler} for loader in shards]
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 36
+
+
+def test_prewarp_writes_caffe_bilinear_jpegs_once(classes, tmp_path):
+    out = tmp_path / "warped"
+    meta = prewarp(classes, out, resolution=64, workers=2, progress=False)
+    assert meta["images"] == 36 and meta["warp"] == 72 and "INTER_LINEAR" in meta["interpolation"]
+    rel = "n00000001/n00000001_13.JPEG"
+    written = decode_rgb(out / rel)
+    source = decode_rgb(classes / rel)
+    bilinear = warp_like_caffe(source, 72).astype(float)
+    bicubic = np.asarray(Image.fromarray(source).resize((72, 72), Image.BICUBIC), dtype=float)
+    _, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(bilinear.astype(np.uint8)[:, :, ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert np.array_equal(written, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1])  # warp, then JPEG q95
+    # Caffe's bilinear, not this project's online bicubic
+    assert np.abs(written - bilinear).mean() < np.abs(written - bicubic).mean()
+    assert (out / "train.txt").read_text() == index_path(classes).read_text()  # same list, same labels
+    stamp = (out / rel).stat().st_mtime_ns
+    prewarp(classes, out, resolution=64, workers=1, progress=False)
+    assert (out / rel).stat().st_mtime_ns == stamp  # resumable: kept files are not written again
+    ds = ImageFolder(out / "train.txt", resolution=64, train=False, uint8=True)
+    assert torch.equal(ds[list(ds.files).index(out / rel)], torch.from_numpy(written[4:68, 4:68].transpose(2, 0, 1).copy()))  # no re-warp
+
+
+def test_gpu_decode_path_matches_cpu_decode(classes, tmp_path):
+    """The nvJPEG path's logic, run with torchvision's CPU decoder (no GPU here)."""
+    out = tmp_path / "warped"
+    prewarp(classes, out, resolution=64, workers=1, progress=False)
+    files = listing(out / "train.txt")
+    encoded = make_loader(EncodedFolder(files, resolution=64, train=True), 4, seed=1, num_workers=0)
+    decoded = make_loader(ImageFolder(files, resolution=64, train=True, uint8=True), 4, seed=1, num_workers=0)
+    gpu = next(iter(GpuDecoded(encoded, "cpu", warp=72, resolution=64)))
+    cpu = next(iter(decoded))
+    assert gpu.dtype == torch.uint8 and gpu.shape == cpu.shape == (4, 3, 64, 64)
+    assert (gpu.int() - cpu.int()).abs().float().mean() < 1.0  # two libjpeg-turbo builds: equal or ±1
+    config = make_config("smoke", {"train_data": str(classes), "gpu_decode": "true"})
+    with pytest.raises(DataError, match="needs a CUDA device"):
+        training_loader(config, 0, 1, "cpu")
