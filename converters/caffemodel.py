@@ -98,6 +98,8 @@ def net_parameter(
         elif entry.type == "Input":
             _input_layer_to_fields(entry, net, prototxt)
             continue
+        elif entry.type not in _V1_ENUM_OF_TYPE and not layers.get(entry.name):
+            continue  # e.g. Reshape (newer than V1): weights are matched by name, a layer without blobs need not be stored
         else:
             out = net.layers.add()
             out.CopyFrom(_v2_to_v1(entry, v1_class, prototxt))
