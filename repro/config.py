@@ -84,12 +84,47 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# At reduced resolution R the feature and image losses sum over (R/227)² as many locations as in the
-# paper, while the adversarial loss is per image; the paper's λ_adv = 100 "compensates for the fact that
-# both image and feature loss include summation over many spatial locations" (§3.2), so reduced presets
-# scale it by the same factor to keep the paper's balance of terms.
+# One rule for every λ at reduced resolution R: keep the paper's balance of terms at 227 px, with the image term
+# as the anchor (λ_img as in the paper). The paper's λ_adv = 100 "compensates for the fact that both image and
+# feature loss include summation over many spatial locations" (§3.2); at R each term keeps its size relative to
+# the image term:
+#     λ_T(R) = λ_T · s_img(R) / s_T(R),   s_X(R) = how much term X shrinks from 227 px to R on the same images.
+# - image term: a sum over pixels, s_img = (R/227)² (counted; measured on real image pairs: 0.170 at 96 px vs
+#   0.179 counted, 0.074 vs 0.079 at 64 px);
+# - per-sample terms, s = 1: L_adv (D ends in one 2-way softmax per image, after its spatial pooling, so D's
+#   smaller map at R changes nothing in the loss's size) and L_KL (one latent per image), hence
+#   λ_adv(R) = 100·(R/227)² and λ_KL(R) = 20·(R/227)² (at 64 px the paper's 20 would weigh 12.6× more than the
+#   paper's balance: the likely cause of the DeePSiM VAE's posterior collapse, results/autoencoders);
+# - the feature term, a sum over the comparator tap's cells: counting them (AlexNet pool5: 36 at 227 px, 4 at
+#   96, 1 at 64) would predict s = 1/9 at 96, but fewer cells each differ more between images, so s_feat is
+#   measured: λ_feat(R) = 0.01 · ratio(227) / ratio(R), ratio = Σ‖C(a) − C(b)‖² / Σ‖255·(a − b)‖² over pairs of
+#   different real images (`repro.comparators.Comparator.feature_image_ratio`). The ratios below: the first 256
+#   images of imagenet-1k-256, each paired with the next, measured with
+#   python -c "from repro.comparators import build_comparator as b; from repro.data import list_images, load_images;
+#   from repro.assets import asset_folder as a; f = list_images(a('imagenet-1k-256'))[:256];
+#   print({r: b('alexnet', 'pool5', r).feature_image_ratio(load_images(f, r)) for r in (227, 96, 64)})"
+#   (2 shared CPU cores, 24 s; tests/test_lambda_rule.py re-measures them on 48 images).
+# The reduced presets invert with the pretrained AlexNet's pool5 as comparator; other comparators need their
+# ratios measured first (and their feature scale, repro.comparators.FEATURE_IMAGE_RATIO, for the comparator).
+FEATURE_IMAGE_RATIO_AT = {("alexnet", "pool5"): {227: 5.83e-05, 96: 6.89e-05, 64: 4.04e-05}}
+
+
+def reduced_lambdas(resolution: int, comparator: tuple[str, str] = ("alexnet", "pool5")) -> dict[str, float]:
+    """λ_feat, λ_adv and λ_KL at `resolution` by the rule above (λ_img stays the paper's)."""
+    ratios = FEATURE_IMAGE_RATIO_AT.get(comparator, {})
+    if resolution not in ratios or 227 not in ratios:
+        raise ConfigError(f"no measured feature/image ratio of {comparator[0]}:{comparator[1]} at {resolution} px "
+                          "and 227 px: measure them (Comparator.feature_image_ratio) into FEATURE_IMAGE_RATIO_AT")
+    area = (resolution / 227) ** 2
+    return {"lambda_feat": round(Config.lambda_feat * ratios[227] / ratios[resolution], 5),
+            "lambda_adv": round(Config.lambda_adv * area, 2), "lambda_kl": round(Config.lambda_kl * area, 3)}
+
+
 def reduced_lambda_adv(resolution: int) -> float:
-    return round(100.0 * (resolution / 227) ** 2, 2)
+    return reduced_lambdas(resolution)["lambda_adv"]
+
+
+_LAMBDAS_96 = {k: v for k, v in reduced_lambdas(96).items() if k != "lambda_kl"}  # inversions: no KL term
 
 
 # The reduced-scale pool5 inversion of the default experiment, its baseline and its ablations: 96 px, half
@@ -99,10 +134,10 @@ _POOL5_SMALL = dict(resolution=96, generator_width=0.5, batch_size=32, steps=360
 
 # The common part of the reduced-scale VAE and autoencoder presets.
 _AE_SMALL = dict(resolution=64, generator_width=0.5, discriminator_width=0.5, batch_size=32, latent_dim=256,
-                 lambda_adv=reduced_lambda_adv(64), steps=2000, log_every=10, image_every=200, checkpoint_every=200)
+                 **reduced_lambdas(64), steps=2000, log_every=10, image_every=200, checkpoint_every=200)
 
 # The default experiment: the full loss on that schedule (the time limit is a safety net for slow machines).
-_SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, lambda_adv=reduced_lambda_adv(96), time_limit_min=14.0)
+_SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, **_LAMBDAS_96, time_limit_min=14.0)
 
 # The original setup of the paper's inversions. Nothing here can be had without the user's files:
 # `encoder_weights` (bvlc_reference_caffenet.caffemodel, also the comparator's unless comparator_weights says
@@ -125,7 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small-pool5-image": dict(_POOL5_SMALL, lambda_feat=0.0, lambda_adv=0.0),
     # Longer CPU runs of the same experiment at 96 px (the ≥ 1 h comparison of issue 4).
     "cpu-pool5": dict(resolution=96, generator_width=0.5, discriminator_width=0.5, batch_size=32, steps=100_000,
-                      lambda_adv=reduced_lambda_adv(96),
+                      **_LAMBDAS_96,
                       time_limit_min=65.0, image_every=250, checkpoint_every=250),
     "cpu-pool5-image": dict(resolution=96, generator_width=0.5, batch_size=32, steps=100_000, lambda_feat=0.0,
                             lambda_adv=0.0, time_limit_min=65.0, image_every=250, checkpoint_every=250),
@@ -134,18 +169,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     **{f"paper-{tap}": dict(_PAPER, layer=tap) for tap in ("pool5", "fc6", "fc7", "fc8")},
     # Ablations of Fig. 1 at the scale of small-pool5 (same steps, so that the full loss is compared with each
     # ablation at equal training): drop one term each.
-    "ablation-no-adv": dict(_POOL5_SMALL, lambda_adv=0.0),
-    "ablation-no-feat": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_feat=0.0, lambda_adv=reduced_lambda_adv(96)),
-    "ablation-no-img": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_img=0.0, lambda_adv=reduced_lambda_adv(96)),
+    "ablation-no-adv": dict(_POOL5_SMALL, **dict(_LAMBDAS_96, lambda_adv=0.0)),
+    "ablation-no-feat": dict(_POOL5_SMALL, discriminator_width=0.5, **dict(_LAMBDAS_96, lambda_feat=0.0)),
+    "ablation-no-img": dict(_POOL5_SMALL, discriminator_width=0.5, lambda_img=0.0, **_LAMBDAS_96),
     # Depth (Table 2 left to right) on a network whose every layer is obtainable here: invert pool5, fc6, fc7
     # and fc8 of the random-weight CaffeNet (the paper's third comparator, Caffe's initialisation, seed 0) with
     # the full loss and the pretrained AlexNet pool5 comparator, at 96 px, 2000 steps each.
     **{f"random-{tap}": dict(_POOL5_SMALL, encoder="caffenet-random", layer=tap, steps=2000, discriminator_width=0.5,
-                             lambda_adv=reduced_lambda_adv(96)) for tap in ("pool5", "fc6", "fc7", "fc8")},
+                             **_LAMBDAS_96) for tap in ("pool5", "fc6", "fc7", "fc8")},
     # The class-score analogue of FC8 on a real classifier: invert SqueezeNet's last conv block (fire9) and its
     # class scores (pool_final), same loss and schedule as the random-CaffeNet series.
     **{f"squeezenet-{name}": dict(_POOL5_SMALL, encoder="squeezenet", layer=tap, steps=2000, discriminator_width=0.5,
-                                  lambda_adv=reduced_lambda_adv(96))
+                                  **_LAMBDAS_96)
        for name, tap in (("fire9", "fire9/concat"), ("scores", "pool_final"))},
     # Autoencoders of the loss comparison (arXiv v1; `python -m repro.compare_autoencoders`): one architecture
     # (repro.autoencoders), four reconstruction losses, at 64 px.
@@ -154,8 +189,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # loss is ½Σ(255·Δ)²/N, so the KL weight is (255·σ_x)². σ_x = 0.1 of the range (≈ the RMS error of a
     # blurry reconstruction, the maximum-likelihood σ there) → λ_KL = 650.25. Our choice: the paper gives none.
     "vae-se": dict(_AE_SMALL, model="vae", recon_loss="se", lambda_kl=650.25),
-    # Fig. 8b: the DeePSiM VAE (paper §4.2): DeePSiM loss (AlexNet pool5 comparator, D, image term) + λ_KL = 20.
-    "vae": dict(_AE_SMALL, model="vae", recon_loss="deepsim", lambda_kl=20.0),
+    # Fig. 8b: the DeePSiM VAE (paper §4.2): DeePSiM loss (AlexNet pool5 comparator, D, image term) + λ_KL, the
+    # paper's 20 at 227 px, here by the reduced-scale rule (1.59 at 64 px, in _AE_SMALL).
+    "vae": dict(_AE_SMALL, model="vae", recon_loss="deepsim"),
     # Tiny configuration for tests and --dry-run style smoke runs.
     "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
                   eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,
