@@ -14,6 +14,7 @@ steps, wall time), stats.jsonl / metrics.csv / TensorBoard, image grids and chec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -99,6 +100,79 @@ def write_provenance(run: str, config: Config, argv: list[str], extra: dict[str,
     storage.write_text(storage.join(run, "provenance.json"), json.dumps(record, indent=2, default=str))
 
 
+def weight_files(config: Config) -> list[tuple[str, Path]]:
+    """(config field, or "cache" for the pretrained cache, path) of every weights file the run reads; the
+    squeezenet files are assets (they travel with the assets folder)."""
+    from repro.weights import weights_path
+
+    files = []
+    for field, name, user in (("encoder_weights", config.encoder, config.encoder_weights),
+                              ("comparator_weights", config.comparator, config.comparator_weights)):
+        if user:
+            files.append((field, Path(user)))
+        elif name in ("alexnet", "alexnet-tv"):
+            files.append(("cache", weights_path("alexnet_tv")))
+    return sorted(set(files))
+
+
+def ship_weights(config: Config) -> list[dict[str, Any]]:
+    """Put every weights file the run reads into Ray's object store, with its sha256, so that a node without
+    it (no ~/.cache/deepsim there, or the user's file only on this machine) gets this machine's copy. A
+    missing file is an AssetError here, on the driver, not a crash inside a worker."""
+    import hashlib
+
+    import ray
+
+    from repro.assets import AssetError
+
+    shipped = []
+    for field, path in weight_files(config):
+        if not path.is_file():
+            hint = "run `make weights` on this machine" if field == "cache" else f"fix --set {field}="
+            raise AssetError(f"weights file {path} ({field}) is missing on the driver: {hint}")
+        data = path.read_bytes()
+        shipped.append({"field": field, "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+                        "ref": ray.put(data)})
+    return shipped
+
+
+def install_weights(config: Config, shipped: list[dict[str, Any]]) -> Config:
+    """On a worker: each shipped weights file is used where it lies when its sha256 matches the driver's;
+    else the driver's copy is fetched from the object store, its sha256 checked, and written to a node-local
+    folder (the pretrained cache through $DEEPSIM_CACHE, a user file by its config field in this worker's
+    config)."""
+    import hashlib
+    import tempfile
+
+    import ray
+
+    from repro.assets import AssetError, sha256_file
+    from repro.weights import weights_path
+
+    changes = {}
+    for item in shipped:
+        path = Path(item["path"])
+        here = weights_path(path.stem) if item["field"] == "cache" else path  # this node's cache, or the user's path
+        if here.is_file() and sha256_file(here) == item["sha256"]:
+            continue
+        data = ray.get(item["ref"])
+        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            raise AssetError(f"the copy of {path} received from the driver does not match its sha256")
+        folder = Path(tempfile.gettempdir()) / "deepsim-weights" / item["sha256"][:16]
+        target = folder / "weights" / path.name if item["field"] == "cache" else folder / path.name
+        if not (target.is_file() and sha256_file(target) == item["sha256"]):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        if item["field"] == "cache":
+            os.environ["DEEPSIM_CACHE"] = str(folder)
+        else:
+            changes[item["field"]] = str(target)
+        log.info("%s: using the driver's copy (sha256 %s…) at %s", path, item["sha256"][:12], target)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def ray_worker(loop_config: dict[str, Any]) -> None:
     """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop.
 
@@ -116,7 +190,7 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     from repro import storage
     from repro.loop import Session, train
 
-    config = from_dict(loop_config["config"])
+    config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
     run = loop_config["run_dir"]  # a path every node mounts, or a URI
     if config.threads <= 0:  # use the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
         import torch
@@ -221,6 +295,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
     storage.check_shared(run, nodes)
     for name in sorted({config.train_data, config.eval_data}):
         storage.check_shared(str(resolve_folder(name, verify=False)), nodes, what=f"image folder {name!r}")
+    args.shipped_weights = ship_weights(config) if len(storage.alive_nodes(nodes)) > 1 else []
 
 
 def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -240,6 +315,7 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
         ray_worker,
         train_loop_config={"config": config.to_dict(), "run_dir": run,
                            "resume_from": str(resume_from[0]) if resume_from else None,
+                           "weights": getattr(args, "shipped_weights", []),
                            "progress": not args.no_progress, "cpus_per_worker": cpus},
         torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.gpu,

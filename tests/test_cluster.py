@@ -24,6 +24,30 @@ from repro.train import parse_args, run_location
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_weights_reach_a_node_without_them_checked_by_sha256(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    from repro.assets import AssetError
+    from repro.config import make_config
+    from repro.train import install_weights, ship_weights
+
+    data = b"the driver's weights"
+    monkeypatch.setattr(ray, "get", lambda ref: data)  # the object store's copy
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))
+    config = dataclasses.replace(make_config("smoke", {}), encoder_weights=str(tmp_path / "only-on-driver.bin"))
+    item = {"field": "encoder_weights", "path": config.encoder_weights, "sha256": hashlib.sha256(data).hexdigest(),
+            "ref": None}
+    installed = install_weights(config, [item])
+    assert Path(installed.encoder_weights).read_bytes() == data and str(tmp_path / "node") in installed.encoder_weights
+    with pytest.raises(AssetError, match="does not match its sha256"):
+        install_weights(config, [{**item, "sha256": "0" * 64}])
+    with pytest.raises(AssetError, match=r"only-on-driver.bin \(encoder_weights\) is missing on the driver"):
+        ship_weights(config)
+
+
 def node(alive: bool = True, node_id: str = "a" * 56) -> dict:
     return {"Alive": alive, "NodeID": node_id, "NodeManagerAddress": "127.0.0.1"}
 
@@ -99,8 +123,9 @@ def cluster(tmp_path_factory):
     def worker_node(name: str):
         private = base / name
         private.mkdir()
-        # each node's worker processes have their own temp folder (their "private disk")
-        return cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(private)})
+        # each node's worker processes have their own temp folder (their "private disk") and an empty
+        # weights cache: the pretrained weights must come from the driver
+        return cluster.add_node(num_cpus=1, env_vars={"TMPDIR": str(private), "DEEPSIM_CACHE": str(private / "cache")})
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [worker_node("node-a"), worker_node("node-b")]
@@ -181,9 +206,12 @@ def test_two_worker_run_survives_a_lost_node(cluster):
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
     assert state["step"] == STEPS
     assert not any(k.startswith("encoder.") for k in state["model"]), "checkpoints hold the frozen encoder"
+    # the nodes had no weights cache: each got the driver's copy of the pretrained encoder, sha256 checked
+    received = sorted(p.relative_to(base).parts[0] for p in base.glob("node-*/deepsim-weights/*/weights/alexnet_tv.pt"))
+    assert "node-b" in received and "node-c" in received, received
     # no checkpoint stays staged on a node's private temp folder (Ray deleted each after copying it; a killed
     # worker leaves at most its empty staging folder)
-    staged = [p for p in base.glob("node-*/deepsim-*/**/*") if p.is_file()]
+    staged = [p for p in base.glob("node-*/deepsim-checkpoints-*/**/*") if p.is_file()]
     assert not staged, staged
     print(f"node lost {lost_at:.1f} s in, after registered step {killed_after}; resumed after step {resumed[0]}; "
           f"{len(steps) - len(set(steps))} steps redone; wall {wall:.1f} s")

@@ -1,5 +1,6 @@
 """`python -m repro.train` end to end: a 2-worker Ray Train run on CPU that checkpoints, and a resumed
-run that reaches exactly the same parameters as an uninterrupted one."""
+run (from Ray's registered checkpoint in the run folder) that reaches exactly the same parameters as an
+uninterrupted one."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,12 @@ def test_two_worker_ray_run_resumes_to_identical_state(tmp_path, ray_runtime):
     assert a["step"] == b["step"] == 4
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    # one checkpoint truth: the run folder is Ray's experiment folder; its registered checkpoints are the
+    # run's checkpoints/step-N (the resumed run read them there), and Ray keeps no copy of its own
+    for run_dir in (tmp_path / "full", tmp_path / "half"):
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+        assert snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] == "checkpoints/step-00000004"
+        assert not (run_dir / "ray").exists()
     provenance = json.loads((tmp_path / "full" / "provenance.json").read_text())
     assert provenance["status"] == "finished" and provenance["num_workers"] == 2
     assert {"command", "commit", "data", "weights", "device", "wall_time_s"} <= set(provenance)

@@ -197,9 +197,10 @@ class CheckpointScorer:
 # ---------------------------------------------------------------------------------------------------
 # One trial: the one loop, reporting to Tune
 # ---------------------------------------------------------------------------------------------------
-def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
+def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[str, Any]] | None = None) -> None:
     """Tune's function trainable: a short run of `repro.loop.train` with the trial's λ (`params`, sampled
-    by Tune) on top of the search's base config (`spec`, the same for every trial)."""
+    by Tune) on top of the search's base config (`spec`, the same for every trial); `weights`: the driver's
+    weights files in Ray's object store, for nodes without them (repro.train.ship_weights)."""
     import shutil
     import tempfile
 
@@ -208,9 +209,10 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> None:
 
     from repro import checkpoint, storage
     from repro.loop import Session, train
-    from repro.train import data_provenance, device_description, git_commit, weights_provenance
+    from repro.train import data_provenance, device_description, git_commit, install_weights, weights_provenance
 
     spec, config = trial_config(params, spec)
+    config = install_weights(config, weights or [])
     if config.threads > 0:  # before anything builds a network: one trial = its CPU reservation
         torch.set_num_threads(config.threads)
     target = Target(**spec.target)
@@ -356,13 +358,19 @@ def make_searcher(name: str, seed: int, scheduler: str, concurrent: int):
 
 
 def make_trainable(spec: dict[str, Any], cpus: float, gpus: float):
-    """run_trial with the search's fixed spec bound (Tune's object store) and one trial's resources."""
+    """run_trial with the search's fixed spec bound (Tune's object store) and one trial's resources; on a
+    multi-node cluster also the weights files the trials read (sha256-checked on each node)."""
+    import ray
     from ray import tune
+
+    from repro import storage
+    from repro.train import ship_weights
 
     # Imported by name so that Tune pickles a reference to tune.search.run_trial, never a copy of __main__.
     from tune.search import run_trial as trial
 
-    return tune.with_resources(tune.with_parameters(trial, spec=spec), {"cpu": cpus, "gpu": gpus})
+    weights = ship_weights(from_dict(spec["config"])) if len(storage.alive_nodes(ray.nodes())) > 1 else []
+    return tune.with_resources(tune.with_parameters(trial, spec=spec, weights=weights), {"cpu": cpus, "gpu": gpus})
 
 
 def trial_dirname(trial) -> str:
@@ -747,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from repro import storage
+    from repro.assets import AssetError
 
     started = time.time()
     started_ray = start_ray(args)
@@ -770,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         storage.write_text(storage.join(experiment, "search.json"), json.dumps(record, indent=2) + "\n")
         out = args.export or (Path("runs/tune") / record["name"] if storage.is_uri(experiment) else Path(experiment))
         rows = export(results, experiment, out.resolve(), record)
-    except (SearchError, SpaceError, ConfigError, storage.StorageError) as err:
+    except (SearchError, SpaceError, ConfigError, storage.StorageError, AssetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
