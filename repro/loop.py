@@ -671,15 +671,23 @@ class Trainer:
         reduced = dict(zip(pending.names, terms))
         self.stop_agreed = self.stop_agreed or stop > 0
         bad = [k for k, v in reduced.items() if not math.isfinite(v)]
-        if pending.g_training and finite_g < 1:
-            bad.append("generator gradients")
-        if pending.d_training and finite_d < 1:
-            bad.append("discriminator gradients")
+        d_updated = pending.d_training and math.isfinite(reduced["discr"]) and finite_d >= 1
+        g_updated = pending.g_training and not bad and finite_g >= 1
+        if self.scaler.is_enabled():
+            # fp16: an overflow of the scaled gradients is GradScaler's business, not a fault — the update was
+            # skipped on the device and the scale lowered; it is logged, and only non-finite losses count
+            if (pending.g_training and finite_g < 1) or (pending.d_training and finite_d < 1):
+                reduced["grad_overflow"] = 1.0
+        else:
+            if pending.g_training and finite_g < 1:
+                bad.append("generator gradients")
+            if pending.d_training and finite_d < 1:
+                bad.append("discriminator gradients")
         # Each solver's schedule counts its own updates, as Caffe's (`increment_iter` only when that net trains);
         # an update skipped as non-finite did not happen.
-        if pending.d_training and math.isfinite(reduced["discr"]) and finite_d >= 1:
+        if d_updated:
             self.sched_d.step()
-        if pending.g_training and not bad:
+        if g_updated:
             self.sched_g.step()
         if bad:
             # the update(s) of that step were skipped on the device (`optimizer_step`)

@@ -3,6 +3,7 @@ non-finite losses."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import pytest
@@ -285,3 +286,15 @@ def test_gpu_flag_fails_on_the_driver_before_any_worker(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: device=cuda (--gpu) but CUDA is unusable")
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_fp16_trains_with_a_grad_scaler_and_overflow_is_no_fault(tmp_path, batch):
+    """fp16 autocast (GPUs without bf16): losses scaled by GradScaler; an overflow of the scaled gradients
+    skips that update and lowers the scale instead of stopping the run (CPU fp16 kernels are slow: 2 steps)."""
+    trainer = Trainer(smoke(amp="fp16", batch_size=2), tmp_path)
+    assert trainer.scaler.is_enabled()
+    steps = [trainer.step(batch[:2]) for _ in range(2)]
+    assert all(math.isfinite(s["total"]) for s in steps)
+    overflowed = [bool(s.get("grad_overflow")) for s in steps]
+    # the scale halves once per step that overflowed (GradScaler's backoff), and only then
+    assert trainer.scaler.get_scale() == 65536.0 * 0.5 ** sum(overflowed), (overflowed, trainer.scaler.get_scale())
