@@ -1,4 +1,4 @@
-"""Evaluation metrics: the paper's normalised Euclidean error, PSNR, SSIM, MS-SSIM and LPIPS, registered by name.
+"""Evaluation metrics: the paper's normalised Euclidean error, PSNR, SSIM, MS-SSIM, LPIPS (registered by name), gradient error.
 
 The normalised error is written out here because the paper defines it exactly (§4.1, Table 2):
 
@@ -10,6 +10,9 @@ the encoder's features of the reconstructions and of the originals at the invert
 the paper measured images in Caffe units (BGR, 0–255, mean subtracted); a channel permutation and a
 constant offset leave every difference's norm unchanged, and the ×255 scale multiplies numerator and N
 alike, so the ratio computed on our [0, 1] RGB pipeline images is the same number.
+
+`gradient_error` (how far a reconstruction's edges are from its original's; blur scores below a flat image,
+noise and textures above) judges the "pixel losses blur" claim; `gradient_energy` only describes contrast.
 
 SSIM and MS-SSIM come from `repro.ssim` (small-image scale fallback documented there); LPIPS from the `lpips`
 package with the AlexNet backbone given explicitly (our offline torchvision-layout weights).
