@@ -3,7 +3,8 @@
 
 Per iteration, as the original training script:
   real features C(x) → G(y) → C(G(y)) → (1) D on real and fake, D update if D trains →
-  (2) D on fake labelled "real" gives L_adv, G update if G trains → the balancing rule.
+  (2) D, after its update, on fake labelled "real" gives L_adv, G update if G trains → the balancing rule.
+The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop of their own.
 """
 from __future__ import annotations
 

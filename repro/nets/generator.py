@@ -45,7 +45,8 @@ Up-convolutions: coeff 1.8 (stride 2) and 0.9 (stride 1); biases constant 0 with
 they are buffers, not parameters: no optimiser and no `requires_grad_(True)` can move them
 (`learn_upconv_bias=True` makes them parameters). Rconv6–8 (pool5 generator) have no training prototxt:
 MSRA 0.9 as for the other stride-1 layers (a guess); their biases learn (lr_mult 1 in the released
-prototxt). No weight decay on G in the original (decay_mult 0 everywhere) — the loop's business.
+prototxt). Weight decay (the loop's business): decay_mult 0 on every G layer of the training copy, but 1 on the
+Rconv6–8 weights of generator_pool5.prototxt, so those get the solver's 4e-4 (`Config.generator_map_decay`).
 
 Parameter counts at width 1, R=227: fc6/fc7 input 56.1 M (FC 50.3 M + up-convolutions 5.8 M); fc8 input
 43.4 M; pool5 input 12.7 M (Rconv6–8 5.9 M + up-convolutions 6.8 M, deconv5 reading 512 channels).
