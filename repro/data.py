@@ -49,76 +49,92 @@ class DataError(ValueError):
 
 
 # ---- listing ------------------------------------------------------------------------------------------
-def caffe_order(relative: str) -> list[str]:
-    """Sort key of a relative path: by path components, the order `sorted(Path)` gave before the index."""
-    return relative.split("/")
+def scan_images(root: str | Path) -> tuple[bytes, dict[str, int]]:
+    """(Caffe train.txt text of the images under `root`, mtime_ns of every folder walked by relative path).
 
-
-def scan_images(root: str | Path) -> tuple[list[str], dict[str, int]]:
-    """(image paths relative to `root`, sorted; mtime_ns of every folder walked, by relative path).
-
-    One iterative `os.scandir` walk: a directory entry's type comes with the entry (d_type), so files
-    cost no stat; only folders are stat'ed (their mtime lets `listing` see that the tree changed)."""
+    One iterative `os.scandir` walk. A directory entry's type comes with the entry (d_type), so files cost
+    no stat; only folders are stat'ed (their mtimes let `listing` see that the tree changed). Each folder's
+    entries are sorted by name and walked depth-first, which is the order `sorted(Path)` gave (by path
+    components) without sorting 1.28M keys at once. Lines are "relative/path label", the label numbering
+    the folders that hold images in order of appearance (ILSVRC-2012's train folders: the wnids, Caffe's
+    order)."""
     root = Path(root)
-    files: list[str] = []
+    chunks: list[bytes] = []
+    lines: list[str] = []
     folders: dict[str, int] = {}
-    pending = [""]
+    labels: dict[str, int] = {}
+    pending: list[tuple[str, bool]] = [("", True)]  # (relative path, is a folder); the stack top sorts first
     while pending:
-        relative = pending.pop()
+        relative, is_folder = pending.pop()
+        if not is_folder:
+            parent = relative.rpartition("/")[0]
+            lines.append(f"{relative} {labels.setdefault(parent, len(labels))}\n")
+            if len(lines) >= 8192:
+                chunks.append("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+            continue
         folder = root / relative if relative else root
         folders[relative] = os.stat(folder).st_mtime_ns
         with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_dir():  # no syscall unless the entry is a symlink or the fs gives no d_type
-                    pending.append(f"{relative}{entry.name}/")
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and "\n" not in entry.name:
-                    files.append(relative + entry.name)
-    files.sort(key=caffe_order)
-    return files, folders
+            found = sorted((entry.name, entry.is_dir()) for entry in entries)  # is_dir: no syscall (d_type)
+        pending.extend((f"{relative}{name}{'/' if sub else ''}", sub) for name, sub in reversed(found)
+                       if sub or (os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and "\n" not in name))
+    chunks.append("".join(lines).encode("utf-8", "surrogateescape"))
+    return b"".join(chunks), folders
+
+
+def _line_bounds(text: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of the path on every non-empty line of a train.txt text, vectorised: the path ends at the
+    line's last space (Caffe's `find_last_of(' ')`: "path label") or, without one, at the line's end."""
+    buf = np.frombuffer(text, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if len(buf) and buf[-1] != 10:
+        newlines = np.append(newlines, len(buf))
+    starts = np.concatenate([[0], newlines[:-1] + 1]).astype(np.int64)
+    ends = newlines.astype(np.int64)
+    ends -= (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)  # CRLF files
+    spaces = np.flatnonzero(buf == 32)
+    if len(spaces):
+        last = np.searchsorted(spaces, ends) - 1
+        space = spaces[np.maximum(last, 0)]
+        ends = np.where((last >= 0) & (space >= starts), space, ends)
+    keep = ends > starts
+    return starts[keep], ends[keep]
 
 
 class Listing(Sequence):
-    """The images of a training source: a root folder and relative paths, held as one numpy byte array (no
-    Python object per file, so forked loader workers do not copy it page by page)."""
+    """The images of a training source: a root folder and its train.txt text, paths located by offsets (one
+    bytes object and two integer arrays, ~70 MB for ImageNet: no Python object per file, so forked loader
+    workers do not copy it page by page as they touch reference counts)."""
 
-    def __init__(self, root: str | Path, relative: Sequence[str] | np.ndarray, sha256: str,
-                 index: Path | None = None):
-        self.root = Path(root)
-        self.relative = relative if isinstance(relative, np.ndarray) else np.array(
-            [os.fsencode(r) for r in relative], dtype=bytes)
-        self.sha256, self.index = sha256, index
+    def __init__(self, root: str | Path, text: bytes, index: Path | None = None,
+                 bounds: tuple[np.ndarray, np.ndarray] | None = None, sha256: str | None = None):
+        self.root, self.text, self.index = Path(root), text, index
+        self.starts, self.ends = bounds if bounds is not None else _line_bounds(text)
+        self.sha256 = sha256 or hashlib.sha256(text).hexdigest()
 
     def __len__(self) -> int:
-        return len(self.relative)
+        return len(self.starts)
+
+    def relative(self, i: int) -> str:
+        return os.fsdecode(self.text[self.starts[i]: self.ends[i]])
 
     def __getitem__(self, item):
         if isinstance(item, slice):
-            return Listing(self.root, self.relative[item], self.sha256, self.index)
-        return self.root / os.fsdecode(self.relative[item])
+            return Listing(self.root, self.text, self.index, (self.starts[item], self.ends[item]), self.sha256)
+        if not -len(self) <= item < len(self):
+            raise IndexError(item)
+        return self.root / self.relative(item)
 
     def __iter__(self) -> Iterator[Path]:
-        return (self.root / os.fsdecode(r) for r in self.relative)
+        return (self.root / self.relative(i) for i in range(len(self)))
 
 
 def index_text(files: Sequence[str]) -> str:
-    """Caffe's train.txt: "relative/path label", the label numbering the sorted parent folders (for
-    ILSVRC-2012 folders, the wnids: Caffe's class order)."""
-    parents = sorted({os.path.dirname(f) for f in files}, key=caffe_order)
-    label = {p: i for i, p in enumerate(parents)}
-    return "".join(f"{f} {label[os.path.dirname(f)]}\n" for f in files)
-
-
-def read_list_file(path: Path) -> list[str]:
-    """Paths of a Caffe-style list file ("path label" or "path" lines; the label is the last field)."""
-    files = []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            head, _, tail = line.rpartition(" ")
-            files.append(head if head and tail.lstrip("-").isdigit() else line)
-    return files
+    """Caffe's train.txt for relative paths in listing order: "path label", the label numbering the parent
+    folders in order of appearance (as `scan_images` writes it)."""
+    labels: dict[str, int] = {}
+    return "".join(f"{f} {labels.setdefault(os.path.dirname(f), len(labels))}\n" for f in files)
 
 
 def cache_dir() -> Path:
@@ -132,11 +148,11 @@ def index_path(root: str | Path) -> Path:
     return cache_dir() / "listings" / f"{key}.txt"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
-    os.replace(tmp, path)  # concurrent writers (ranks of several nodes) write the same text
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # concurrent writers (ranks of several nodes) write the same bytes
 
 
 def _index_is_fresh(root: Path, meta_path: Path) -> dict[str, Any] | None:
@@ -155,8 +171,9 @@ def _index_is_fresh(root: Path, meta_path: Path) -> dict[str, Any] | None:
 
 
 def listing(source: str | Path, index: bool = True) -> Listing:
-    """The images of `source`: a folder (walked once by `scan_images`), a Caffe-style list file (`*.txt`,
-    paths relative to the file's folder or absolute; labels ignored) or one image file.
+    """The images of `source`: a folder (walked once by `scan_images`), a Caffe-style list file (`*.txt`:
+    "path label" lines, paths relative to the file's folder or absolute, labels ignored; a line without a
+    space is a path) or one image file.
 
     With `index=True` a folder's listing is written to `index_path(folder)` (+ `.json`: count, sha256,
     folder mtimes) and later calls — other ranks, later runs — read it instead of walking the tree again,
@@ -165,34 +182,31 @@ def listing(source: str | Path, index: bool = True) -> Listing:
     if not source.exists():
         raise DataError(f"image folder {source} does not exist")
     if source.is_file() and source.suffix.lower() == ".txt":
-        text = source.read_bytes()
-        files = read_list_file(source)
-        if not files:
+        files = Listing(source.parent, source.read_bytes(), source)
+        if not len(files):
             raise DataError(f"list file {source} names no images")
-        first = source.parent / files[0]
-        if not first.is_file():
-            raise DataError(f"list file {source}: its first image {first} does not exist (paths are read "
+        if not files[0].is_file():
+            raise DataError(f"list file {source}: its first image {files[0]} does not exist (paths are read "
                             f"relative to the list file's folder {source.parent}, or absolute)")
-        return Listing(source.parent, files, hashlib.sha256(text).hexdigest(), source)
+        return files
     if source.is_file():
-        return Listing(source.parent, [source.name], hashlib.sha256(f"{source.name} 0\n".encode()).hexdigest())
+        return Listing(source.parent, f"{source.name} 0\n".encode("utf-8", "surrogateescape"))
     target = index_path(source) if index else None
     meta = _index_is_fresh(source, target.with_suffix(".json")) if target is not None else None
     if meta is not None and target.is_file():
-        files = read_list_file(target)
-        if len(files) == meta["count"]:
-            return Listing(source, files, meta["sha256"], target)
-    files, folders = scan_images(source)
-    if not files:
+        files = Listing(source, target.read_bytes(), target)
+        if len(files) == meta["count"] and files.sha256 == meta["sha256"]:
+            return files
+    text, folders = scan_images(source)
+    if not text:
         raise DataError(f"image folder {source} holds no .jpg/.jpeg/.png files")
-    text = index_text(files)
-    sha256 = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    files = Listing(source, text, target)
     if target is not None:
         _write_atomic(target, text)
         _write_atomic(target.with_suffix(".json"), json.dumps(
-            {"root": str(source.resolve()), "count": len(files), "sha256": sha256, "folders": folders}))
+            {"root": str(source.resolve()), "count": len(files), "sha256": files.sha256, "folders": folders}).encode())
         log.info("listed %d images under %s; index %s", len(files), source, target)
-    return Listing(source, files, sha256, target)
+    return files
 
 
 def listing_sha256(train_data: str | Path) -> str:
@@ -463,7 +477,7 @@ class SeededSampler(Sampler):
 def default_workers(cache: bool, device_type: str = "cpu") -> int:
     """Loader workers when the config says -1: none with the cache (it lives in the decoding process);
     min(2, cores − 1) on CPU so decoding overlaps the step without starving it; on CUDA, the cores per
-    visible GPU minus one (at most 8): ~1,300 pre-warped 256 px JPEGs/s per core (results/scale.md)."""
+    visible GPU minus one (at most 8): ~900 pre-warped 256 px JPEGs/s per core (results/scale.md)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cache:
         return 0

@@ -8,10 +8,11 @@ only cropped. This command does the same into OUT, keeping the relative paths:
     OUT/train.txt             Caffe's list ("path label"), what `--set train_data=OUT/train.txt` reads
     OUT/prewarp.json          source, its listing sha256, warp, interpolation, quality, count, skipped files
 
-Why JPEG and not raw uint8 shards (results/scale.md): decoding a 256 px JPEG and cropping runs at ~1,300
-images/s per core, so 3,000 images/s need 3 cores, against ~23 for full-size ImageNet JPEGs; uint8 shards
-would decode faster still but take 197 KB per image — 252 GB for ImageNet, over a GPU node's local disk and
-page cache — against ~30 GB of JPEGs, and they could not use the GPU's JPEG decoder. Quality 95 keeps the
+Why JPEG and not raw uint8 shards (results/scale.md, per CPU-second of one core): decoding a pre-warped
+256 px JPEG and cropping runs at ~920 images/s, so 3,000 images/s need ~3.3 cores, against ~17 cores for
+full-size JPEGs warped online; uint8 shards only crop (~6,500 images/s) but take 197 KB per image — 252 GB
+for ImageNet, over a GPU node's local disk (64 GiB on the one we can borrow) and its page cache — against
+~37 GB of JPEGs, and they could not use the GPU's JPEG decoder (`gpu_decode`). Quality 95 keeps the
 re-encoding error small (Caffe's default stored raw pixels: the one lossy step is ours, and said here).
 
 Resumable: files already in OUT are kept; unreadable sources are reported and left out of train.txt.
@@ -69,7 +70,7 @@ def prewarp(source: str | Path, out: str | Path, resolution: int = 227, quality:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     warp = warp_size(resolution)
-    relatives = [os.fsdecode(r) for r in files.relative]
+    relatives = [files.relative(i) for i in range(len(files))]
     tasks = [(str(files.root / r), str(out / output_name(r)), warp, quality) for r in relatives]
     workers = workers or max(1, (os.cpu_count() or 1))
     skipped: list[str] = []

@@ -35,6 +35,7 @@ def small_folder(tmp_path, assets):
 def test_recursive_listing_and_greyscale(small_folder):
     ds = ImageFolder(small_folder, resolution=64, train=False)
     assert len(ds) == 6
+    assert list(ds.files) == sorted(p for p in small_folder.rglob("*") if p.is_file())  # files, folders interleaved
     grey = ds[[str(f) for f in ds.files].index(str(small_folder / "grey.png"))]
     assert grey.shape == (3, 64, 64) and torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
 
