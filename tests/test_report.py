@@ -85,3 +85,31 @@ def test_runs_at_chance_are_marked_and_explained(tmp_path):
     assert "[70/130](small-pool5/informative/eval/metrics.json)" in page
     assert "[70/130](small-pool5/old/eval/metrics.json)" in page
     assert "less than 10 × chance" in page
+
+
+def test_claims_section_says_which_claims_hold_fail_or_cannot_be_measured(tmp_path):
+    """The page states each claim's verdict from repro.claims: a depth series whose deeper run ignores its input
+    is 'not measurable', an image-loss/DeePSiM pair that contradicts Table 2 'fails', a missing metric is 'not
+    measured'."""
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    runs = {"deep-at-chance": ("fc6", "deepsim", 70.0, 130.0, 100 / 256),
+            "shallow": ("pool5", "deepsim", 60.0, 60.0, 10.0),
+            "image": ("pool5", "image-loss", 65.0, 80.0, 12.0)}  # wrong result: higher image error than DeePSiM
+    for run, (layer, method, image, feature, own) in runs.items():
+        record = metrics_record(3600, image, feature, mv=False)
+        record["layer"] = layer
+        record["protocol"].update(n_images=256, layer_depth={"pool5": 15, "fc6": 17}[layer])
+        record["results"][0].update(method=method, nn_own_image_pct=own, nn_own_feature_pct=own)
+        if method == "image-loss":
+            record["results"][0]["comparator"] = None
+        folder = tmp_path / "small-pool5" / run / "eval"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(record))
+    page = render(tmp_path)
+    rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
+    assert "**not measurable**" in rows["| image-space error grows with the depth of the inverted layer (Table 2, each "
+                                        "row left to right)"]
+    lower = next(line for key, line in rows.items() if key.startswith("| the image-loss baseline has lower image-space "
+                                                                      "and higher feature-space error than DeePSiM (Table 2"))
+    assert "**fails**" in lower and "image_error_pct 65 vs 60" in lower
+    assert "**not measured**" in next(line for key, line in rows.items() if "agree better with the originals' edges" in key)
