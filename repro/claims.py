@@ -51,15 +51,14 @@ def metrics_files(root: Path = RESULTS) -> list[Path]:
 
 def measured_records(root: Path = RESULTS) -> list[dict]:
     """A representative result row per method and setting from the committed metrics.json files; `source`
-    names the file relative to the repository (or to `root` when outside it)."""
+    names the file as `results/<preset>/<run>/eval/metrics.json [method]` (`root`'s name first)."""
     out = []
-    base = root.parent if root.resolve().is_relative_to(REPO_ROOT) else root
     for path in metrics_files(root):
         data = json.loads(path.read_text())
         protocol = data["protocol"]
         group = tuple(protocol.get(k) for k in ("encoder", "encoder_weights", "resolution", "eval_data", "n_images"))
         for result in data["results"]:
-            out.append({"source": f"{path.relative_to(base).as_posix()} [{result['method']}]", "path": path,
+            out.append({"source": f"{root.name}/{path.relative_to(root).as_posix()} [{result['method']}]", "path": path,
                         "preset": data["preset"], "layer": data["layer"], "layer_depth": protocol.get("layer_depth"),
                         "group": group, "paper_protocol": protocol.get("paper_protocol", False),
                         "n_images": protocol.get("n_images", data["provenance"]["n_images"]), **result})
