@@ -130,9 +130,9 @@ def alive_nodes(nodes: list[dict]) -> list[dict]:
 
 
 def require_shared(location: str, nodes: list[dict], storage_given: bool, address: str | None) -> None:
-    """The rule for multi-node clusters: a run folder must be a URI, or lie under an explicit `--storage`
-    (which `check_shared` then proves every node sees). A folder the driver chose by itself (the default
-    runs/…, or --run-dir without --storage) is on the driver's disk only: raise StorageError."""
+    """The rule for multi-node clusters: a run folder must be a URI, or lie under an explicit `--storage` (or
+    be a resumed one), which `check_shared` then proves every node sees. A folder the driver chose by itself
+    (the default runs/…, or --run-dir without --storage) counts as on the driver's disk only: StorageError."""
     alive = alive_nodes(nodes)
     if len(alive) <= 1 or is_uri(location) or storage_given:
         return

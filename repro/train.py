@@ -291,7 +291,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
     nodes = ray.nodes()
-    storage.require_shared(run, nodes, args.storage is not None, args.address)
+    storage.require_shared(run, nodes, args.storage is not None or args.resume is not None, args.address)
     storage.check_shared(run, nodes)
     for name in sorted({config.train_data, config.eval_data}):
         storage.check_shared(str(resolve_folder(name, verify=False)), nodes, what=f"image folder {name!r}")

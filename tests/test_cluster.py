@@ -64,6 +64,10 @@ def test_uris_are_kept_as_given_and_paths_made_absolute(tmp_path, monkeypatch):
     run = run_location(parse_args(["--storage", "s3://bucket/runs"]), "smoke")
     assert re.fullmatch(r"s3://bucket/runs/smoke/\d{8}-\d{6}", run), run
     assert run_location(parse_args(["--resume", "s3://bucket/runs/smoke/x"]), "") == "s3://bucket/runs/smoke/x"
+    from tune.search import parse_args as tune_args
+
+    assert tune_args(["--storage", "s3://bucket/tune"]).storage == "s3://bucket/tune"
+    assert tune_args(["--resume", "gs://bucket/tune/s"]).resume == "gs://bucket/tune/s"
 
 
 def test_multi_node_cluster_needs_explicit_storage():

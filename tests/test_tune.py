@@ -117,9 +117,10 @@ def test_two_trial_search_exports_best_first(tmp_path, ray_runtime):
         assert last["objective"] == pytest.approx(
             target.distance(last["image_error_pct"] / 100, last["feature_error_pct"] / 100))
         assert {"psnr", "ssim", "lpips"} <= set(last)
-        assert sorted(trial_dir.glob("checkpoint_*")), f"no Tune checkpoint in {trial_dir}"
+        kept = sorted(trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(kept) <= 2, f"Tune keeps 1–2 checkpoints per trial, not {kept}"
         run_dir = experiment / "runs" / last["trial_id"]
-        assert sorted((run_dir / "checkpoints").glob("step-*"))
+        assert not (run_dir / "checkpoints").exists(), "a second copy of the checkpoints beside Tune's"
         assert (run_dir / "stats.jsonl").exists() and len(starts(run_dir)) == 1
         if last["step"] == 3:  # ran the whole schedule (ASHA may stop the worse one at a rung)
             final[last["trial_id"]] = last["objective"]

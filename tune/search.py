@@ -12,12 +12,14 @@ Optuna where installed), early stopping (ASHA, or Population Based Training with
 trial checkpoints (a trial Tune restarts, restores or exploits resumes from `tune.get_checkpoint()`),
 and `--resume` of an interrupted search (`Tuner.restore`).
 
-Folders (EXPERIMENT = STORAGE/NAME, default runs/tune/<preset>-<target>-<time>):
+Folders (EXPERIMENT = STORAGE/NAME, default runs/tune/<preset>-<target>-<time>; STORAGE a path every node
+mounts or a URI, kept as given, required on a multi-node cluster):
   EXPERIMENT/search.json       what was searched and how (read back by --resume), sessions, wall time
-  EXPERIMENT/runs/<trial id>/  each trial's run folder: config.json, stats.jsonl, grids, checkpoints,
-                               starts.jsonl (one line per start of the trial), provenance.json
-  EXPERIMENT/<Tune trial dirs> Tune's results and the checkpoints reported to it
-  EXPORT (default EXPERIMENT)  results.csv, results.md (best first), best.json (with the preset to add),
+  EXPERIMENT/runs/<trial id>/  each trial's run folder, written wherever the trial runs: config.json,
+                               stats.jsonl, grids, starts.jsonl (one line per start of the trial), provenance.json
+  EXPERIMENT/<Tune trial dirs> Tune's results and the trial's checkpoints (the only copy: the loop stages each
+                               one on the node, Tune copies it here and keeps the newest 2, PBT included)
+  EXPORT (default EXPERIMENT, runs/tune/NAME for a URI)  results.csv, results.md (best first), best.json (with the preset to add),
                                objective-vs-lambda.svg, search.json (provenance)
 """
 from __future__ import annotations
