@@ -2,6 +2,8 @@
 
 `prepare_onnx` makes ONNX files onnx2torch can take and that keep the batch dynamic:
 - Dropout becomes Identity (inference), before anything else, so old Dropout versions never matter;
+- constructs onnx2torch refuses (asymmetric AveragePool pads, auto_pad SAME, GlobalMaxPool, ImageScaler)
+  are rewritten into equivalent ops (`converters.onnx_rewrites`);
 - the opset is upgraded with `onnx.version_converter` when a node's version is one onnx2torch does
   not register (it matches exact versions: MaxPool 8/10/11/12, Gemm 9/11/13, LRN 1/13, …);
 - a Reshape that hard-codes batch 1 (the model zoo's `[1, 9216]` before fc6) copies the batch instead,
@@ -32,6 +34,7 @@ from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDe
 from torch import fx, nn
 
 from converters.errors import ConversionError
+from converters.onnx_rewrites import rewrite_for_onnx2torch
 from converters.onnx_skeleton import value_shapes
 
 TARGET_OPSET = 13
@@ -50,6 +53,7 @@ def prepare_onnx(model: onnx.ModelProto, source: str = "the ONNX model") -> onnx
     if len(real_inputs) != 1:
         raise ConversionError(f"{source} has {len(real_inputs)} inputs; only single-input image networks are supported")
     _dropout_to_identity(model, source)
+    rewrite_for_onnx2torch(model)  # ops onnx2torch refuses → equivalent ones it takes (converters.onnx_rewrites)
     _upgrade_if_needed(model, source)
     _make_batch_dynamic(model)
     return model
