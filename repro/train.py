@@ -279,7 +279,8 @@ def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
 
 def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
     """Start or join Ray, then refuse (StorageError, before any worker starts) a run folder that the
-    cluster's other nodes cannot reach, and image folders they do not see."""
+    cluster's other nodes cannot reach, and image folders they do not see; on a multi-node cluster put the
+    weights files into the object store (`args.shipped_weights`)."""
     try:
         import ray
     except ImportError as err:
