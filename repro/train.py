@@ -125,11 +125,13 @@ def ship_weights(config: Config) -> list[dict[str, Any]]:
 
     from repro.assets import AssetError
 
-    shipped = []
-    for field, path in weight_files(config):
+    files = weight_files(config)
+    for field, path in files:  # all checked before any is put
         if not path.is_file():
             hint = "run `make weights` on this machine" if field == "cache" else f"fix --set {field}="
             raise AssetError(f"weights file {path} ({field}) is missing on the driver: {hint}")
+    shipped = []
+    for field, path in files:
         data = path.read_bytes()
         shipped.append({"field": field, "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
                         "ref": ray.put(data)})

@@ -46,6 +46,7 @@ def test_weights_reach_a_node_without_them_checked_by_sha256(tmp_path, monkeypat
         install_weights(config, [{**item, "sha256": "0" * 64}])
     with pytest.raises(AssetError, match=r"only-on-driver.bin \(encoder_weights\) is missing on the driver"):
         ship_weights(config)
+    assert not ray.is_initialized(), "nothing is put into the object store when a file is missing"
 
 
 def node(alive: bool = True, node_id: str = "a" * 56) -> dict:
@@ -237,7 +238,7 @@ def test_two_trial_search_keeps_artefacts_under_the_storage(cluster):
     assert len(rows) == 2 and all(r["status"] == "finished" for r in rows), rows
     for row in rows:
         run_dir = experiment / row["run_dir"]
-        assert {"config.json", "provenance.json", "stats.jsonl", "grid-latest.png"} <= {p.name for p in run_dir.iterdir()}
+        assert {"config.json", "provenance.json", "stats.jsonl", "grid-latest.png"} <= set(os.listdir(run_dir))
     print(f"2-trial search on the cluster: {time.monotonic() - started:.1f} s")
 
 

@@ -19,7 +19,8 @@ mounts or a URI, kept as given, required on a multi-node cluster):
                                stats.jsonl, grids, starts.jsonl (one line per start of the trial), provenance.json
   EXPERIMENT/<Tune trial dirs> Tune's results and the trial's checkpoints (the only copy: the loop stages each
                                one on the node, Tune copies it here and keeps the newest 2, PBT included)
-  EXPORT (default EXPERIMENT, runs/tune/NAME for a URI)  results.csv, results.md (best first), best.json (with the preset to add),
+  EXPORT (default EXPERIMENT; runs/tune/NAME when that is a URI)
+                               results.csv, results.md (best first), best.json (with the preset to add),
                                objective-vs-lambda.svg, search.json (provenance)
 """
 from __future__ import annotations
