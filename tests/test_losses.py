@@ -142,3 +142,18 @@ def test_deepsim_loss_refuses_incomplete_setups():
     assert loss.comparator is None and set(loss(torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8))) == {"img", "total"}
     with pytest.raises(ValueError, match="same shape"):
         loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 9, 9))
+
+
+def test_deepsim_loss_docstring_example_runs_as_written():
+    """The class docstring's loop, executed verbatim on a tiny generator of 227 px images."""
+    import textwrap
+
+    from repro import DeePSiMLoss
+
+    example = textwrap.dedent(DeePSiMLoss.__doc__.split("::\n", 1)[1].split("\n\n    Args:")[0])
+    torch.manual_seed(0)
+    scope = {"torch": torch, "G": tiny_generator(16, 227), "code": torch.randn(2, 16), "real": torch.rand(2, 3, 227, 227)}
+    before = [p.detach().clone() for p in scope["G"].parameters()]
+    exec(compile(example, "DeePSiMLoss docstring", "exec"), scope)
+    assert set(scope["terms"]) == {"feat", "adv", "img", "total"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, scope["G"].parameters()))  # G was updated
