@@ -51,8 +51,8 @@ def resource_plan(config: Config, world_size: int = 1) -> dict[str, Any]:
         "listing": {"files": len(files), "index": str(files.index) if files.index else None,
                     "sha256": files.sha256, "seconds": round(seconds, 2)},
         "cache": {"enabled": config.data_cache, "budget_mb": config.data_cache_mb,
-                  "needed_mb": round(need_mb, 1),
-                  "per_rank_mb": round(min(need_mb, config.data_cache_mb) if config.data_cache else 0.0, 1),
+                  "needed_mb": round(need_mb, 2),
+                  "per_rank_mb": round(min(need_mb, config.data_cache_mb) if config.data_cache else 0.0, 2),
                   "fits": (not config.data_cache) or need_mb <= config.data_cache_mb},
         "loader": {"workers_per_rank": workers, "batch_per_rank": config.batch_size // world_size,
                    "ranks": world_size, "batch": f"uint8 (B, 3, {config.resolution}, {config.resolution}), "

@@ -1,0 +1,101 @@
+"""A short CPU run of the paper preset (width and batch reduced) on a synthetic ImageNet-layout folder stays
+under a stated memory bound, loader workers included (results/scale.md has the 1.28M-file figures)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from repro.data import cache_dir, list_images
+
+REPO = Path(__file__).resolve().parents[1]
+# Peak resident memory of the run's whole process tree (main + loader workers, RSS summed). Measured: ~0.9 GB
+# for the main process and ~0.35 GB per loader worker (results/scale.md); the bound leaves room for allocator
+# noise but fails if the listing or a cache grows with the data set (20,000 files here).
+TREE_RSS_BOUND_MB = 2000
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of `pid` and all its descendants, MB (from /proc)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                pending.extend(int(c) for c in f.read().split())
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
+@pytest.mark.slow
+def test_reduced_paper_run_stays_under_the_memory_bound(tmp_path, assets):
+    sources = list_images(assets / "imagenet-1k-256")
+    root = tmp_path / "synthetic-imagenet"
+    for c in range(200):  # 200 class folders × 100 hardlinks: the ILSVRC layout, 20,000 files, no copies
+        folder = root / f"n{c:08d}"
+        folder.mkdir(parents=True)
+        for k in range(100):
+            os.link(sources[(c * 100 + k) % len(sources)], folder / f"n{c:08d}_{k}.JPEG")
+    command = [sys.executable, "-m", "repro.train", "--preset", "paper-pool5", "--launcher", "local",
+               "--no-progress", "--run-dir", str(tmp_path / "run"),
+               *[f"--set={kv}" for kv in ("encoder=alexnet", "comparator=alexnet", f"train_data={root}",
+                                          "resolution=64", "generator_width=0.125", "discriminator_width=0.25",
+                                          "batch_size=4", "steps=2", "verify_data=false", "eval_images=4",
+                                          "num_workers=2")]]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "weights").symlink_to(cache_dir() / "weights")  # the pretrained AlexNet, shared
+    env = dict(os.environ, DEEPSIM_CACHE=str(tmp_path / "cache"))  # a private listing index
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0.0
+
+    def watch():
+        nonlocal peak
+        while process.poll() is None:
+            peak = max(peak, tree_rss_mb(process.pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    output, _ = process.communicate(timeout=600)
+    watcher.join()
+    assert process.returncode == 0, output[-3000:]
+    assert (tmp_path / "run" / "grid-latest.png").exists()
+    assert any((tmp_path / "cache" / "listings").glob("*.txt"))  # the index every rank reads was written
+    print(f"peak RSS of the run's process tree: {peak:.0f} MB")
+    assert 300 < peak < TREE_RSS_BOUND_MB, f"peak RSS of the run's processes {peak:.0f} MB"
+
+
+def test_resource_plan_counts_the_checkpoint_and_the_listing(tmp_path, assets, monkeypatch):
+    import torch
+
+    from repro.config import make_config
+    from repro.loop import build_parts
+    from repro.plan import describe, resource_plan
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "weights").symlink_to(cache_dir() / "weights")
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "train" / "n0"
+    root.mkdir(parents=True)
+    for source in list_images(assets / "imagenet-1k-256")[:5]:
+        os.link(source, root / source.name)
+    config = make_config("smoke", {"train_data": str(tmp_path / "train"), "data_cache": "true",
+                                   "data_cache_mb": "0.05", "discriminator_features": "true"})
+    plan = resource_plan(config, world_size=2)
+    parts = build_parts(config, torch.device("cpu"))  # the real nets: the plan's meta-device count must match
+    trained = [p for m in (parts.model, parts.discriminator) for p in m.parameters() if p.requires_grad]
+    assert plan["checkpoint"]["bytes"] == 3 * 4 * sum(p.numel() for p in trained)  # weights + Adam m, v; fp32
+    assert plan["listing"]["files"] == 5 and plan["listing"]["index"].startswith(str(tmp_path / "cache"))
+    needed = 5 * 72 * 72 * 3 / 2**20  # 0.074 MB of warped images, over the 0.05 MB budget
+    assert plan["cache"] == {"enabled": True, "budget_mb": 0.05, "needed_mb": 0.07,
+                             "per_rank_mb": 0.05, "fits": False}
+    assert plan["loader"]["batch_per_rank"] == 2 and plan["loader"]["workers_per_rank"] == 0
+    assert "5 images" in describe(plan)
