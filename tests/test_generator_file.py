@@ -160,3 +160,19 @@ class _returns:
 
     def __exit__(self, *exc):
         return False
+
+
+PUBLISHED = "results/small-pool5/20261203-h4-300steps/generator.pt"
+
+
+def test_the_published_generator_file_inverts_images(images, tmp_path):
+    """The committed file (float16, sha256 inside) loads and inverts through the encoder it names."""
+    from repro.assets import REPO_ROOT
+
+    path = REPO_ROOT / PUBLISHED
+    loaded = load_generator(path)
+    assert (loaded.encoder, loaded.tap, loaded.resolution, loaded.in_shape) == ("alexnet", "pool5", 96, (256, 2, 2))
+    assert loaded.source["step"] == 299
+    out = tmp_path / "out"
+    assert invert_main([str(p) for p in images[:2]] + ["--generator", str(path), "--out", str(out)]) == 0
+    assert Image.open(out / f"{images[1].stem}.png").size == (2 * 96 + 6, 96 + 4)
