@@ -158,3 +158,13 @@ def test_cli_with_a_users_caffenet_and_a_released_generator(asset, random_weight
     record = json.loads((out / "synthesize.json").read_text())
     assert record["classifier_resolution"] == 227 and record["encoder"] == "caffenet:pool5"
     assert np.mean(record["units"][0]["end"]) > np.mean(record["units"][0]["start"])
+
+
+def test_command_line_errors_are_one_line(asset, caffemodel, tmp_path, capsys):
+    from converters.deepsim_generator import main
+
+    _, weights = caffemodel("pool5", "v2")
+    assert main([str(asset("caffe/bvlc_reference_caffenet_deploy.prototxt")), str(weights), str(tmp_path / "g.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has one input 'feat'" in err, err
+    assert not (tmp_path / "g.pt").exists()
