@@ -43,6 +43,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,12 +147,21 @@ class Check:
             record = {"status": "skipped", "reason": f"out of time ({self.left():.0f} s left of the budget)"}
         else:
             print(f"== {name} (up to {allowed:.0f} s)", flush=True)
+
+            def overrun(signum, frame):  # a section (e.g. a long compile) may not eat the later ones' time
+                raise TimeoutError(f"section {name} ran past its {allowed + 15:.0f} s")
+
+            previous = signal.signal(signal.SIGALRM, overrun)
+            signal.setitimer(signal.ITIMER_REAL, allowed + 15)
             try:
                 record = {"status": "ok", **body(allowed)}
             except Exception as err:  # noqa: BLE001 - one failing section must not hide the others
                 record = {"status": "failed", "error": f"{type(err).__name__}: {err}".splitlines()[0][:500],
                           "traceback": traceback.format_exc()[-3000:]}
                 print(f"   failed: {record['error']}", flush=True)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
         record["wall_s"] = round(time.monotonic() - start, 1)
         self.results["sections"][name] = record
         self.write()
