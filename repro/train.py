@@ -445,6 +445,10 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
             raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
     from repro import storage
 
+    if args.resume is None and storage.exists(storage.join(run, "checkpoint_manager_snapshot.json")):
+        # Ray would silently continue the old run from its registered checkpoints
+        raise ConfigError(f"{run} already holds a Ray run: continue it with --resume {run}, or choose another "
+                          "--run-dir")
     if args.resume is not None and storage.is_uri(run):
         return  # Ray's registry on the storage is what the workers resume from; they check its checksum
     if args.resume is not None:
@@ -496,12 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     from repro.assets import AssetError
 
     try:
-        check_inputs(config, args, run)
         if args.launcher == "local" and storage.is_uri(run):
             raise ConfigError(f"--launcher local writes to a local path, not {run}; use --launcher ray for a URI")
+        check_inputs(config, args, run)
         if args.launcher == "ray":
             connect_ray(args, config, run)  # refuses a run folder the cluster's nodes cannot all reach
-    except (ValueError, FileNotFoundError, AssetError) as err:  # incl. Config-, Data-, Conversion-, StorageError
+    except (ValueError, OSError, AssetError) as err:  # Config-, Data-, Conversion-, StorageError; a storage unreachable
         print(f"error: {err}", file=sys.stderr)
         return 2
     storage.write_text(storage.join(run, "config.json"), config.to_json())
@@ -520,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         result, status = {"error": str(err)}, f"failed: {type(err).__name__}"
     wall = time.time() - started
     write_provenance(run, config, argv, {"status": status, "wall_time_s": round(wall, 1),
-                                             "launcher": args.launcher, "num_workers": args.num_workers,
-                                             "result": result})
+                                         "launcher": args.launcher, "num_workers": args.num_workers,
+                                         "result": result})
     print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
     return 0 if status == "finished" else 1
 

@@ -91,6 +91,16 @@ def test_cli_refuses_a_uri_for_the_local_launcher(capsys):
     assert "must be relative to the storage" in capsys.readouterr().err
 
 
+def test_a_new_run_refuses_a_folder_ray_already_has_a_run_in(tmp_path, capsys):
+    from repro.train import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint_manager_snapshot.json").write_text("{}")
+    assert main(["--preset", "smoke", "--run-dir", str(tmp_path / "run")]) == 2
+    assert f"{tmp_path / 'run'} already holds a Ray run: continue it with --resume" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_file_uri_round_trip_through_the_mirror(tmp_path):
     """A URI run folder: files written under a node-local folder are uploaded once each change, and the
     files a resumed run appends to come back."""
