@@ -62,6 +62,17 @@ def read_images(inputs: list[str], resolution: int) -> tuple[torch.Tensor, list[
         raise InvertError(str(err)) from None
 
 
+def with_encoder(loaded, encoder_weights: str | None, device: str):
+    """The file's Inverter; an encoder that needs the user's weights file says which option gives it."""
+    try:
+        return loaded.inverter(encoder_weights, device)
+    except ValueError as err:
+        if "needs the original weights" in str(err):
+            raise InvertError(f"the generator inverts {loaded.encoder}:{loaded.tap}, whose weights are yours to "
+                              "bring: pass --encoder-weights FILE (e.g. bvlc_reference_caffenet.caffemodel)") from None
+        raise
+
+
 def unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -84,7 +95,7 @@ def write_outputs(out: Path, names: list[str], reconstructions: torch.Tensor,
         save_image(tiles, out / f"{name}.png", nrow=2, padding=2, pad_value=1.0)
         written.append(out / f"{name}.png")
     pairs = shown if originals is None else torch.stack([originals, shown], 1).flatten(0, 1)
-    save_image(make_grid(pairs, nrow=8 if originals is not None else 8, padding=2, pad_value=1.0), out / "grid.png")
+    save_image(make_grid(pairs, nrow=8, padding=2, pad_value=1.0), out / "grid.png")  # 4 pairs or 8 images a row
     return written
 
 
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             decode = loaded.generator
         else:
             originals, names = read_images(args.images, loaded.resolution)
-            inverter = loaded.inverter(args.encoder_weights, args.device)
+            inverter = with_encoder(loaded, args.encoder_weights, args.device)
             codes = originals
             decode = lambda x: inverter(x)[0]  # noqa: E731
     except (GeneratorFileError, InvertError, ValueError, FileNotFoundError) as err:

@@ -91,7 +91,8 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
                progress: bool = True) -> dict[str, torch.Tensor]:
     """Optimise one code per (unit, sample) so that the unit fires; see the module docstring for the rule.
 
-    Returns {"images": (U·S, 3, R, R) pipeline RGB clamped to [0, 1], "codes", "start": a_k at the start code,
+    Returns {"images": (U·S, 3, R, R) pipeline RGB clamped to [0, 1], "codes", "start": a_k at the N(0, I) start
+    code (before any clipping),
     "end": a_k at the final code, "top": the classifier's arg-max unit at the final code}, on the CPU.
     """
     in_shape = tuple(generator.in_shape)
@@ -187,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_bounds:
             encoder_weights = args.encoder_weights or (
                 args.classifier_weights if loaded.encoder == args.classifier else None)
-            inverter = loaded.inverter(encoder_weights, args.device)
+            try:
+                inverter = loaded.inverter(encoder_weights, args.device)
+            except ValueError as err:
+                if "needs the original weights" not in str(err):
+                    raise
+                raise ValueError(f"the code bounds come from the generator's encoder {loaded.encoder}:{loaded.tap}, "
+                                 "whose weights are yours to bring: pass --encoder-weights FILE, or --no-bounds") from None
             from repro.assets import asset_folder
 
             eval_data = loaded.config.get("eval_data") or "imagenet-1k-256"

@@ -176,3 +176,12 @@ def test_the_published_generator_file_inverts_images(images, tmp_path):
     out = tmp_path / "out"
     assert invert_main([str(p) for p in images[:2]] + ["--generator", str(path), "--out", str(out)]) == 0
     assert Image.open(out / f"{images[1].stem}.png").size == (2 * 96 + 6, 96 + 4)
+
+
+def test_invert_asks_for_the_weights_of_an_encoder_that_needs_them(generator_file, tmp_path, images, capsys):
+    _, generator = generator_file
+    path = tmp_path / "caffenet-pool5.generator.pt"
+    save_generator(path, generator, encoder="caffenet", tap="pool5")
+    assert invert_main([str(images[0]), "--generator", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--encoder-weights" in err, err

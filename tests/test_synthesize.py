@@ -111,13 +111,16 @@ def test_cli_with_the_real_squeezenet(generator_file, tmp_path, capsys):
     assert unit["end"][0] > unit["start"][0] * 1.05, unit
 
 
-def test_cli_bad_inputs_exit_2(generator_file, tmp_path, capsys):
+def test_cli_bad_inputs_exit_2(generator_file, generator, tmp_path, capsys):
+    caffenet_file = tmp_path / "caffenet.generator.pt"
+    save_generator(caffenet_file, generator, encoder="caffenet", tap="pool5")  # an encoder only the user has
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")
     for argv, reason in [
         (["--generator", str(junk), "--unit", "1"], "not a generator file"),
         (["--generator", str(generator_file), "--classifier", "squeezenet", "--unit", "1000"], "out of range"),
         (["--generator", str(generator_file), "--classifier", "caffenet", "--unit", "1"], "needs the original weights"),
+        (["--generator", str(caffenet_file), "--classifier", "alexnet", "--tap", "conv5", "--unit", "1"], "--encoder-weights"),
     ]:
         capsys.readouterr()
         assert main(argv + ["--out", str(tmp_path / "o"), "--steps", "1"]) == 2
