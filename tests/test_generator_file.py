@@ -173,9 +173,14 @@ def test_the_published_generator_file_inverts_images(images, tmp_path):
     loaded = load_generator(path)
     assert (loaded.encoder, loaded.tap, loaded.resolution, loaded.in_shape) == ("alexnet", "pool5", 96, (256, 2, 2))
     assert loaded.source["step"] == 299
+    folder = tmp_path / "images" / "nested"  # an image folder, searched recursively
+    folder.mkdir(parents=True)
+    for p in images[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
     out = tmp_path / "out"
-    assert invert_main([str(p) for p in images[:2]] + ["--generator", str(path), "--out", str(out)]) == 0
+    assert invert_main([str(tmp_path / "images"), "--generator", str(path), "--out", str(out)]) == 0
     assert Image.open(out / f"{images[1].stem}.png").size == (2 * 96 + 6, 96 + 4)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{images[0].stem}.png", f"{images[1].stem}.png", "grid.png"])
 
 
 def test_invert_asks_for_the_weights_of_an_encoder_that_needs_them(generator_file, tmp_path, images, capsys):
