@@ -190,3 +190,27 @@ def test_invert_asks_for_the_weights_of_an_encoder_that_needs_them(generator_fil
     assert invert_main([str(images[0]), "--generator", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--encoder-weights" in err, err
+
+
+def test_publish_exports_the_runs_generator(tmp_path):
+    """`python -m repro.publish RUN --generator`: generator.pt holds the run's trained G, bit for bit in float32."""
+    import json
+
+    from repro.config import make_config
+    from repro.loop import train
+    from repro.publish import main as publish_main
+    from repro.runs import load_run
+
+    run = tmp_path / "run"
+    config = make_config("smoke")
+    train(config, run)
+    (run / "config.json").write_text(config.to_json())  # these two are written by repro.train's CLI
+    (run / "provenance.json").write_text(json.dumps({"command": "test"}))
+    dest = tmp_path / "published"
+    assert publish_main([str(run), str(dest), "--generator"]) == 0
+    loaded = load_generator(dest / "generator.pt")
+    trained = load_run(run, device="cpu").parts.model.generator
+    assert loaded.source["step"] == 2 and loaded.config["preset"] == "smoke"
+    code = torch.randn(2, *trained.in_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded.generator(code), trained(code))
