@@ -18,7 +18,8 @@ mounts or a URI, kept as given, required on a multi-node cluster):
   EXPERIMENT/runs/<trial id>/  each trial's run folder, written wherever the trial runs: config.json,
                                stats.jsonl, grids, starts.jsonl (one line per start of the trial), provenance.json
   EXPERIMENT/<Tune trial dirs> Tune's results and the trial's checkpoints (the only copy: the loop stages each
-                               one on the node, Tune copies it here and keeps the newest 2, PBT included)
+                               one on the node, Tune copies it here and keeps the newest 2, under PBT
+                               a perturbation interval's + 2)
   EXPORT (default EXPERIMENT; runs/tune/NAME when that is a URI)
                                results.csv, results.md (best first), best.json (with the preset to add),
                                objective-vs-lambda.svg, search.json (provenance)
@@ -338,10 +339,23 @@ def make_scheduler(name: str, config: Config, space: dict[str, LogRange], seed: 
     if name == "pbt":  # GAN training profits from changing weights on the way; exploit copies checkpoints
         from tune.spaces import param_space
 
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, reports // 4),
+        return PopulationBasedTraining(time_attr="training_iteration",
+                                       perturbation_interval=perturbation_interval(config),
                                        hyperparam_mutations=param_space(space), quantile_fraction=0.25,
                                        synch=False, require_attrs=True)
     return FIFOScheduler()
+
+
+def perturbation_interval(config: Config) -> int:
+    """PBT's perturbation interval, in reports (a quarter of the schedule)."""
+    return max(1, reports_per_trial(config) // 4)
+
+
+def checkpoints_kept(options: SearchOptions, config: Config) -> int:
+    """Checkpoints Tune keeps per trial: 2; under PBT those of a whole perturbation interval + 2, since an
+    exploiting trial restores the donor's checkpoint of the moment PBT decided, while the donor trains on
+    (with 2, a restart slower than two of the donor's reports found it deleted: measured, results/cluster.md)."""
+    return perturbation_interval(config) + 2 if options.scheduler == "pbt" else 2
 
 
 def make_searcher(name: str, seed: int, scheduler: str, concurrent: int):
@@ -424,9 +438,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str, command: st
                                     max_concurrent_trials=None if options.searcher == "random" else concurrent,
                                     reuse_actors=options.scheduler != "pbt", trial_dirname_creator=dirname),
         run_config=tune.RunConfig(name=name, storage_path=storage_root,
-                                  # Two per trial, PBT included: its exploit clones the donor's newest
-                                  # checkpoint, which Tune never deletes.
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(options, config)),
                                   failure_config=tune.FailureConfig(max_failures=1), verbose=1),
     )
     record = {
