@@ -816,8 +816,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
             ckpt_dir = None
             if step % config.checkpoint_every == 0 or last:
                 if session.is_main:
-                    ckpt_dir = checkpoint.save(session.checkpoint_dir or run_dir / "checkpoints", step, trainer.state_dict(),
-                                               keep=config.keep_checkpoints)
+                    ckpt_dir = checkpoint.save(session.checkpoint_dir or run_dir / "checkpoints", step,
+                                               trainer.state_dict(), keep=config.keep_checkpoints)
                     trainer.last_checkpoint = ckpt_dir
                 session.report({"step": step, **values}, ckpt_dir)
             if out_of_time:
