@@ -256,18 +256,20 @@ def loader_child(source: str, workers: int, batches: int) -> None:
     import torch
 
     from repro.config import make_config
-    from repro.data import training_loader
+    from repro.data import infinite_batches, training_loader
 
     torch.set_num_threads(1)
     config = make_config("smoke", {"train_data": source, "resolution": 227, "batch_size": 64,
                                    "num_workers": workers, "data_cache": False})
     started = time.perf_counter()
     loader = training_loader(config, 0, 1, "cpu")
-    stream = iter(loader)
+    batches_of = infinite_batches(loader)  # as the loop reads it: epochs after epochs (small sets wrap around)
+    stream = ((batch for _, _, batch in batches_of))
     first = next(stream)
     first_batch_s = time.perf_counter() - started
     assert first.dtype == torch.uint8 and first.shape == (64, 3, 227, 227)
-    pids = [w.pid for w in getattr(stream, "_workers", [])] or [os.getpid()]
+    workers_of = getattr(loader, "_iterator", None)
+    pids = [w.pid for w in getattr(workers_of, "_workers", [])] or [os.getpid()]
     cpu0 = sum(_cpu_seconds(pid) for pid in pids)
     t = time.perf_counter()
     for _ in range(batches):
@@ -275,7 +277,7 @@ def loader_child(source: str, workers: int, batches: int) -> None:
     rate = batches * 64 / (time.perf_counter() - t)
     cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu0
     memory = {"main": _memory(os.getpid())}
-    for i, worker in enumerate(getattr(stream, "_workers", [])):
+    for i, worker in enumerate(getattr(workers_of, "_workers", [])):
         memory[f"worker{i}"] = _memory(worker.pid)
     # the workers run ahead by their prefetch (2 batches each): CPU time over the window is close to, not
     # exactly, the CPU time of the batches consumed in it
@@ -315,21 +317,21 @@ def run_bench(root: Path, cache: Path, fresh_index: bool) -> dict:
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks: dict[int, int] = {}
     names: dict[int, str] = {}
-    tree_peak, first_step = 0, None
+    tree_peak, tree_pss_peak, first_step = 0, 0, None
     while process.poll() is None:
-        tree, pending = 0, [process.pid]
+        tree, tree_pss, pending = 0, 0, [process.pid]
         while pending:
             pid = pending.pop()
             try:
-                status = open(f"/proc/{pid}/status").read()
-                rss = int(status.split("VmRSS:")[1].split()[0])
+                memory = _memory(pid)
                 names.setdefault(pid, "main" if pid == process.pid else f"child {len(names)}")
-                peaks[pid] = max(peaks.get(pid, 0), rss)
-                tree += rss
+                peaks[pid] = max(peaks.get(pid, 0), memory["rss_mb"])
+                tree += memory["rss_mb"]
+                tree_pss += memory["pss_mb"]
                 pending.extend(int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split())
-            except (OSError, IndexError):
+            except (OSError, IndexError, ValueError):
                 continue
-        tree_peak = max(tree_peak, tree)
+        tree_peak, tree_pss_peak = max(tree_peak, tree), max(tree_pss_peak, tree_pss)
         if first_step is None and (run_dir / "run" / "stats.jsonl").exists():
             first_step = time.perf_counter() - started
         time.sleep(0.05)
@@ -338,8 +340,8 @@ def run_bench(root: Path, cache: Path, fresh_index: bool) -> dict:
         raise RuntimeError(output[-3000:])
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"fresh_index": fresh_index, "first_step_s": round(first_step, 1) if first_step else None,
-            "total_s": round(time.perf_counter() - started, 1), "tree_peak_rss_mb": round(tree_peak / 1024),
-            "peak_rss_mb_per_process": {names[pid]: round(kb / 1024) for pid, kb in peaks.items()},
+            "total_s": round(time.perf_counter() - started, 1), "tree_peak_rss_sum_mb": tree_peak,
+            "tree_peak_pss_sum_mb": tree_pss_peak, "peak_rss_mb_per_process": {names[pid]: mb for pid, mb in peaks.items()},
             "command": " ".join(command[1:])}
 
 
