@@ -425,20 +425,18 @@ class GpuDecoded:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        from torchvision.io import decode_jpeg
+        from torchvision.io import ImageReadMode, decode_jpeg
 
         for datas, crops in self.loader:
             jpegs = [i for i, d in enumerate(datas) if d.dim() == 1]
             images: list[torch.Tensor | None] = [None] * len(datas)
             if jpegs:
-                decoded = decode_jpeg([datas[i] for i in jpegs], device=self.device)
+                decoded = decode_jpeg([datas[i] for i in jpegs], mode=ImageReadMode.RGB, device=self.device)
                 for i, image in zip(jpegs, decoded):
                     images[i] = image
             out = []
             for image, data, (top, left, mirror) in zip(images, datas, crops.tolist()):
                 image = data.to(self.device, non_blocking=True) if image is None else image
-                if image.shape[0] == 1:
-                    image = image.expand(3, -1, -1)
                 if tuple(image.shape[1:]) != (self.warp, self.warp):
                     image = torch.nn.functional.interpolate(image[None].float(), size=(self.warp, self.warp),
                                                             mode="bilinear", align_corners=False)[0]
