@@ -232,3 +232,19 @@ def test_gpu_decode_path_matches_cpu_decode(classes, tmp_path):
     config = make_config("smoke", {"train_data": str(classes), "gpu_decode": "true"})
     with pytest.raises(DataError, match="needs a CUDA device"):
         training_loader(config, 0, 1, "cpu")
+
+
+def test_persistent_workers_give_the_in_process_stream_across_epochs(classes):
+    from itertools import islice
+
+    from repro.data import infinite_batches
+
+    def stream(workers, skip, n):
+        config = make_config("smoke", {"train_data": str(classes), "batch_size": 8, "num_workers": workers})
+        loader = training_loader(config, 0, 1)
+        return [batch for _, _, batch in islice(infinite_batches(loader, start_epoch=1, skip=skip), n)]
+
+    full = stream(0, skip=0, n=8)  # 36 images / 8 = 4 batches an epoch: epochs 1 and 2
+    resumed = stream(1, skip=2, n=6)  # a run resumed after 2 batches of epoch 1, one persistent worker
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed)) and len(resumed) == 6
+    assert not any(torch.equal(full[i], full[i + 4]) for i in range(4))  # epoch 2 is reshuffled
