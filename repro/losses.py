@@ -206,6 +206,10 @@ class DeePSiMLoss(nn.Module):
                 real_features = self.comparator_features(real)
             fake_features = self.comparator(fake)
             real_features = real_features.reshape(fake_features.shape)  # a reused code may come flattened
+            # λ_feat is in the reference comparator's balance of terms (repro.comparators, feature_scale)
+            scale = getattr(self.comparator, "feature_scale", None)
+            if scale is not None:
+                fake_features, real_features = fake_features * scale, real_features * scale
         if self.discriminator is not None:
             logits_fake = self.discriminator(fake, condition)
         return generator_terms(_fp32(fake), _fp32(real), self.lambdas, fake_features=_fp32(fake_features),

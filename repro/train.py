@@ -73,8 +73,17 @@ def weights_provenance(config: Config) -> dict[str, str]:
 def data_provenance(config: Config) -> dict[str, str]:
     from repro.assets import FOLDER_SHA256
 
-    return {role: (f"../shared/assets/{name} sha256={FOLDER_SHA256[name]}" if name in FOLDER_SHA256 else name)
-            for role, name in (("train", config.train_data), ("eval", config.eval_data))}
+    from repro.data import listing_sha256
+
+    def describe(name: str) -> str:
+        if name in FOLDER_SHA256:
+            return f"../shared/assets/{name} sha256={FOLDER_SHA256[name]}"
+        try:  # a user's folder or train.txt: the sha256 of its listing (paths, in order), not of every byte
+            return f"{name} listing sha256={listing_sha256(name)}"
+        except (OSError, ValueError) as err:
+            return f"{name} (listing unreadable: {err})"
+
+    return {role: describe(name) for role, name in (("train", config.train_data), ("eval", config.eval_data))}
 
 
 def device_description() -> str:
@@ -476,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         print(config.to_json())
+        from repro.plan import describe, resource_plan
+
+        try:
+            print(describe(resource_plan(config, args.num_workers)))
+        except (ValueError, OSError) as err:  # e.g. a train_data folder that does not exist
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     for flag, value in (("--num-workers", args.num_workers), ("--cpus-per-worker", args.cpus_per_worker)):
         if value is not None and value < 1:

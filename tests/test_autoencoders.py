@@ -180,9 +180,10 @@ def test_vae_encoder_starts_from_the_pretrained_comparator_only_when_it_is_alexn
     assert "pretrained" in encoder.init_origin
     assert all(torch.equal(w, pretrained[name]) for name, w in trunk_weights(encoder).items())
 
-    for comparator in ("videonet", "alexnet-random"):  # VideoNet: the paper's random-init case
+    # VideoNet: the paper's random-init case (its weights file is only named: build_model reads no comparator)
+    for comparator, weights in (("videonet", "/data/color_model.caffemodel"), ("alexnet-random", "")):
         torch.manual_seed(0)  # as the loop does before building anything
-        _, encoder = build_model(tiny("vae", comparator=comparator))
+        _, encoder = build_model(tiny("vae", comparator=comparator, comparator_weights=weights))
         assert encoder.init_origin.startswith("random")
         assert all(not torch.equal(w, pretrained[name]) for name, w in trunk_weights(encoder).items())
     random_comparator = build_comparator("alexnet-random", "pool5", R, seed=0).net

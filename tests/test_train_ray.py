@@ -57,6 +57,10 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_dry_run_prints_config(capsys):
+def test_dry_run_prints_config_and_resource_plan(capsys):
     assert main(["--preset", "small-pool5", "--set", "layer=conv5", "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["layer"] == "conv5"
+    out = capsys.readouterr().out
+    config_text, _, plan = out.partition("\n}\n")
+    assert json.loads(config_text + "}")["layer"] == "conv5"
+    for line in ("listing:", "cache:", "loader:", "checkpoint:"):
+        assert line in plan
