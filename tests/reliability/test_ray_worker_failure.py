@@ -45,7 +45,10 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     assert run.output.count("Started training worker group of size 2") == 2, "the worker group was not restarted"
     assert len(set(resumes)) == 1, f"the new worker group did not say (once) where it resumed: {resumes}"
     assert resumed_at >= killed["registered"], f"the new worker group resumed before Ray's checkpoint: {steps}"
-    assert 0 <= redone <= EVERY, steps  # at most one checkpoint interval lost
+    # Lost: the steps after Ray's last *registered* checkpoint. A kill that lands after the worker uploaded the
+    # next checkpoint but before Ray's controller registered it (seen under load: 4 steps redone with EVERY 2)
+    # loses that interval too, since the registered checkpoint is the only truth: at most two intervals.
+    assert 0 <= redone <= 2 * EVERY, steps
     assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
     assert folder.name == f"step-{STEPS:08d}" and state["step"] == STEPS
