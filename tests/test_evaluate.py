@@ -16,14 +16,7 @@ from repro.loop import Session, train
 N_IMAGES = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The 2 cores are shared with other jobs: one intra-op thread avoids spinning against them (4–6× faster
-    under load than 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ N_IMAGES = 48        # the tables were measured on 256; a subset lands within th
 TOLERANCE = 0.25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,14 +41,7 @@ NOT_PAPER_PROTOCOL = ("the paper inverted CaffeNet with its original weights at 
                       "torchvision-layout AlexNet (pretrained conv1–5) at reduced resolution on imagenet-1k-256")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The 2 cores are shared with other jobs: one intra-op thread avoids spinning against them (4–6× faster
-    under load than 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------
