@@ -754,8 +754,13 @@ class RunLog:
             f.write(json.dumps(row) + "\n")
         csv_path = self.run_dir / "metrics.csv"
         new = not csv_path.exists()
+        if new:
+            header = sorted(row)
+        else:  # the file's own header decides the columns: a skipped step's shorter row must not shift them
+            with open(csv_path, newline="") as f:
+                header = next(csv.reader(f), sorted(row))
         with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=sorted(row), extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", restval="")
             if new:
                 writer.writeheader()
             writer.writerow(row)

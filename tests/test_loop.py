@@ -298,3 +298,20 @@ def test_fp16_trains_with_a_grad_scaler_and_overflow_is_no_fault(tmp_path, batch
     overflowed = [bool(s.get("grad_overflow")) for s in steps]
     # the scale halves once per step that overflowed (GradScaler's backoff), and only then
     assert trainer.scaler.get_scale() == 65536.0 * 0.5 ** sum(overflowed), (overflowed, trainer.scaler.get_scale())
+
+
+def test_metrics_csv_keeps_its_columns_when_a_row_has_fewer_keys(tmp_path):
+    """A step skipped under nonfinite=skip logs fewer values: its row leaves those cells empty, no column shifts."""
+    import csv
+
+    from repro.loop import RunLog
+
+    runlog = RunLog(tmp_path, enabled=True)
+    runlog.write(1, {"adv": 1.0, "feat": 2.0, "total": 3.0})
+    runlog.write(2, {"skipped": 1.0, "total": 4.0})
+    runlog.write(3, {"adv": 5.0, "feat": 6.0, "total": 7.0})
+    runlog.close()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["total"] for r in rows] == ["3.0", "4.0", "7.0"]
+    assert [r["feat"] for r in rows] == ["2.0", "", "6.0"] and rows[2]["adv"] == "5.0"
