@@ -146,9 +146,8 @@ def measure_ratios(n: int = 256, resolution: int = 227) -> dict[tuple[str, str],
 
 class Comparator(nn.Module):
     """Frozen network + tap. `forward(images)` takes pipeline images (B, 3, H, W) RGB [0, 1] and returns the
-    raw activations (what an encoder hands the generator). `feature_scale` (a buffer, not saved in
-    checkpoints) converts them to the reference comparator's units, what λ_feat multiplies: `DeePSiMLoss`
-    applies it to C(G(y)) and C(x) alike, also when C(x) is the encoder's code reused.
+    raw activations (what an encoder hands the generator); `scaled(images)` returns them × `feature_scale`
+    (a buffer, not saved in checkpoints), in the reference comparator's units: what λ_feat multiplies.
 
     Frozen means: eval mode (no dropout), `requires_grad=False` on every parameter, and `train()` is a
     no-op, so a loop calling `model.train()` cannot switch it back. Gradients still flow *through* it to
@@ -176,6 +175,10 @@ class Comparator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.net.transform(images), tap=self.tap)
+
+    def scaled(self, images: torch.Tensor) -> torch.Tensor:
+        """Features × feature_scale: the units in which λ_feat means the reference's balance of terms."""
+        return self(images) * self.feature_scale
 
     @torch.no_grad()
     def feature_image_ratio(self, images: torch.Tensor, batch_size: int = 32) -> float:
