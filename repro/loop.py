@@ -50,6 +50,8 @@ class Session:
     resume_state: dict[str, Any] | None = None
     show_progress: bool = True
     checkpoint_dir: Path | None = None  # default RUN_DIR/checkpoints; under Ray a node-local folder Ray copies to storage
+    # Called on the main worker with the in-memory model at each checkpoint; its metrics join the report (Tune's scorer)
+    checkpoint_hook: Callable[[nn.Module], dict[str, float]] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -824,7 +826,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
                     ckpt_dir = checkpoint.save(session.checkpoint_dir or run_dir / "checkpoints", step,
                                                trainer.state_dict(), keep=config.keep_checkpoints)
                     trainer.last_checkpoint = ckpt_dir
-                session.report({"step": step, **values}, ckpt_dir)
+                scores = session.checkpoint_hook(trainer.parts.model) if session.checkpoint_hook and session.is_main else {}
+                session.report({"step": step, **values, **scores}, ckpt_dir)
             if out_of_time:
                 tqdm.write(f"time limit of {config.time_limit_min} min reached at step {step}")
                 break
