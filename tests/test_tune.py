@@ -157,6 +157,7 @@ def test_two_trial_search_exports_best_first(tmp_path, ray_runtime):
         assert last["objective"] == pytest.approx(
             target.distance(last["image_error_pct"] / 100, last["feature_error_pct"] / 100))
         assert {"psnr", "ssim", "lpips"} <= set(last)
+        assert list(trial_dir.glob("events.out.tfevents.*")), "no TensorBoard log of the trial (Tune's TBX logger)"
         kept = sorted(trial_dir.glob("checkpoint_*"))
         assert 1 <= len(kept) <= 2, f"Tune keeps 1–2 checkpoints per trial, not {kept}"
         run_dir = experiment / "runs" / last["trial_id"]
