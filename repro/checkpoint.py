@@ -96,9 +96,18 @@ def load(folder: Path) -> dict[str, Any]:
     return torch.load(folder / STATE, map_location="cpu", weights_only=True)
 
 
-def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest intact checkpoint under `directory` (skipping corrupt ones with a message), or None."""
-    candidates = sorted((p for p in directory.glob("step-*") if p.is_dir()), reverse=True) if directory.exists() else []
+def _step_of(folder: Path) -> int:
+    try:
+        return int(folder.name.removeprefix("step-"))
+    except ValueError:
+        return -1
+
+
+def load_latest(directory: Path, after_step: int = -1) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint under `directory` of a step > `after_step` (skipping corrupt ones with a
+    message), or None."""
+    candidates = sorted((p for p in directory.glob("step-*") if p.is_dir() and _step_of(p) > after_step),
+                        reverse=True) if directory.exists() else []
     for folder in candidates:
         reason = verify(folder)
         if reason is None:

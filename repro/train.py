@@ -184,6 +184,22 @@ def install_weights(config: Config, shipped: list[dict[str, Any]]) -> Config:
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def newer_on_storage(run: str, registered: dict[str, Any] | None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete, checksum-verified checkpoint in the run folder when it is newer than Ray's
+    registered one (or there is none), else None.
+
+    Ray uploads a checkpoint into RUN/checkpoints/step-N and registers it afterwards; a worker killed between the
+    two would otherwise redo a second interval. The run folder is the one truth, Ray's registration its index:
+    a torn upload fails `checkpoint.verify` and is skipped. Only for run folders every node mounts (a URI's
+    uploads are trusted once Ray registered them)."""
+    from repro import checkpoint as ckpt
+    from repro import storage
+
+    if storage.is_uri(run):
+        return None
+    return ckpt.load_latest(Path(run) / "checkpoints", after_step=-1 if registered is None else registered["step"])
+
+
 def ray_worker(loop_config: dict[str, Any]) -> None:
     """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop.
 
@@ -218,6 +234,9 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     elif loop_config.get("resume_from"):  # --resume of a run Ray never registered a checkpoint of (--launcher local)
         resume_state = ckpt.load(Path(loop_config["resume_from"]))
         source = loop_config["resume_from"]
+    unregistered = newer_on_storage(run, resume_state)
+    if unregistered is not None:
+        source, resume_state = f"{unregistered[0]} (complete on the storage, not yet registered by Ray)", unregistered[1]
     if resume_state is not None and rank == 0:
         print(f"resuming after step {resume_state['step']} from {source}", flush=True)
 
@@ -242,6 +261,12 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
         if mirror is not None and rank == 0:
             mirror.push()
 
+    if unregistered is not None:  # register it now, so Ray's retention and a later restart know it
+        folder = None
+        if rank == 0:
+            folder = staging / unregistered[0].name
+            shutil.copytree(unregistered[0], folder)
+        report({"step": unregistered[1]["step"]}, folder)
     session = Session(rank=rank, world_size=context.get_world_size(), report=report, resume_state=resume_state,
                       show_progress=loop_config.get("progress", True), checkpoint_dir=staging)
     try:

@@ -206,14 +206,13 @@ def test_two_worker_run_survives_a_lost_node(cluster):
     text = "".join(output)
     wall = time.monotonic() - started
 
-    resumed = sorted({int(s) for s in re.findall(r"resuming after step (\d+) from Ray's last registered", text)})
+    resumed = sorted({int(s) for s in re.findall(r"resuming after step (\d+) from", text)})
     assert len(resumed) == 1 and resumed[0] >= killed_after, text[-4000:]
     steps = [json.loads(line)["step"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == list(range(1, STEPS + 1))
-    # Redone: the steps after Ray's last *registered* checkpoint, the only truth. A node lost after a worker
-    # uploaded the next checkpoint but before Ray's controller registered it loses that interval as well (seen
-    # in a fresh-clone `make test`: 4 steps redone with EVERY 3): at most two intervals (results/cluster.md).
-    assert len(steps) - len(set(steps)) <= 2 * EVERY, steps
+    # Redone: the steps after the newest complete checkpoint in the run folder (Ray's registered one, or one
+    # uploaded but not yet registered when the node was lost): at most one interval.
+    assert len(steps) - len(set(steps)) <= EVERY, steps
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["status"] == "finished" and provenance["result"]["metrics"]["step"] == STEPS
     # the run folder is complete, on the storage: config, provenance, logs, grids, Ray's registered checkpoints

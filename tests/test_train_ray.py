@@ -64,3 +64,21 @@ def test_dry_run_prints_config_and_resource_plan(capsys):
     assert json.loads(config_text + "}")["layer"] == "conv5"
     for line in ("listing:", "cache:", "loader:", "checkpoint:"):
         assert line in plan
+
+
+def test_resume_prefers_a_complete_unregistered_checkpoint_on_the_storage(tmp_path):
+    """A worker lost after uploading step 6 but before Ray registered it: the restart resumes from step 6, not
+    from Ray's step 4; a torn upload of step 8 is skipped; a URI's folder is left to Ray."""
+    from repro import checkpoint
+    from repro.train import newer_on_storage
+
+    run = tmp_path / "run"
+    for step in (4, 6, 8):
+        checkpoint.save(run / "checkpoints", step, {"step": step, "model": {}}, keep=5)
+    (run / "checkpoints" / "step-00000008" / "state.pt").write_bytes(b"torn")
+    registered = checkpoint.load(run / "checkpoints" / "step-00000004")
+    folder, state = newer_on_storage(str(run), registered)
+    assert folder.name == "step-00000006" and state["step"] == 6
+    assert newer_on_storage(str(run), checkpoint.load(run / "checkpoints" / "step-00000006")) is None
+    assert newer_on_storage(str(run), None)[1]["step"] == 6  # nothing registered yet
+    assert newer_on_storage("s3://bucket/run", registered) is None
