@@ -1,4 +1,5 @@
-"""Evaluation metrics: the paper's normalised Euclidean error, PSNR, SSIM, MS-SSIM, LPIPS (registered by name), gradient error.
+"""Evaluation metrics: the paper's normalised Euclidean error, PSNR, SSIM, MS-SSIM, LPIPS, gradient error, and
+`METRICS`, the one registry of every reported number's title, format and better side (by name).
 
 The normalised error is written out here because the paper defines it exactly (§4.1, Table 2):
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -238,9 +240,9 @@ class LPIPSMetric(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Registry
+# Registry: every number a table shows, by its key in metrics.json and in Tune's reports
 # ---------------------------------------------------------------------------------------------------
-Metric = Callable[..., Tensor]  # (recon, target, *, data_range, lpips) → (B,) per-image values
+PerImage = Callable[..., Tensor]  # (recon, target, *, data_range, lpips) → (B,) per-image values
 
 
 def _psnr(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetric | None) -> Tensor:
@@ -261,30 +263,75 @@ def _lpips(recon: Tensor, target: Tensor, *, data_range: float, lpips: LPIPSMetr
     return lpips(recon / data_range, target / data_range)
 
 
-METRICS: dict[str, Metric] = {"psnr": _psnr, "ssim": _ssim, "ms_ssim": _ms_ssim, "lpips": _lpips}
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False}
+MISSING = "–"  # a cell with no value (not measured, or not printed in the paper)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number and how every table shows it (`repro.tables`)."""
+
+    key: str                           # its key in metrics.json, compare_autoencoders' record and Tune's reports
+    title: str                         # column title
+    fmt: str                           # str.format pattern of a cell
+    better: str | None                 # "lower" or "higher"; None for a description with no better side
+    per_image: PerImage | None = None  # computed batch by batch (`compute_metrics`); None: `repro.evaluate.score`
+                                       # derives it from the whole evaluation set (N, nearest neighbours)
+
+    def __post_init__(self) -> None:
+        if self.better not in ("lower", "higher", None):
+            raise ValueError(f"metric {self.key!r}: better must be 'lower', 'higher' or None, got {self.better!r}")
+
+    def cell(self, value: float | None) -> str:
+        return MISSING if value is None else self.fmt.format(value)
+
+    def heading(self, arrow: bool = False) -> str:
+        """The column title, with ↓ / ↑ for the better side when `arrow`."""
+        return self.title + ({"lower": " ↓", "higher": " ↑"}.get(self.better, "") if arrow else "")
+
+    def best(self, scored: Sequence[tuple[float, str]]) -> tuple[float, str]:
+        """The best of (value, name) pairs by this metric's direction."""
+        if self.better is None:
+            raise ValueError(f"metric {self.key!r} describes, it does not rank: no best")
+        return (max if self.better == "higher" else min)(scored)
+
+
+METRICS: dict[str, Metric] = {metric.key: metric for metric in (
+    Metric("image_error_pct", "image err. (%)", "{:.1f}", "lower"),      # the paper's ‖a − b‖₂ / N, image space
+    Metric("feature_error_pct", "feature err. (%)", "{:.1f}", "lower"),  # the same at the inverted layer
+    Metric("independent_feature_error_pct", "indep. feature err. (%)", "{:.1f}", "lower"),
+    Metric("psnr", "PSNR (dB)", "{:.2f}", "higher", _psnr),
+    Metric("ssim", "SSIM", "{:.3f}", "higher", _ssim),
+    Metric("ms_ssim", "MS-SSIM", "{:.3f}", "higher", _ms_ssim),
+    Metric("lpips", "LPIPS", "{:.3f}", "lower", _lpips),
+    Metric("gradient_error_pct", "gradient err. (%)", "{:.0f}", "lower"),
+    Metric("sharpness_pct", "sharpness (%)", "{:.0f}", None),  # gradient energy over the originals': noise counts
+    Metric("nn_own_image_pct", "NN = own, image (%)", "{:.0f}", "higher"),
+    Metric("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}", "higher"),
+)}
+IMAGE_METRICS = tuple(key for key, metric in METRICS.items() if metric.per_image is not None)
 
 
 def compute_metrics(recon: Tensor, target: Tensor, names: Sequence[str] | None = None, *,
                     lpips: LPIPSMetric | None = None, data_range: float = 1.0,
                     reduction: str = "none") -> dict[str, Tensor] | dict[str, float]:
-    """Several registered metrics of one batch.
+    """Several per-image metrics of one batch.
 
     Args:
         recon, target: (B, 3, H, W) images in [0, data_range].
-        names: keys of `METRICS`; None → psnr, ssim, ms_ssim, and lpips when `lpips` is given.
+        names: keys of `IMAGE_METRICS`; None → psnr, ssim, ms_ssim, and lpips when `lpips` is given.
         lpips: the LPIPS network (needed for "lpips"), passed explicitly so callers build it once.
         reduction: "none" → {name: (B,) float64 per-image values} (sum them over batches, divide by the
             image count: `repro.evaluate` does this); "mean" → {name: float} batch means.
     """
     if names is None:
-        names = [name for name in METRICS if name != "lpips" or lpips is not None]
-    unknown = [name for name in names if name not in METRICS]
+        names = [name for name in IMAGE_METRICS if name != "lpips" or lpips is not None]
+    unknown = [name for name in names if name not in IMAGE_METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+        raise ValueError(f"unknown per-image metric(s) {unknown}; registered: {sorted(IMAGE_METRICS)}")
     if reduction not in ("none", "mean"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    values = {name: METRICS[name](recon, target, data_range=data_range, lpips=lpips).double() for name in names}
+    values = {name: METRICS[name].per_image(recon, target, data_range=data_range, lpips=lpips).double()
+              for name in names}
     if reduction == "mean":
         return {name: float(value.mean()) for name, value in values.items()}
     return values
