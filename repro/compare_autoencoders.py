@@ -33,12 +33,13 @@ import torch
 
 from repro.config import Config, ConfigError, make_config, parse_overrides
 from repro.figures import labelled_rows
+from repro.tables import markdown_table, metric_cells, metric_headings
 
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
 AE_MODELS = {"se": "ae-se", "l1": "ae-l1", "ms-ssim": "ae-ms-ssim", "deepsim": "ae-deepsim"}
 VAE_MODELS = {"vae-se": "vae-se", "vae-deepsim": "vae"}
-METRIC_COLUMNS = (("image_error_pct", "image err. (%) ↓", "{:.1f}"), ("psnr", "PSNR (dB) ↑", "{:.2f}"),
-                  ("ssim", "SSIM ↑", "{:.3f}"), ("ms_ssim", "MS-SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"))
+# The metrics of each model (titles, formats, better side: repro.metrics.METRICS), also shown by repro.report.
+METRIC_COLUMNS = ("image_error_pct", "psnr", "ssim", "ms_ssim", "lpips")
 
 
 @dataclass(frozen=True)
@@ -127,19 +128,14 @@ def settings(configs: dict[str, dict[str, Any]]) -> str:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    def fmt(value: Any, pattern: str) -> str:
-        return "–" if value is None else pattern.format(value)
-
     prov = record["provenance"]
     lines = ["# Autoencoder loss comparison", "",
              f"{prov['resolution']} px, {prov['steps']} steps per model, trained on `{prov['data']['train']}`, "
              f"measured on the first {prov['n_eval']} images of `{prov['data']['eval']['folder']}` (held out). "
              f"Device: {prov['device']}. Commit `{prov['commit']}`.", "", settings(record["configs"]), "",
-             "| model | " + " | ".join(title for _, title, _ in METRIC_COLUMNS) + " | wall (s) |",
-             "|---" * (len(METRIC_COLUMNS) + 2) + "|"]
-    for name, result in record["results"].items():
-        lines.append(f"| {name} | " + " | ".join(fmt(result.get(k), p) for k, _, p in METRIC_COLUMNS)
-                     + f" | {result['wall_time_s']:.0f} |")
+             *markdown_table(["model", *metric_headings(METRIC_COLUMNS, arrow=True), "wall (s)"],
+                             ([name, *metric_cells(result, METRIC_COLUMNS), f"{result['wall_time_s']:.0f}"]
+                              for name, result in record["results"].items()))]
     lines += ["", "Image error: ‖a − b‖₂ / N in %, N = mean Euclidean distance between all pairs of different "
               "evaluation images (the paper's normalisation; 100 % = a random evaluation image). VAE rows decode "
               "μ (no sampling). Reconstructions are clamped to [0, 1] before measuring.", "",

@@ -45,6 +45,7 @@ from repro import metrics as metric_lib
 from repro.assets import FOLDER_SHA256, REPO_ROOT, AssetError, sha256_file
 from repro.config import Config, ConfigError
 from repro.data import DataError
+from repro.tables import markdown_table, metric_cells, metric_headings
 from repro.weights import WeightsError
 
 PAPER_TABLE = REPO_ROOT / "results" / "paper_table2.json"
@@ -344,13 +345,7 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
 # ---------------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------------
-COLUMNS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
-           ("independent_feature_error_pct", "indep. feature err. (%)", "{:.1f}"),
-           ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("ms_ssim", "MS-SSIM", "{:.3f}"),
-           ("lpips", "LPIPS", "{:.3f}"), ("gradient_error_pct", "gradient err. (%)", "{:.0f}"),
-           ("sharpness_pct", "sharpness (%)", "{:.0f}"),
-           ("nn_own_image_pct", "NN = own, image (%)", "{:.0f}"),
-           ("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}"))
+COLUMNS = tuple(metric_lib.METRICS)  # every registered metric, in the registry's order
 
 
 def paper_rows(layer: str) -> list[tuple[str, dict[str, Any]]]:
@@ -369,18 +364,13 @@ def paper_rows(layer: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    def fmt(value: Any, pattern: str) -> str:
-        return "–" if value is None else pattern.format(value)
-
+    rows = [(result["method"], result) for result in record["results"]] + paper_rows(record["layer"])
     lines = [f"# Evaluation of `{record['run']}`", "",
              f"preset `{record['preset']}`, layer `{record['layer']}`, encoder `{record['protocol']['encoder']}`, "
              f"{record['protocol']['resolution']} px, {record['protocol']['n_images']} images of "
              f"`{record['protocol']['eval_data']}`, checkpoint step {record['provenance']['step']}.", "",
-             "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
-    rows = [(result["method"], result) for result in record["results"]] + paper_rows(record["layer"])
-    for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join(fmt(values.get(k), p) for k, _, p in COLUMNS) + " |")
+             *markdown_table(["method", *metric_headings(COLUMNS)],
+                             ([label, *metric_cells(values, COLUMNS)] for label, values in rows))]
     lines += ["", "Errors: ‖a − b‖₂ / N in %, N = mean distance between all pairs of different evaluation images "
               "(feature space: the encoder at the inverted layer; indep.: " + record.get("independent_net", "–") +
               ", which no run uses as comparator); 100 % = a random evaluation image. Gradient error: "

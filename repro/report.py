@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from repro.assets import REPO_ROOT
+from repro.compare_autoencoders import METRIC_COLUMNS as AE_METRICS
 from repro.evaluate import IDENTIFICATION_FACTOR, identification
+from repro.metrics import METRICS
+from repro.tables import markdown_table, metric_cells, metric_headings
 
 RESULTS = REPO_ROOT / "results"
 ROW_NAMES = {"mahendran-vedaldi": "M & V", "image-loss": "Our image loss", "deepsim": "DeePSiM (ours)",
              "deepsim-no-adv": "DeePSiM − adv", "deepsim-no-feat": "DeePSiM − feat", "deepsim-no-img": "DeePSiM − img"}
-# (metric key, title, format, True when higher is better) of the autoencoder comparison
-AE_METRICS = (("psnr", "PSNR", "{:.2f}", True), ("ssim", "SSIM", "{:.3f}", True), ("ms_ssim", "MS-SSIM", "{:.3f}", True),
-              ("lpips", "LPIPS", "{:.3f}", False), ("image_error_pct", "image error (%)", "{:.1f}", False))
 
 
 def _load(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -60,13 +60,10 @@ def at_chance(result: dict[str, Any], n_images: int) -> bool:
 def table2(root: Path) -> list[str]:
     paper = json.loads((root / "paper_table2.json").read_text())
     columns, taps = paper["columns"], paper["column_taps"]
+    printed = [[row["paper_label"], *(f"{_pct((c or {}).get('image'))}/{_pct((c or {}).get('feature'))}"
+                                      for c in (row["cells"].get(col) for col in columns))] for row in paper["rows"]]
     lines = ["## Table 2: normalised inversion error (%), image space / feature space", "",
-             "### The paper (as printed)", "",
-             "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for row in paper["rows"]:
-        cells = [f"{_pct((c or {}).get('image'))}/{_pct((c or {}).get('feature'))}"
-                 for c in (row["cells"].get(col) for col in columns)]
-        lines.append(f"| {row['paper_label']} | " + " | ".join(cells) + " |")
+             "### The paper (as printed)", "", *markdown_table(["method", *columns], printed)]
     lines += ["", "### Ours (measured; each cell links to its metrics file)", ""]
     records = _load(sorted(root.glob("*/*/eval/metrics.json")))
     table: dict[tuple[str, str], tuple[str, Path]] = {}
@@ -85,11 +82,9 @@ def table2(root: Path) -> list[str]:
     names = sorted({name for name, _ in table})
     used = {column for _, column in table}
     cols = [c for c in columns if c in used] + sorted(used - set(columns))
-    lines += ["| method [encoder, resolution, training, comparator] | " + " | ".join(cols) + " |",
-              "|---|" + "---|" * len(cols)]
-    for name in names:
-        cells = [f"[{table[name, c][0]}]({_rel(table[name, c][1], root)})" if (name, c) in table else "-" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += markdown_table(["method [encoder, resolution, training, comparator]", *cols],
+                            ([name, *(f"[{table[name, c][0]}]({_rel(table[name, c][1], root)})" if (name, c) in table
+                                      else "-" for c in cols)] for name in names))
     if any("†" in cell for cell, _ in table.values()):
         lines += ["", f"† the run's reconstructions find their own original (nearest evaluation image, in image or "
                   f"feature space) less than {IDENTIFICATION_FACTOR} × chance (chance = 1/n for n evaluation images): it "
@@ -122,15 +117,14 @@ def claims_section(root: Path) -> list[str]:
              "Judged by `repro.claims` (asserted by `tests/test_paper_numbers.py`): pairs of runs with the same images, "
              "encoder, layer, resolution and training steps; a pair counts only when both runs find their own "
              f"originals at least {IDENTIFICATION_FACTOR} × chance, else it is *not measurable at this scale*. One "
-             "measurable counter-example fails a claim.", "",
-             "| claim | on these runs | comparisons |", "|---|---|---|"]
+             "measurable counter-example fails a claim.", ""]
+    rows = []
     for claim in claims.CLAIMS:
         status, found = claims.assess(claim, records)
         expected = claims.CONTRADICTED.get(claim.key)
         shown = f"**{status}**" + (f" (expected at this scale: {expected})" if expected and status == "fails" else "")
-        detail = "<br>".join(line.replace("|", "\\|") for line in found) or "–"
-        lines.append(f"| {claim.text} | {shown} | {detail} |")
-    return lines + [""]
+        rows.append([claim.text, shown, "<br>".join(line.replace("|", "\\|") for line in found) or "–"])
+    return lines + markdown_table(["claim", "on these runs", "comparisons"], rows) + [""]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -141,16 +135,16 @@ def runs(root: Path) -> list[str]:
     if not records:
         return []
     lines = ["## Published runs", "", "Each folder holds provenance.json (config, command, commit, data and "
-             "weights sha256, device, wall time), stats.jsonl / metrics.csv and grids (`python -m repro.publish`).", "",
-             "| run | preset | steps | wall time | device | launcher | last grid |", "|---|---|---|---|---|---|---|"]
+             "weights sha256, device, wall time), stats.jsonl / metrics.csv and grids (`python -m repro.publish`).", ""]
+    rows = []
     for path, prov in records:
         folder = path.parent
         stats = folder / "stats.jsonl"
         step = json.loads(stats.read_text().splitlines()[-1])["step"] if stats.exists() else "?"
         grid = f"[grid]({_rel(folder / 'grid-latest.png', root)})" if (folder / "grid-latest.png").exists() else "-"
-        lines.append(f"| [{_rel(folder, root)}]({_rel(folder, root)}) | `{prov['config']['preset']}` | {step} | "
-                     f"{prov.get('wall_time_s', 0) / 60:.1f} min | {prov['device']} | {prov.get('launcher', '?')} | {grid} |")
-    return lines + [""]
+        rows.append([f"[{_rel(folder, root)}]({_rel(folder, root)})", f"`{prov['config']['preset']}`", str(step),
+                     f"{prov.get('wall_time_s', 0) / 60:.1f} min", prov["device"], prov.get("launcher", "?"), grid])
+    return lines + markdown_table(["run", "preset", "steps", "wall time", "device", "launcher", "last grid"], rows) + [""]
 
 
 def figures(root: Path) -> list[str]:
@@ -167,10 +161,8 @@ def figures(root: Path) -> list[str]:
     return lines
 
 
-# (metric key, title, format) measured for each row of a side-by-side figure, where its evaluation is published
-FIGURE_METRICS = (("image_error_pct", "image err. (%)", "{:.1f}"), ("feature_error_pct", "feature err. (%)", "{:.1f}"),
-                  ("lpips", "LPIPS", "{:.3f}"), ("gradient_error_pct", "gradient err. (%)", "{:.0f}"),
-                  ("sharpness_pct", "sharpness (%)", "{:.0f}"))
+# The metrics (repro.metrics.METRICS) shown for each row of a side-by-side figure, where its evaluation is published
+FIGURE_METRICS = ("image_error_pct", "feature_error_pct", "lpips", "gradient_error_pct", "sharpness_pct")
 
 
 def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:
@@ -185,12 +177,11 @@ def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:
         result = next((r for r in data["results"] if r["method"] == row["method"]), None)
         if result is None or data["provenance"]["step"] != row["step"]:
             continue
-        cells = ["-" if result.get(k) is None else f.format(result[k]) for k, _, f in FIGURE_METRICS]
-        out.append(f"| [{row['preset']}]({_rel(path, root)}) | {row['method']} | {row['step']} | " + " | ".join(cells) + " |")
+        out.append([f"[{row['preset']}]({_rel(path, root)})", row["method"], str(row["step"]),
+                    *metric_cells(result, FIGURE_METRICS)])
     if not out:
         return []
-    return ["| run | method | step | " + " | ".join(t for _, t, _ in FIGURE_METRICS) + " |",
-            "|---" * (len(FIGURE_METRICS) + 3) + "|", *out, ""]
+    return [*markdown_table(["run", "method", "step", *metric_headings(FIGURE_METRICS)], out), ""]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -199,11 +190,11 @@ def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:
 def preferred(results: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
     """For each metric, the model it ranks best among `names` (read off the numbers, nothing typed in)."""
     out = []
-    for key, title, _, higher in AE_METRICS:
+    for key in AE_METRICS:
         scored = [(results[n][key], n) for n in names if results[n].get(key) is not None]
         if scored:
-            value, best = (max if higher else min)(scored)
-            out.append(f"{title} prefers **{best}**")
+            value, best = METRICS[key].best(scored)
+            out.append(f"{METRICS[key].title} prefers **{best}**")
     return out
 
 
@@ -222,11 +213,8 @@ def autoencoders(root: Path) -> list[str]:
         lines += [f"### [{_rel(path.parent, root)}]({_rel(path.parent / 'metrics.md', root)})", "",
                   f"{prov['resolution']} px, {prov['steps']} steps per model, {prov['n_eval']} held-out images, "
                   f"{prov['device']}, commit `{prov['commit'][:12]}`.", "",
-                  "| model | " + " | ".join(t for _, t, _, _ in AE_METRICS) + " |", "|---|" + "---|" * len(AE_METRICS)]
-        for name, result in results.items():
-            cells = ["–" if result.get(k) is None else f.format(result[k]) for k, _, f, _ in AE_METRICS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  *markdown_table(["model", *metric_headings(AE_METRICS, arrow=True)],
+                                  ([name, *metric_cells(result, AE_METRICS)] for name, result in results.items())), ""]
         for label, names in (("Autoencoders", ae), ("VAEs", vae)):
             if len(names) > 1:
                 lines.append(f"- {label}: " + "; ".join(preferred(results, names)) + ".")

@@ -45,7 +45,7 @@ def test_autoencoder_section_names_the_loss_each_metric_prefers(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"results": results, "provenance": {
         "resolution": 64, "steps": 10, "n_eval": 8, "device": "cpu", "commit": "abc"}}))
     page = render(tmp_path)
-    assert "PSNR prefers **ae-se**" in page and "MS-SSIM prefers **ae-ms-ssim**" in page
+    assert "PSNR (dB) prefers **ae-se**" in page and "MS-SSIM prefers **ae-ms-ssim**" in page
     assert "LPIPS prefers **ae-deepsim**" in page
 
 
@@ -64,7 +64,7 @@ def test_side_by_side_figures_show_each_rows_published_metrics_at_its_step(tmp_p
                                                                 "commit": "0123456789abcdef"}))
     page = render(tmp_path)
     # no gradient error in this record: shown as missing, not as a number
-    assert "| [small-pool5](small-pool5/a/eval/metrics.json) | deepsim | 3000 | 63.4 | 41.6 | 0.512 | - | 72 |" in page
+    assert "| [small-pool5](small-pool5/a/eval/metrics.json) | deepsim | 3000 | 63.4 | 41.6 | 0.512 | – | 72 |" in page
     assert "small-pool5/b/eval/metrics.json) | deepsim" not in page
 
 

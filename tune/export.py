@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import PRESETS
+from repro.metrics import METRICS
+from repro.tables import markdown_table
 from tune.spaces import PAPER_LAMBDAS
 
-# Metrics of repro.evaluate.score shown beside the objective (those present are exported).
-QUALITY = ("psnr", "ssim", "ms_ssim", "lpips", "nn_own_image_pct", "nn_own_feature_pct")
+# The errors the objective is computed from: a column of every trial. The other metrics of repro.evaluate.score
+# (repro.metrics.METRICS) follow the λ, those the trials reported.
+ERRORS = ("image_error_pct", "feature_error_pct")
+QUALITY = tuple(key for key in METRICS if key not in ERRORS)
 STATUS_ORDER = {"finished": 0, "stopped early": 1, "error": 2, "no result": 3}
 
 
@@ -48,8 +52,7 @@ def collect(results, experiment: str, lambda_names: list[str], steps: int) -> li
         run_name = f"runs/{trial_id}"
         starts = (storage.read_text(storage.join(experiment, run_name, "starts.jsonl")) or "").splitlines()
         rows.append({"trial": trial_id, "status": status, "step": metrics.get("step"),
-                     "objective": metrics.get("objective"), "image_error_pct": metrics.get("image_error_pct"),
-                     "feature_error_pct": metrics.get("feature_error_pct"),
+                     "objective": metrics.get("objective"), **{name: metrics.get(name) for name in ERRORS},
                      **{name: metrics.get(f"config/{name}") for name in lambda_names},
                      **{name: metrics[name] for name in QUALITY if metrics.get(name) is not None},
                      "best_objective": best.get(trial_id), "starts": len(starts), "run_dir": run_name})
@@ -68,7 +71,7 @@ def fmt(value: Any, kind: str = "") -> str:
 
 
 def write_table(rows: list[dict[str, Any]], out: Path, record: dict[str, Any], lambda_names: list[str]) -> None:
-    columns = ["rank", "trial", "status", "step", "objective", "image_error_pct", "feature_error_pct", *lambda_names]
+    columns = ["rank", "trial", "status", "step", "objective", *ERRORS, *lambda_names]
     columns += [q for q in QUALITY if any(q in r for r in rows)] + ["best_objective", "starts", "run_dir"]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -88,9 +91,10 @@ def write_table(rows: list[dict[str, Any]], out: Path, record: dict[str, Any], l
              f"`{record['config']['eval_data']}` (repro.evaluate), measured at every checkpoint.", "",
              "Space: " + ", ".join(f"{k} ∈ [{v['low']:.3g}, {v['high']:.3g}] (log; paper {PAPER_LAMBDAS[k]:g})"
                                    for k, v in record["space"].items()) + ".", "",
-             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(c), "lambda" if c.startswith("lambda_") else "") for c in shown) + " |")
+             *markdown_table([METRICS[c].title if c in METRICS else c for c in shown],
+                             ([METRICS[c].cell(row.get(c)) if c in METRICS else
+                               fmt(row.get(c), "lambda" if c.startswith("lambda_") else "") for c in shown]
+                              for row in rows))]
     lines += ["", "Ranked: trials that ran the whole schedule by their final objective, then trials the scheduler "
               "stopped early by their last objective. `best_objective`: the lowest objective of any of the trial's "
               "checkpoints. The objective against each λ: `tensorboard --logdir EXPERIMENT` (Tune's logs).", "",
