@@ -50,7 +50,6 @@ import tempfile
 import time
 import traceback
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,18 +112,6 @@ def synthetic_images(folder: Path, count: int, side: int = 320) -> Path:
         image = (base / 2 + 0.15 * torch.rand(3, side, side, generator=generator)).clamp(0, 1)
         (folder / f"synthetic-{i:05d}.jpg").write_bytes(encode_jpeg((image * 255).to(torch.uint8), quality=90).numpy().tobytes())
     return folder
-
-
-def git_commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if done.returncode == 0:
-            return done.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return os.environ.get("DEEPSIM_COMMIT", "unknown (no git here; set DEEPSIM_COMMIT)")
 
 
 class Check:
@@ -499,7 +486,7 @@ def summary(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     sections = results["sections"]
     lines = [f"# GPU check — {env.get('name', env.get('device', '?'))}", "",
-             f"- when: {results['date']}; commit {results['commit']}; command `{results['command']}`",
+             f"- when: {results['created']}; commit {results['commit']}; command `{results['command']}`",
              f"- torch {env.get('torch')} (CUDA {env.get('cuda_build')}, cuDNN {env.get('cudnn')}), driver "
              f"{env.get('driver', '-')}, {env.get('cpu_count')} CPU cores; total wall time {results.get('total_wall_s')} s",
              f"- mode: {'CPU SMOKE (shrunk; not a GPU result)' if results['smoke'] else 'GPU'}", ""]
@@ -561,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
 
     check = Check(out, args.budget_s, args.cpu_smoke)
     results = check.results
-    results.update(command=shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"), commit=git_commit(),
+    from repro import provenance
+
+    results.update(provenance.record(shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])),
                    smoke=args.cpu_smoke, budget_s=args.budget_s, notes=notes)
     try:
         device = pick_device("cpu" if args.cpu_smoke else "cuda")

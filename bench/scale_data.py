@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -44,10 +43,10 @@ PYTHON = sys.executable
 
 
 def provenance() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    return {"command": " ".join(sys.argv), "commit": commit.strip(), "machine": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    from repro import provenance as prov
+
+    return prov.record(" ".join(sys.argv), dev="cpu", machine=platform.node(), python=platform.python_version(),
+                       loadavg=os.getloadavg())
 
 
 # ---- synth --------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def load_average() -> list[float]:
 
 
 def provenance(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    from repro.train import git_commit
+    from repro.provenance import git_commit
 
     return {
         "command": "python -m bench.throughput " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -595,7 +595,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from repro.train import git_commit
+    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     if args.memory_probe:

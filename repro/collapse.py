@@ -14,7 +14,6 @@ papers state none.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,13 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['run']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), recon spread "
               f"{r['recon_spread']:.3f}{spread} → {'COLLAPSED: ' + r['why'] if r['collapsed'] else 'not collapsed'}")
     if args.out:
-        from repro.train import git_commit
+        from repro import provenance
 
-        args.out.write_text(json.dumps({"command": "python -m repro.collapse " + " ".join(sys.argv[1:] if argv is None
-                                                                                      else argv),
-                                        "commit": git_commit(), "min_spread": MIN_SPREAD,
-                                        "identification_factor": IDENTIFICATION_FACTOR, "records": records},
-                                       indent=2) + "\n")
+        record = provenance.record(provenance.command("repro.collapse", sys.argv[1:] if argv is None else argv),
+                                   min_spread=MIN_SPREAD, identification_factor=IDENTIFICATION_FACTOR, records=records)
+        provenance.write(args.out.parent, record, args.out.name)
     return 0
 
 

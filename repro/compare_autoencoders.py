@@ -73,7 +73,8 @@ def device_override(options: Options) -> str | None:
 
 def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
     """Train one model through the one loop in OUT/runs/<name>; returns its summary and wall time."""
-    from repro.loop import Session, train
+    from repro import provenance
+    from repro.loop import Session, pick_device, train
 
     run_dir = options.runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,9 @@ def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
           flush=True)
     started = time.time()
     summary = train(config, run_dir, Session(show_progress=options.progress))
+    provenance.write(run_dir, provenance.record(options.command, run_config=config, dev=pick_device(config),
+                                                started=started, config=config.to_dict(), status="finished",
+                                                launcher="local", num_workers=1, result=summary))
     return {"summary": summary, "wall_time_s": round(time.time() - started, 1), "run_dir": run_dir}
 
 
@@ -147,11 +151,14 @@ def markdown(record: dict[str, Any]) -> str:
 def compare(options: Options) -> dict[str, Any]:
     """Train every model, then write the grid and the metrics table; returns the metrics record."""
     from repro import metrics as metric_lib
-    from repro.evaluate import describe_device, image_metric_fn, load_eval_images
+    from repro import provenance
+    from repro.evaluate import image_metric_fn, load_eval_images
     from repro.loop import pick_device
-    from repro.train import data_provenance, git_commit, weights_provenance
 
     started = time.time()
+    threads = options.overrides.get("threads")
+    if threads is not None and int(threads) > 0:
+        torch.set_num_threads(int(threads))
     names = {f"ae-{loss}": AE_MODELS[loss] for loss in options.losses}
     if options.vae:
         names.update(VAE_MODELS)
@@ -174,19 +181,9 @@ def compare(options: Options) -> dict[str, Any]:
         "results": results,
         "normaliser_image": image_norm,
         "configs": {name: config.to_dict() for name, config in configs.items()},
-        "provenance": {
-            "command": options.command,
-            "commit": git_commit(),
-            "steps": options.steps,
-            "resolution": options.resolution,
-            "n_eval": images.shape[0],
-            "data": {"train": data_provenance(first)["train"], "eval": eval_data},
-            "weights": weights_provenance(first),
-            "device": describe_device(device),
-            "torch": torch.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(time.time() - started, 1),
-        },
+        "provenance": provenance.record(options.command, run_config=first, dev=device, started=started,
+                                        data={"train": provenance.data(first)["train"], "eval": eval_data},
+                                        steps=options.steps, resolution=options.resolution, n_eval=images.shape[0]),
     }
     (options.out / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (options.out / "metrics.md").write_text(markdown(record))
@@ -232,7 +229,7 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.train import git_commit
+    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     try:

@@ -29,12 +29,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shlex
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -394,13 +392,6 @@ def display_path(path: Path) -> str:
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"torch threads {torch.get_num_threads()})")
-
-
 def check_run_folder(folder: Path) -> None:
     if not folder.exists():
         raise EvalError(f"run folder {folder} does not exist")
@@ -450,10 +441,10 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
     from repro.loop import write_grid
-    from repro.train import git_commit, weights_provenance
+    from repro import provenance
 
     started = time.time()
-    git_commit()  # pin the commit of the code now running
+    provenance.git_commit()  # pin the commit of the code now running
     run = open_run(options)
     config, model = run.config, run.parts.model
     device = next(model.parameters()).device
@@ -495,19 +486,9 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "independent_net": independent_name,
         "results": results,
         "figures": figures,
-        "provenance": {
-            "command": options.command,
-            "commit": git_commit(),
-            "checkpoint": display_path(run.checkpoint),
-            "step": run.step,
-            "n_images": images.shape[0],
-            "data": data,
-            "weights": weights_provenance(config),
-            "device": describe_device(device),
-            "torch": torch.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(time.time() - started, 1),
-        },
+        "provenance": provenance.record(options.command, run_config=config, dev=device, started=started, data=data,
+                                        checkpoint=display_path(run.checkpoint), step=run.step,
+                                        n_images=images.shape[0]),
     }
     (options.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     (options.out / "metrics.md").write_text(markdown(record))

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -62,16 +60,15 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
 
 def provenance(argv: list[str], n: int, runs: list[dict]) -> dict:
     """How the figure was made: command, commit, the rows' runs and steps, the images shown."""
-    from repro.train import git_commit
+    from repro import provenance as prov
 
-    return {"command": "python -m repro.figures " + " ".join(shlex.quote(a) for a in argv), "commit": git_commit(),
-            "images": f"the first {n} of the first run's eval_data (sorted paths)", "rows": runs,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return prov.record(prov.command("repro.figures", argv),
+                       images=f"the first {n} of the first run's eval_data (sorted paths)", rows=runs)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.train import git_commit
+    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])

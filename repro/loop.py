@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from repro import checkpoint
@@ -197,7 +198,14 @@ class Parts:
 
 
 def build_parts(config: Config, device: torch.device) -> Parts:
-    torch.manual_seed(config.seed)  # identical initial weights on every worker
+    """The networks of `config`, initialised from `config.seed` (identical initial weights on every worker)
+    under `fork_rng`, so building one (to evaluate it, to score a Tune trial) leaves the caller's RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _build_parts(config, device)
+
+
+def _build_parts(config: Config, device: torch.device) -> Parts:
     lambdas = lambdas_of(config)
     if config.model != "inversion":
         from repro.autoencoders import build_model  # VAE / autoencoder presets
@@ -466,8 +474,9 @@ class Trainer:
         self.device = pick_device(config)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
-        if config.threads > 0:
-            torch.set_num_threads(config.threads)
+        # The run's random stream (D's dropout, the VAE's noise) starts from its seed on every worker; the
+        # entry points (train, ray_worker, a Tune trial, compare_autoencoders) set torch's thread count.
+        torch.manual_seed(config.seed)
         self.per_worker, self.accumulate = batch_plan(config, self.session.world_size)
         self.parts = build_parts(config, self.device)
         self.loss = loss_of(config, self.parts)
@@ -560,7 +569,14 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.config.amp == "bf16" else torch.float16)
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
-        """One iteration on a batch (B, 3, R, R) — float [0, 1] or uint8 0–255 — and its reduced values."""
+        """One iteration on a batch (B, 3, R, R) — float [0, 1] or uint8 0–255 — and its reduced values.
+
+        Its phases are `torch.profiler` ranges (`record_function`; a few µs each when no profiler runs), read
+        by bench/: "step/data" (batch to the device as float), "step/forward" (G's forward, with the encoder),
+        "step/discriminator" (phase 1: D on real and fake, backward, D update), "step/generator" (phase 2:
+        C(G(y)), D on the fake, the losses, backward; and G's update, after the all-reduce). What lies outside
+        them (the all-reduce of the terms, the read-back, the balancing rule) is the rest.
+        """
         self.launch(real)
         return self.settle()
 
@@ -568,19 +584,21 @@ class Trainer:
         """Queue one iteration (see the class docstring); `stop` is this worker's wish to end the run (time
         limit), agreed over the workers with the step's values and read back by `settle` (`stop_agreed`)."""
         cfg, parts, loss = self.config, self.parts, self.loss
-        real = to_images(real, self.device, cfg.channels_last)
-        chunks = list(real.chunk(self.accumulate)) if self.accumulate > 1 else [real]
+        with record_function("step/data"):
+            real = to_images(real, self.device, cfg.channels_last)
+            chunks = list(real.chunk(self.accumulate)) if self.accumulate > 1 else [real]
         parts.model.train()
         d = parts.discriminator
         # G's forward first, needing no decision: with one micro-batch its graph serves the G phase; with
         # several, the fakes for D are made without a graph and G runs again per micro-batch in its phase
         # (same weights, same images), so that only one micro-batch's graph is alive at a time.
-        if self.accumulate == 1:
-            with self.autocast():
-                outputs = [parts.model(real)]
-        else:
-            with torch.no_grad(), self.autocast():
-                outputs = [parts.model(chunk) for chunk in chunks]
+        with record_function("step/forward"):
+            if self.accumulate == 1:
+                with self.autocast():
+                    outputs = [parts.model(real)]
+            else:
+                with torch.no_grad(), self.autocast():
+                    outputs = [parts.model(chunk) for chunk in chunks]
         self.settle()  # the previous step's ratio decides this step (the GPU works on the forward meanwhile)
         d_training, g_training = d is not None and self.balance.d_training, self.balance.g_training
         conditions = [aux["code"].flatten(1) if (d is not None and cfg.discriminator_features) else None
@@ -589,54 +607,56 @@ class Trainer:
         d_grads_ok = torch.ones((), device=self.device)
 
         # (1) D on real and (detached) fake images; one update with both gradients, unless paused.
-        if d is not None:
-            d.train()
-            d.requires_grad_(d_training)
-            self.d_reducer.armed = False
-            d_losses = []
-            for i, (chunk, (fake, _), condition) in enumerate(zip(chunks, outputs, conditions)):
-                with torch.set_grad_enabled(d_training), self.autocast():
-                    d_loss = loss.discriminator_loss(fake.detach(), chunk, condition)
+        with record_function("step/discriminator"):
+            if d is not None:
+                d.train()
+                d.requires_grad_(d_training)
+                self.d_reducer.armed = False
+                d_losses = []
+                for i, (chunk, (fake, _), condition) in enumerate(zip(chunks, outputs, conditions)):
+                    with torch.set_grad_enabled(d_training), self.autocast():
+                        d_loss = loss.discriminator_loss(fake.detach(), chunk, condition)
+                    if d_training:
+                        self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
+                        self.scaler.scale(d_loss / len(chunks)).backward()
+                    d_losses.append(d_loss.detach())
+                values["discr"] = torch.stack(d_losses).mean()
                 if d_training:
-                    self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
-                    self.scaler.scale(d_loss / len(chunks)).backward()
-                d_losses.append(d_loss.detach())
-            values["discr"] = torch.stack(d_losses).mean()
-            if d_training:
-                self.d_reducer.wait()
-                if self.scaler.is_enabled():
-                    self.scaler.unscale_(self.opt_d)
-                d_check = all_reduce_mean(torch.stack([values["discr"].float(),
-                                                       grads_finite(self.d_params, self.device)]), self.session)
-                d_grads_ok = d_check[1]
-                ok_d = torch.isfinite(d_check[0]) & (d_grads_ok >= 1)
-                optimizer_step(self.opt_d, ok_d)
-                self.opt_d.zero_grad(set_to_none=True)
-            d.requires_grad_(False)
+                    self.d_reducer.wait()
+                    if self.scaler.is_enabled():
+                        self.scaler.unscale_(self.opt_d)
+                    d_check = all_reduce_mean(torch.stack([values["discr"].float(),
+                                                           grads_finite(self.d_params, self.device)]), self.session)
+                    d_grads_ok = d_check[1]
+                    ok_d = torch.isfinite(d_check[0]) & (d_grads_ok >= 1)
+                    optimizer_step(self.opt_d, ok_d)
+                    self.opt_d.zero_grad(set_to_none=True)
+                d.requires_grad_(False)
 
         # (2) D, after its update, sees the fakes labelled "real" (L_adv); G update unless paused. D's weights
         # get no gradient here.
-        self.g_reducer.armed = False
-        sums: dict[str, torch.Tensor] = {}
-        for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
-            if self.accumulate > 1:
+        with record_function("step/generator"):
+            self.g_reducer.armed = False
+            sums: dict[str, torch.Tensor] = {}
+            for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
+                if self.accumulate > 1:
+                    with torch.set_grad_enabled(g_training), self.autocast():
+                        output = parts.model(chunk)
+                fake, aux = output
+                real_features = aux["code"] if parts.shares_features else None
                 with torch.set_grad_enabled(g_training), self.autocast():
-                    output = parts.model(chunk)
-            fake, aux = output
-            real_features = aux["code"] if parts.shares_features else None
-            with torch.set_grad_enabled(g_training), self.autocast():
-                terms = loss(fake, chunk, real_features=real_features, condition=condition,
-                             mu=aux.get("mu"), logvar=aux.get("logvar"))
+                    terms = loss(fake, chunk, real_features=real_features, condition=condition,
+                                 mu=aux.get("mu"), logvar=aux.get("logvar"))
+                if g_training:
+                    self.g_reducer.armed = i == len(chunks) - 1
+                    self.scaler.scale(terms["total"] / len(chunks)).backward()
+                for k, v in terms.items():
+                    sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+            values.update({k: v / len(chunks) for k, v in sums.items()})
             if g_training:
-                self.g_reducer.armed = i == len(chunks) - 1
-                self.scaler.scale(terms["total"] / len(chunks)).backward()
-            for k, v in terms.items():
-                sums[k] = sums[k] + v.detach() if k in sums else v.detach()
-        values.update({k: v / len(chunks) for k, v in sums.items()})
-        if g_training:
-            self.g_reducer.wait()
-            if self.scaler.is_enabled():
-                self.scaler.unscale_(self.opt_g)
+                self.g_reducer.wait()
+                if self.scaler.is_enabled():
+                    self.scaler.unscale_(self.opt_g)
 
         # Terms, gradient flags and the stop wish of every worker in one tensor, one all-reduce on the device.
         names = sorted(values)
@@ -647,9 +667,10 @@ class Trainer:
             torch.full((), float(stop), device=self.device)])
         checks = all_reduce_mean(checks, self.session)
         if g_training:
-            ok_g = torch.isfinite(checks[:-3]).all() & (checks[-3] >= 1)
-            optimizer_step(self.opt_g, ok_g)
-            self.opt_g.zero_grad(set_to_none=True)
+            with record_function("step/generator"):  # G's update: after the all-reduce, which brings its flags
+                ok_g = torch.isfinite(checks[:-3]).all() & (checks[-3] >= 1)
+                optimizer_step(self.opt_g, ok_g)
+                self.opt_g.zero_grad(set_to_none=True)
         if self.scaler.is_enabled() and (d_training or g_training):
             self.scaler.update()
         if self.device.type == "cuda":

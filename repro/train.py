@@ -15,98 +15,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import logging
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from repro import provenance
 from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, parse_overrides
 
 log = logging.getLogger("repro.train")
-
-
-@functools.cache
-def git_commit() -> str:
-    """HEAD (+dirty) when first asked: entry points ask at start, so the record names the code that was
-    imported, even if the tree changes while a long run goes on."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def weights_provenance(config: Config) -> dict[str, str]:
-    """sha256 of every weights file the run depends on (pretrained cache or user files)."""
-    from repro.assets import sha256_file
-    from repro.weights import weights_path
-
-    out = {}
-    for role, name, user in (("encoder", config.encoder, config.encoder_weights),
-                             ("comparator", config.comparator, config.comparator_weights)):
-        if user:
-            out[role] = f"{user} sha256={sha256_file(user)}"
-        elif name in ("alexnet", "alexnet-tv"):
-            path = weights_path("alexnet_tv")
-            out[role] = f"{path} sha256={sha256_file(path) if path.exists() else 'missing'}"
-        elif name == "squeezenet":
-            from converters.squeezenet_dc import default_paths
-
-            out[role] = " + ".join(f"{path} sha256={sha256_file(path)}" for path in default_paths())
-        else:
-            out[role] = f"{name} (seeded random, seed {config.seed})"
-    return out
-
-
-def data_provenance(config: Config) -> dict[str, str]:
-    from repro.assets import FOLDER_SHA256
-
-    from repro.data import listing_sha256
-
-    def describe(name: str) -> str:
-        if name in FOLDER_SHA256:
-            return f"../shared/assets/{name} sha256={FOLDER_SHA256[name]}"
-        try:  # a user's folder or train.txt: the sha256 of its listing (paths, in order), not of every byte
-            return f"{name} listing sha256={listing_sha256(name)}"
-        except (OSError, ValueError) as err:
-            return f"{name} (listing unreadable: {err})"
-
-    return {role: describe(name) for role, name in (("train", config.train_data), ("eval", config.eval_data))}
-
-
-def device_description() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{torch.cuda.get_device_name(0)}"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-
-
-def write_provenance(run: str, config: Config, argv: list[str], extra: dict[str, Any]) -> None:
-    record = {
-        "command": "python -m repro.train " + " ".join(shlex.quote(a) for a in argv),
-        "commit": git_commit(),
-        "config": config.to_dict(),
-        "data": data_provenance(config),
-        "weights": weights_provenance(config),
-        "device": device_description(),
-        **extra,
-    }
-    from repro import storage
-
-    storage.write_text(storage.join(run, "provenance.json"), json.dumps(record, indent=2, default=str))
 
 
 def weight_files(config: Config) -> list[tuple[str, Path]]:
@@ -211,6 +132,7 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     import tempfile
 
     import ray.train
+    import torch
     from ray.train import Checkpoint
 
     from repro import checkpoint as ckpt
@@ -219,10 +141,8 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
 
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
     run = loop_config["run_dir"]  # a path every node mounts, or a URI
-    if config.threads <= 0:  # use the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
-        import torch
-
-        torch.set_num_threads(max(1, int(loop_config.get("cpus_per_worker", 1))))
+    # config.threads, else the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
+    torch.set_num_threads(config.threads if config.threads > 0 else max(1, int(loop_config.get("cpus_per_worker", 1))))
     context = ray.train.get_context()
     rank = context.get_world_rank()
     resume_state = None
@@ -368,9 +288,13 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
 
 
 def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from repro import checkpoint as ckpt
     from repro.loop import Session, train
 
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     run_dir = Path(run)
 
     resume_state = None
@@ -500,7 +424,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    git_commit()  # pin the commit of the code now running (see git_commit)
+    provenance.git_commit()  # pin the commit of the code now running (see git_commit)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
@@ -564,9 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         result, status = {"error": str(err)}, f"failed: {type(err).__name__}"
     wall = time.time() - started
-    write_provenance(run, config, argv, {"status": status, "wall_time_s": round(wall, 1),
-                                         "launcher": args.launcher, "num_workers": args.num_workers,
-                                         "result": result})
+    provenance.write(run, provenance.record(provenance.command("repro.train", argv), run_config=config,
+                                            device=provenance.device(), started=started, config=config.to_dict(),
+                                            status=status, launcher=args.launcher, num_workers=args.num_workers,
+                                            result=result))
     print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
     return 0 if status == "finished" else 1
 

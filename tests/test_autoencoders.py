@@ -218,3 +218,18 @@ def test_compare_autoencoders_dry_run_resolves_every_model(capsys):
     assert sorted(c["recon_loss"] for c in vaes) == ["deepsim", "se"]
     assert all(c["steps"] == 3 and c["resolution"] == 64 for c in configs.values())
     assert main(["--losses", "mse"]) == 2
+
+
+def test_compare_autoencoders_run_folders_carry_provenance(tmp_path, one_thread):
+    """Every run folder it trains has the same provenance.json as a `repro.train` run (issue 18: one writer)."""
+    from repro.compare_autoencoders import main
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    assert main(["--losses", "se", "--steps", "2", "--resolution", "64", "--n-eval", "8", "--grid-images", "2",
+                 "--set", "batch_size=4", "--set", "generator_width=0.125", "--out", str(out), "--runs-dir", str(runs),
+                 "--no-progress"]) == 0
+    record = json.loads((runs / "ae-se" / "provenance.json").read_text())
+    assert {"command", "commit", "data", "weights", "device", "torch", "created", "wall_time_s", "config"} <= set(record)
+    assert record["config"]["recon_loss"] == "se" and record["status"] == "finished"
+    summary = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert summary["commit"] == record["commit"] and summary["n_eval"] == 8

@@ -315,3 +315,20 @@ def test_metrics_csv_keeps_its_columns_when_a_row_has_fewer_keys(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["total"] for r in rows] == ["3.0", "4.0", "7.0"]
     assert [r["feat"] for r in rows] == ["2.0", "", "6.0"] and rows[2]["adv"] == "5.0"
+
+
+def test_building_and_training_setup_leave_the_callers_rng_and_threads_alone(tmp_path):
+    """Loading a model (to evaluate it, to score a trial) must not reseed the caller; threads belong to entry points."""
+    from repro.comparators import build_comparator
+    from repro.loop import build_parts
+
+    torch.manual_seed(1234)
+    before, threads = torch.get_rng_state(), torch.get_num_threads()
+    parts = build_parts(make_config("smoke"), torch.device("cpu"))
+    build_comparator("alexnet-random", "pool5", 64, None, seed=3)
+    build_comparator("caffenet-random", "pool5", 64, None, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = build_parts(make_config("smoke"), torch.device("cpu"))  # still seeded: identical weights on every worker
+    assert all(torch.equal(a, b) for a, b in zip(parts.model.state_dict().values(), again.model.state_dict().values()))
+    Trainer(make_config("smoke", {"threads": str(threads + 1)}), tmp_path)
+    assert torch.get_num_threads() == threads

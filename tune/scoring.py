@@ -29,10 +29,9 @@ class CheckpointScorer:
         self.images, _, self.data = evaluate.load_eval_images(config, n)
         self.comparator = None
         if config.model != "inversion":  # vae / autoencoder: feature space = the comparator at its tap
-            with torch.random.fork_rng(devices=[]):  # building seeds torch; leave the trial's stream as it was
-                self.comparator = build_comparator(config.comparator, config.comparator_tap, config.resolution,
-                                                   config.comparator_weights or None, seed=config.seed
-                                                   ).to(self.device).eval()
+            self.comparator = build_comparator(config.comparator, config.comparator_tap, config.resolution,
+                                               config.comparator_weights or None, seed=config.seed
+                                               ).to(self.device).eval()
         self.reference = None
         self.image_metrics: Callable[[Any, Any], dict[str, float]] = (
             evaluate.image_metric_fn(self.device, batch_size, False) if image_metrics else (lambda a, b: {}))

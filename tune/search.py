@@ -129,7 +129,7 @@ def check_storage(args: argparse.Namespace, experiment: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.train import git_commit
+    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     command = "python -m tune.search " + " ".join(shlex.quote(a) for a in argv)

@@ -57,7 +57,8 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[s
 
     from repro import checkpoint, storage
     from repro.loop import Session, train
-    from repro.train import data_provenance, device_description, git_commit, install_weights, weights_provenance
+    from repro import provenance as prov
+    from repro.train import install_weights
     from tune.scoring import CheckpointScorer
 
     spec, config = trial_config(params, spec)
@@ -93,19 +94,17 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[s
                             **lambdas}) + "\n")
 
     scorer = CheckpointScorer(config, spec.eval_images, spec.image_metrics)
-    provenance = {
-        "search": spec.search, "trial": context.get_trial_id(), "lambdas": lambdas, "target": spec.target,
-        "commit": git_commit(), "data": {**data_provenance(config), "eval_files": scorer.data},
-        "weights": weights_provenance(config), "device": device_description(),
-        "resumed_from_step": None if resume_state is None else int(resume_state["step"]),
-        "steps": None if resume_state is None else int(resume_state["step"]), "wall_time_s": 0.0,
-    }
+    provenance = prov.record(f"a trial of search {spec.search} (its command: search.json)", run_config=config, dev=prov.device(),
+                             data={**prov.data(config), "eval_files": scorer.data},
+                             search=spec.search, trial=context.get_trial_id(), lambdas=lambdas, target=spec.target,
+                             resumed_from_step=None if resume_state is None else int(resume_state["step"]),
+                             steps=None if resume_state is None else int(resume_state["step"]), wall_time_s=0.0)
 
     def write_provenance(step: int | None) -> None:
         # Before every report: Tune may stop the trial inside `tune.report` (ASHA, at max_t), so nothing
         # after the loop is sure to run.
         provenance.update(steps=step, wall_time_s=round(time.time() - started, 1))
-        (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+        prov.write(run_dir, provenance)
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

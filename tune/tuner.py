@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
 from repro.config import Config, from_dict
@@ -101,7 +100,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
     from ray import tune
 
     from repro import evaluate, storage
-    from repro.train import data_provenance, git_commit, weights_provenance
+    from repro import provenance
     from tune.spaces import param_space
 
     config = build_config(options)
@@ -141,12 +140,8 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
         "steps_per_trial": config.steps,
         "reports_per_trial": reports_per_trial(config),
         "max_concurrent_trials": concurrent,
-        "provenance": {
-            "commit": git_commit(),
-            "data": {**data_provenance(config), "eval_files": eval_data},
-            "weights": weights_provenance(config),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        "provenance": provenance.record(provenance.command("tune.search", sys.argv[1:]), run_config=config,
+                                        data={**provenance.data(config), "eval_files": eval_data}),
         "sessions": [],
     }
     return tuner, experiment, record

@@ -185,7 +185,8 @@ class CaffeNet(TappedNet):
         conv2/4/5 and fc6/7, 0 elsewhere) from bvlc_reference_caffenet's train_val.prototxt, with a fixed
         seed so the comparator is reproducible.
         """
-        net = cls(resolution)
+        with torch.random.fork_rng(devices=[]):  # torch's default init draws (all overwritten below) leave the caller's RNG
+            net = cls(resolution)
         gen = torch.Generator().manual_seed(seed)
         std = {"fc6": 0.005, "fc7": 0.005}
         bias = {"conv2": 1.0, "conv4": 1.0, "conv5": 1.0, "fc6": 1.0, "fc7": 1.0}
