@@ -22,10 +22,9 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.profiler import record_function
 from tqdm import tqdm
 
-from repro import checkpoint
+from repro import checkpoint, provenance
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
 from repro.data import infinite_batches, list_images, listing, load_images, training_loader
@@ -477,6 +476,7 @@ class Trainer:
         # The run's random stream (D's dropout, the VAE's noise) starts from its seed on every worker; the
         # entry points (train, ray_worker, a Tune trial, compare_autoencoders) set torch's thread count.
         torch.manual_seed(config.seed)
+        self.weights = provenance.weight_identity(config)
         self.per_worker, self.accumulate = batch_plan(config, self.session.world_size)
         self.parts = build_parts(config, self.device)
         self.loss = loss_of(config, self.parts)
@@ -517,6 +517,7 @@ class Trainer:
         d = self.parts.discriminator
         return {
             "config": self.config.to_json(),
+            "weights": self.weights,  # what --resume compares: the frozen nets' sha256, not their paths
             "step": self.step_count, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "skipped": self.skipped,
             "model": model_state(self.parts.model),
@@ -584,7 +585,7 @@ class Trainer:
         """Queue one iteration (see the class docstring); `stop` is this worker's wish to end the run (time
         limit), agreed over the workers with the step's values and read back by `settle` (`stop_agreed`)."""
         cfg, parts, loss = self.config, self.parts, self.loss
-        with record_function("step/data"):
+        with torch.profiler.record_function("step/data"):
             real = to_images(real, self.device, cfg.channels_last)
             chunks = list(real.chunk(self.accumulate)) if self.accumulate > 1 else [real]
         parts.model.train()
@@ -592,7 +593,7 @@ class Trainer:
         # G's forward first, needing no decision: with one micro-batch its graph serves the G phase; with
         # several, the fakes for D are made without a graph and G runs again per micro-batch in its phase
         # (same weights, same images), so that only one micro-batch's graph is alive at a time.
-        with record_function("step/forward"):
+        with torch.profiler.record_function("step/forward"):
             if self.accumulate == 1:
                 with self.autocast():
                     outputs = [parts.model(real)]
@@ -607,7 +608,7 @@ class Trainer:
         d_grads_ok = torch.ones((), device=self.device)
 
         # (1) D on real and (detached) fake images; one update with both gradients, unless paused.
-        with record_function("step/discriminator"):
+        with torch.profiler.record_function("step/discriminator"):
             if d is not None:
                 d.train()
                 d.requires_grad_(d_training)
@@ -635,7 +636,7 @@ class Trainer:
 
         # (2) D, after its update, sees the fakes labelled "real" (L_adv); G update unless paused. D's weights
         # get no gradient here.
-        with record_function("step/generator"):
+        with torch.profiler.record_function("step/generator"):
             self.g_reducer.armed = False
             sums: dict[str, torch.Tensor] = {}
             for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
@@ -667,7 +668,8 @@ class Trainer:
             torch.full((), float(stop), device=self.device)])
         checks = all_reduce_mean(checks, self.session)
         if g_training:
-            with record_function("step/generator"):  # G's update: after the all-reduce, which brings its flags
+            # G's update comes after the all-reduce, which brings its finite flags
+            with torch.profiler.record_function("step/generator"):
                 ok_g = torch.isfinite(checks[:-3]).all() & (checks[-3] >= 1)
                 optimizer_step(self.opt_g, ok_g)
                 self.opt_g.zero_grad(set_to_none=True)

@@ -55,9 +55,22 @@ def command(module: str, argv: list[str]) -> str:
     return f"python -m {module} " + " ".join(shlex.quote(a) for a in argv)
 
 
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    from repro.assets import sha256_file
+
+    return sha256_file(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """A file's sha256, hashed once per process while its size and mtime stay the same (a Trainer records
+    its weights' identity in every checkpoint)."""
+    stat = os.stat(path)
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def weights(config: Config) -> dict[str, str]:
     """sha256 of every weights file the run depends on (pretrained cache or user files)."""
-    from repro.assets import sha256_file
     from repro.weights import weights_path
 
     out = {}
@@ -75,6 +88,14 @@ def weights(config: Config) -> dict[str, str]:
         else:
             out[role] = f"{name} (seeded random, seed {config.seed})"
     return out
+
+
+def weight_identity(config: Config) -> dict[str, str]:
+    """role → the sha256(s) of its weights, or how a seeded random net was drawn: what a resume compares (the
+    same file may lie at another path on another node; another file may replace one at the same path)."""
+    import re
+
+    return {role: " + ".join(re.findall(r"sha256=(\w+)", text)) or text for role, text in weights(config).items()}
 
 
 def data(config: Config) -> dict[str, str]:

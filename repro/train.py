@@ -415,10 +415,20 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         if found is None:
             raise ConfigError(f"{run_dir} has no intact checkpoint to resume from; start a new run instead")
         saved, current = json.loads(found[1]["config"]), json.loads(config.to_json())  # both as JSON: tuples are lists
-        differ = sorted(k for k, v in current.items() if k in saved and k not in RESUMABLE and saved[k] != v)
+        by_content = "weights" in found[1]  # weights files are compared by sha256 (older checkpoints: by path)
+        paths = {"encoder_weights", "comparator_weights"} if by_content else set()
+        differ = sorted(k for k, v in current.items()
+                        if k in saved and k not in RESUMABLE | paths and saved[k] != v)
         if differ:
             raise ConfigError(f"checkpoint {found[0]} was made with another config than {run_dir / 'config.json'} "
                               f"(differing: {', '.join(differ)}); resume a run folder with its own config.json")
+        if by_content:
+            now = provenance.weight_identity(config)
+            changed = [f"{role} {found[1]['weights'][role]} → {now[role]}" for role in now
+                       if found[1]["weights"].get(role) != now[role]]
+            if changed:
+                raise ConfigError(f"checkpoint {found[0]} was trained with other weights than this run would load "
+                                  f"({'; '.join(changed)}); give the files it was trained with")
         args.resume_from = found  # the local launcher need not read it twice
 
 

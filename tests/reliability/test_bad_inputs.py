@@ -98,6 +98,28 @@ def test_train_cli_rejects_bad_arguments(tmp_path, capsys, foreign_run, record_f
     assert not (tmp_path / "never").exists()
 
 
+def test_resume_compares_weights_by_sha256_not_by_path(tmp_path):
+    """A checkpoint records its frozen nets' sha256: the same file at another path (another node) resumes, other
+    weights at the same path are refused in one line."""
+    from repro import provenance
+    from repro.config import ConfigError
+    from repro.train import check_inputs, parse_args
+
+    smoke = make_config("smoke")
+    moved = json.loads(smoke.to_json()) | {"encoder_weights": "/another/node/alexnet_tv.pt"}
+    for name, weights in (("same", provenance.weight_identity(smoke)),
+                          ("other", {**provenance.weight_identity(smoke), "encoder": "0" * 64})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(smoke.to_json())
+        checkpoint.save(folder / "checkpoints", 1, {"config": json.dumps(moved), "weights": weights})
+    args = parse_args(["--resume", str(tmp_path / "same")])
+    check_inputs(smoke, args, str(tmp_path / "same"))
+    assert args.resume_from[0].exists()  # accepted: the same weights, found at another path
+    with pytest.raises(ConfigError, match="trained with other weights than this run would load .*encoder 0000"):
+        check_inputs(smoke, parse_args(["--resume", str(tmp_path / "other")]), str(tmp_path / "other"))
+
+
 # ---- python -m repro.features -----------------------------------------------------------------------------
 def test_features_cli_rejects_bad_arguments(tmp_path, capsys, assets, record_fault):
     from repro.features import main
