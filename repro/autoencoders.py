@@ -94,6 +94,10 @@ class VAE(nn.Module):
         z = reparameterise(mu, logvar) if self.training else mu
         return self.decoder(z), {"code": z.detach(), "mu": mu, "logvar": logvar}
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Pipeline images → μ (B, latent_dim): the code an evaluation decodes (no sampling)."""
+        return self.encoder(images)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, latent_dim) → pipeline images (B, 3, R, R), linear (not clamped)."""
         return self.decoder(z)
@@ -151,6 +155,10 @@ class Autoencoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         code = self.encoder(images)
         return self.decoder(code), {"code": code.detach()}
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Pipeline images → code (B, latent_dim)."""
+        return self.encoder(images)
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         return self.decoder(code)
