@@ -12,6 +12,8 @@ Writes into OUT:
 - `reconstructions.png`: rows = originals, then one row per model (labelled), columns = held-out images;
 - `metrics.json` + `metrics.md`: PSNR, SSIM, MS-SSIM, LPIPS and the paper's normalised image-space error
   ‖a − b‖₂ / N (N = mean distance between all pairs of different evaluation images), with provenance;
+  measured by `repro.evaluate.measure`, the one measurement of every model kind, so metrics.json also holds
+  its other numbers (feature error in the model's own code, gradient error, sharpness, nearest neighbours);
 - `samples-vae-se.png`, `samples-vae-deepsim.png` (with `--vae`);
 and keeps each model's run folder (config.json, stats.jsonl, grids, final checkpoint: large, so outside the
 results) in `--runs-dir` (default runs/autoencoders/<id>), so `python -m repro.sample RUNS/vae-deepsim`
@@ -38,6 +40,7 @@ from repro.tables import markdown_table, metric_cells, metric_headings
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
 AE_MODELS = {"se": "ae-se", "l1": "ae-l1", "ms-ssim": "ae-ms-ssim", "deepsim": "ae-deepsim"}
 VAE_MODELS = {"vae-se": "vae-se", "vae-deepsim": "vae"}
+MEASURE_BATCH = 32  # images per forward pass when measuring
 # The metrics of each model (titles, formats, better side: repro.metrics.METRICS), also shown by repro.report.
 METRIC_COLUMNS = ("image_error_pct", "psnr", "ssim", "ms_ssim", "lpips")
 
@@ -89,21 +92,18 @@ def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
     return {"summary": summary, "wall_time_s": round(time.time() - started, 1), "run_dir": run_dir}
 
 
-def measure(name: str, trained: dict[str, Any], images: torch.Tensor, image_norm: float,
-            image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
-            options: Options) -> tuple[dict[str, Any], torch.Tensor]:
-    """Reconstruct the held-out images with a trained model (eval mode: a VAE decodes μ) and score them."""
-    from repro import metrics as metric_lib
-    from repro.evaluate import batched, display_path
+def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
+                    image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
+                    options: Options) -> tuple[dict[str, Any], torch.Tensor]:
+    """A trained model (its newest checkpoint) scored on the held-out images by `repro.evaluate.measure`, the
+    feature space being the model's own code (a VAE's μ); returns its record and reconstructions."""
+    from repro.evaluate import display_path, measure, reference_of
     from repro.runs import load_run
 
     run = load_run(trained["run_dir"], device_override(options))
     model = run.parts.model
-    device = next(model.parameters()).device
-    reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), images, 32, device, f"reconstruct {name}",
-                              options.progress)
-    result = {"image_error_pct": 100 * float(metric_lib.normalised_error(reconstructions, images, image_norm))}
-    result.update(image_metrics(reconstructions, images))
+    reference = reference_of(model, images, MEASURE_BATCH, options.progress)
+    result, reconstructions, _ = measure(model, reference, image_metrics, MEASURE_BATCH, options.progress, name=name)
     config = run.config
     result.update({"model": config.model, "recon_loss": config.recon_loss, "steps": run.step,
                    "wall_time_s": trained["wall_time_s"], "run": display_path(trained["run_dir"]),
@@ -171,9 +171,9 @@ def compare(options: Options) -> dict[str, Any]:
     image_norm = float(metric_lib.pairwise_mean_distance(images))
     results, rows = {}, [("original", images[: options.grid_images])]
     device = torch.device(device_override(options) or pick_device(first))
-    image_metrics = image_metric_fn(device, 32, options.progress)  # PSNR, SSIM, MS-SSIM, LPIPS
+    image_metrics = image_metric_fn(device, MEASURE_BATCH, options.progress)  # PSNR, SSIM, MS-SSIM, LPIPS
     for name in configs:
-        results[name], reconstructions = measure(name, trained[name], images, image_norm, image_metrics, options)
+        results[name], reconstructions = measure_trained(name, trained[name], images, image_metrics, options)
         rows.append((name, reconstructions[: options.grid_images]))
     labelled_rows(rows).save(options.out / "reconstructions.png")
 

@@ -32,9 +32,10 @@ import os
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -233,6 +234,58 @@ def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
     return result
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (a VAE decodes μ, no dropout), back in the mode it came in afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def reference_of(model: Any, images: torch.Tensor, batch_size: int, progress: bool = False,
+                 independent: Any | None = None, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> Reference:
+    """The reference `measure` scores a model against: `images` (n, 3, H, W) in [0, 1] on the CPU, their features
+    (`encode`, default `model.encode`), and, when `independent` is given, their features in that network."""
+    device = next(model.parameters()).device
+    encode = model.encode if encode is None else encode
+    with eval_mode(model):
+        features = batched(encode, images, batch_size, device, "encode", progress)
+    originals_independent = (None if independent is None else
+                             batched(independent, images, batch_size, device, "independent net", progress))
+    return make_reference(images, features, originals_independent)
+
+
+def measure(model: Any, ref: Reference, image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
+            batch_size: int, progress: bool = False, independent: Any | None = None,
+            encode: Callable[[torch.Tensor], torch.Tensor] | None = None, name: str = ""
+            ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Every number of one model on the reference's images, whatever its kind: an inversion, an autoencoder or a
+    VAE (any model with `encode`, whose forward returns the reconstruction first; measured in eval mode, so a
+    VAE decodes μ, and left in the mode it came in).
+
+    Reconstructions are clamped to [0, 1] (the image the model shows), re-encoded by `encode` (default
+    `model.encode`: the feature space `ref.features` must come from, see `reference_of`) and, when given, by the
+    `independent` network of `ref.independent_features`, then scored (`score`).
+
+    Returns:
+        (scores, reconstructions (n, 3, H, W), their features), both tensors on the CPU.
+    """
+    device = next(model.parameters()).device
+    encode = model.encode if encode is None else encode
+    label = f" {name}" if name else ""
+    with eval_mode(model):
+        reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), ref.images, batch_size, device,
+                                  "reconstruct" + label, progress)
+        features = batched(encode, reconstructions, batch_size, device, "re-encode" + label, progress)
+    independent_features = (None if independent is None else batched(
+        independent, reconstructions, batch_size, device, "independent net" + label, progress))
+    return score(ref, reconstructions, features, image_metrics, independent_features), reconstructions, features
+
+
 def independent_network(config: Config, resolution: int) -> tuple[Any | None, str]:
     """The network of the independent feature error, or None and why not (when it is the run's own
     comparator or encoder, its space is not independent of what the run was trained or built on)."""
@@ -414,9 +467,10 @@ def open_run(options: EvalOptions) -> Any:
         raise EvalError(f"{err}: {hint}") from err
     except (ConfigError, json.JSONDecodeError) as err:
         raise EvalError(f"{options.run_dir / 'config.json'} does not describe a run: {err}") from err
-    if not (hasattr(run.parts.model, "encode") and hasattr(run.parts.model, "decode")):
+    if run.config.model != "inversion":
         raise EvalError(f"{options.run_dir} is a model={run.config.model} run; evaluate measures inversion runs "
-                        "(an encoder's layer and a generator)")
+                        "(an encoder's layer and a generator): compare autoencoders and VAEs with "
+                        "python -m repro.compare_autoencoders, which scores them with the same `measure`")
     return run
 
 
@@ -449,24 +503,16 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     config, model = run.config, run.parts.model
     device = next(model.parameters()).device
     images, _, data = load_eval_images(config, options.n)
-    reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), images, options.batch_size, device,
-                              "reconstruct", options.progress)
-    originals_features = batched(model.encode, images, options.batch_size, device, "encode", options.progress)
     independent, independent_name = independent_network(config, config.resolution)
     if independent is not None:
         independent = independent.to(device)
-        originals_independent = batched(independent, images, options.batch_size, device, "independent net",
-                                        options.progress)
-        independent_features = batched(independent, reconstructions, options.batch_size, device,
-                                       "independent net", options.progress)
-    else:
-        originals_independent = independent_features = None
-    ref = make_reference(images, originals_features, originals_independent)
-    features = batched(model.encode, reconstructions, options.batch_size, device, "re-encode", options.progress)
+    ref = reference_of(model, images, options.batch_size, options.progress, independent)
     image_metrics = image_metric_fn(device, options.batch_size, options.progress)
+    scores, reconstructions, features = measure(model, ref, image_metrics, options.batch_size, options.progress,
+                                                independent)
     results = [{"method": method_of(config), "comparator": comparator_of(config), "step": run.step,
                 "lambdas": {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img},
-                **score(ref, reconstructions, features, image_metrics, independent_features)}]
+                **scores}]
 
     options.out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(options.out, model, ref, reconstructions, features, device, options.figure_images)

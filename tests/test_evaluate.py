@@ -209,3 +209,32 @@ def test_a_chosen_checkpoint_step_is_evaluated(run_dir, tmp_path, capsys):
     assert record["provenance"]["step"] == 1 and record["results"][0]["step"] == 1
     assert evaluate.main([str(run_dir), "--n", "4", "--step", "7", "--out", str(tmp_path / "x")]) == 2
     assert "no checkpoint of step 7" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "vae"])
+def test_one_measure_scores_autoencoders_and_vaes(kind, assets):
+    """`measure` is the one measurement of every model kind (compare_autoencoders uses it): in eval mode, so a
+    VAE that comes in training mode is measured on μ, not on a sample, and is left in training mode; its
+    image error is the paper's on the clamped reconstructions; its features are its own code of them."""
+    from repro.autoencoders import build_model
+    from repro.data import list_images, load_images
+    from repro.metrics import normalised_error
+
+    config = make_config("smoke", {"model": kind, "latent_dim": "8", "generator_width": "0.125",
+                                   "discriminator_width": "0.25"})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model, _ = build_model(config)
+    images = load_images(list_images(assets / "imagenet-1k-256")[:6], 64)
+    model.train()
+    reference = evaluate.reference_of(model, images, batch_size=4)
+    scores, reconstructions, features = evaluate.measure(model, reference, lambda a, b: {}, batch_size=4)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        expected = model(images)[0].clamp(0, 1)
+        torch.testing.assert_close(reconstructions, expected)
+        torch.testing.assert_close(features, model.encode(expected))
+        torch.testing.assert_close(reference.features, model.encode(images))
+    assert scores["image_error_pct"] == pytest.approx(100 * normalised_error(expected, images))
+    assert scores["identification"]["chance_pct"] == pytest.approx(100 / 6)
