@@ -24,6 +24,9 @@ class Config:
     data_cache: bool = True              # keep decoded, warped training images in memory (small sets only)
     data_cache_mb: float = 2048.0        # the cache's budget per training process; images past it are decoded
                                          # every time (a warning says so); Caltech-101 at 227 px needs ~1.8 GB
+    data_cache_shared: bool = False      # the cache as one file per node (DEEPSIM_CACHE/warped), mapped by every
+                                         # process there (Tune trials, loader workers): one copy per node, and
+                                         # data_cache_mb is the node's budget; tune.search turns it on
     num_workers: int = -1                # data loader workers; -1 = automatic
     gpu_decode: bool = False             # decode training JPEGs on the GPU (nvJPEG via torchvision); device=cuda
     eval_images: int = 16                # eval images in the periodic reconstruction grid

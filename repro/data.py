@@ -301,12 +301,13 @@ class ImageFolder(Dataset):
     Items are addressed by `(index, seed)` pairs from `SeededSampler`; a plain int index gives the
     evaluation (centre) crop. Items are float (3, R, R) in [0, 1], or uint8 0–255 with `uint8=True` (what
     the training loader moves to the device). With `cache=True` the warped images are kept in memory as
-    uint8 after first use, up to `cache_mb` megabytes per decoding process (the rest is decoded each time).
+    uint8 after first use, up to `cache_mb` megabytes per decoding process (the rest is decoded each time);
+    with `shared=True` as well, in one file-backed map per node (`SharedCache`), up to `cache_mb` in all.
     """
 
     def __init__(self, root: str | Path | Listing, resolution: int, train: bool = True, mirror: bool = True,
                  cache: bool = False, limit: int | None = None, cache_mb: float = DEFAULT_CACHE_MB,
-                 uint8: bool = False):
+                 uint8: bool = False, shared: bool = False):
         files = root if isinstance(root, Listing) else listing(root, index=False)
         self.files = files[:limit] if limit else files
         self.root = self.files.root
@@ -318,6 +319,8 @@ class ImageFolder(Dataset):
         self.cache = cache
         self.cache_mb = cache_mb
         self.cache_processes = 1  # decoding processes sharing the budget (make_loader sets it)
+        self.shared = shared and cache
+        self._node: SharedCache | None = None  # opened lazily, in the decoding process
         self._store: np.ndarray | None = None  # (capacity, warp, warp, 3), allocated in the decoding process
         self._slot: np.ndarray | None = None   # image index → row of _store, −1 when not cached
         self.bad: set[Path] = set()
@@ -336,7 +339,7 @@ class ImageFolder(Dataset):
         """How many warped images one decoding process may keep within the budget."""
         if not self.cache:
             return 0
-        per_process = self.cache_mb * 2**20 / max(1, self.cache_processes)
+        per_process = self.cache_mb * 2**20 / (1 if self.shared else max(1, self.cache_processes))
         return min(len(self.files), int(per_process // self.image_bytes))
 
     def __len__(self) -> int:
@@ -345,6 +348,10 @@ class ImageFolder(Dataset):
     def _decode(self, index: int) -> np.ndarray:
         if not self.cache or self.cache_capacity() == 0:
             return load_warped(self.files[index], self.warp)
+        if self.shared:
+            if self._node is None:
+                self._node = SharedCache(self.files, self.warp, self.cache_capacity())
+            return self._node.get(index, lambda: load_warped(self.files[index], self.warp))
         if self._store is None:  # np.empty maps pages lazily: memory grows only as images are stored
             self._store = np.empty((self.cache_capacity(), self.warp, self.warp, 3), dtype=np.uint8)
             self._slot = np.full(len(self.files), -1, dtype=np.int64)
@@ -360,7 +367,7 @@ class ImageFolder(Dataset):
         return array
 
     def cached_bytes(self) -> int:
-        """Bytes of warped images this process holds in its cache."""
+        """Bytes of warped images this process holds in its cache (the node's map: none of its own)."""
         return 0 if self._store is None else self._used * self.image_bytes
 
     def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
@@ -383,6 +390,41 @@ class ImageFolder(Dataset):
                 self.bad.add(path)
                 log.warning("skipping unreadable image %s (%s)", path, err)
         raise DataError(f"no readable image in {self.root}")
+
+
+class SharedCache:
+    """Warped images of one listing in a file-backed map per node, `DEEPSIM_CACHE/warped/<listing>-<n>-<warp>`:
+    every process that maps it (the trials of a Tune search on the node, their loader workers, the next run)
+    reads the same page-cache pages, so the node holds one copy instead of one per process.
+
+    Row i holds image i for i < capacity (later images are decoded every time), and a byte per row says it
+    is complete: a writer fills the row, then sets the byte. Two processes decoding the same image write the
+    same bytes, so no lock is needed. The file is a cache: deleting it only costs decoding again."""
+
+    def __init__(self, files: Listing, warp: int, capacity: int):
+        folder = cache_dir() / "warped"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{files.sha256[:20]}-{len(files)}-{warp}.u8"
+        self.capacity = capacity
+        rows, flags = capacity * warp * warp * 3, capacity
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < rows + flags:  # sparse: pages exist only once written
+                os.ftruncate(fd, rows + flags)
+        finally:
+            os.close(fd)
+        self.images = np.memmap(self.path, np.uint8, "r+", 0, (capacity, warp, warp, 3))
+        self.done = np.memmap(self.path, np.uint8, "r+", rows, (capacity,))
+
+    def get(self, index: int, decode) -> np.ndarray:
+        if index >= self.capacity:
+            return decode()
+        if self.done[index]:
+            return self.images[index]
+        array = decode()
+        self.images[index] = array
+        self.done[index] = 1
+        return array
 
 
 class EncodedFolder(ImageFolder):
@@ -526,7 +568,7 @@ def training_loader(config: Any, rank: int = 0, world_size: int = 1,
         raise DataError("gpu_decode=true needs a CUDA device (device=cuda); set gpu_decode=false on CPU")
     kind = EncodedFolder if on_gpu else ImageFolder
     dataset = kind(files, config.resolution, train=True, mirror=config.mirror, cache=cache and not on_gpu,
-                   cache_mb=cache_mb, uint8=True)
+                   cache_mb=cache_mb, uint8=True, shared=getattr(config, "data_cache_shared", False))
     loader = make_loader(dataset, per_worker, seed=config.seed, rank=rank, world_size=world_size,
                          num_workers=workers, persistent=True, pin=device.type == "cuda" and not on_gpu)
     return GpuDecoded(loader, device, dataset.warp, config.resolution) if on_gpu else loader

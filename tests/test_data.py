@@ -183,6 +183,27 @@ def test_cache_stays_within_its_memory_budget(classes, caplog):
                                                 "comparator": "alexnet", "layer": "pool5"}).data_cache
 
 
+def test_shared_cache_is_one_copy_per_node_for_every_process(classes, tmp_path, monkeypatch):
+    """Tune trials on a node map one file of warped images (issue 15): a second trial decodes nothing."""
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path))
+    image_bytes = warp_size(64) ** 2 * 3
+    budget_mb = 10 * image_bytes / 2**20  # the node's budget, not divided by processes
+    first = ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb, uint8=True, shared=True)
+    items = [first[(i, i)] for i in range(len(first))]
+    (path,) = (tmp_path / "warped").iterdir()
+    assert path.stat().st_size == 10 * (image_bytes + 1)
+    assert make_loader(ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb, shared=True), 4,
+                       num_workers=2).dataset.cache_capacity() == 10
+
+    decoded = []
+    real = data.load_warped
+    monkeypatch.setattr(data, "load_warped", lambda f, w: decoded.append(f) or real(f, w))
+    second = ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb, uint8=True, shared=True)
+    assert all(torch.equal(second[(i, i)], items[i]) for i in range(len(second)))
+    assert len(decoded) == len(second) - 10  # only the images past the node's budget
+    assert make_config("smoke").data_cache_shared is False
+
+
 def test_training_loader_gives_this_ranks_uint8_shard(classes):
     config = make_config("smoke", {"train_data": str(classes), "batch_size": 4, "num_workers": 1})
     shards = [training_loader(config, rank, 2) for rank in (0, 1)]

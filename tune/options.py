@@ -34,6 +34,7 @@ def build_config(options: SearchOptions) -> Config:
     """The base config every trial starts from: preset ← overrides, sized to one trial's resources."""
     overrides = dict(options.overrides)
     overrides.setdefault("threads", str(max(1, int(options.cpus_per_trial))))
+    overrides.setdefault("data_cache_shared", "true")  # trials on a node share one copy of the warped images
     if options.gpus_per_trial > 0:  # else the preset's device (auto: a trial without GPUs sees none and uses CPU)
         overrides.setdefault("device", "cuda")
     return make_config(options.preset, overrides)
