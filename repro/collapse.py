@@ -62,8 +62,8 @@ def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None
 
     run = load_run(run_dir, device)
     model = run.parts.model
-    if not hasattr(model, "encode"):
-        raise SystemExit(f"{run_dir} is a {run.config.model} run: collapse is measured on autoencoders and VAEs")
+    if run.config.model == "inversion":
+        raise SystemExit(f"{run_dir} is an inversion run: collapse is measured on autoencoders and VAEs")
     images, _, _ = load_eval_images(run.config, n_images)
     model.eval()
     device_ = next(model.parameters()).device

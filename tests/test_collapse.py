@@ -45,3 +45,24 @@ def test_samples_alone_can_show_collapse(originals):
 def test_shapes_must_match(originals):
     with pytest.raises(ValueError, match="same shape"):
         collapse_record(originals[:4], originals[:5])
+
+
+def test_cli_measures_a_trained_vae_and_refuses_an_inversion_run(tmp_path):
+    import json
+
+    from repro.collapse import main
+    from repro.config import make_config
+    from repro.loop import train
+
+    vae = make_config("smoke", {"model": "vae", "latent_dim": "32", "generator_width": "0.125",
+                                "discriminator_width": "0.25"})
+    train(vae, tmp_path / "vae")
+    train(make_config("smoke"), tmp_path / "inversion")
+    for folder, config in ((tmp_path / "vae", vae), (tmp_path / "inversion", make_config("smoke"))):
+        (folder / "config.json").write_text(config.to_json())
+    assert main([str(tmp_path / "vae"), "--n", "8", "--samples", "4", "--out", str(tmp_path / "c.json")]) == 0
+    (record,) = json.loads((tmp_path / "c.json").read_text())["records"]
+    assert record["model"] == "vae" and record["sample_spread"] is not None and "commit" in json.loads(
+        (tmp_path / "c.json").read_text())
+    with pytest.raises(SystemExit, match="is an inversion run"):
+        main([str(tmp_path / "inversion"), "--n", "8"])
