@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = use_carried(args.carry)
     import torch
 
-    from repro.loop import DeviceError, pick_device
+    from repro.devices import DeviceError, pick_device
 
     check = Check(out, args.budget_s, args.cpu_smoke)
     results = check.results

@@ -77,7 +77,8 @@ def device_override(options: Options) -> str | None:
 def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
     """Train one model through the one loop in OUT/runs/<name>; returns its summary and wall time."""
     from repro import provenance
-    from repro.loop import Session, pick_device, train
+    from repro.devices import pick_device
+    from repro.loop import Session, train
 
     run_dir = options.runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ def compare(options: Options) -> dict[str, Any]:
     from repro import metrics as metric_lib
     from repro import provenance
     from repro.evaluate import image_metric_fn, load_eval_images
-    from repro.loop import pick_device
+    from repro.devices import pick_device
 
     started = time.time()
     threads = options.overrides.get("threads")

@@ -599,3 +599,14 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
             raise DataError(f"cannot read image {path}: {err}") from err
         images.append(to_tensor(array, crop, resolution))
     return torch.stack(images)
+
+
+def resolve_folder(name_or_path: str, verify: bool) -> Path:
+    """A shared asset folder by name (sha256-checked) or any folder path the user gives."""
+    from repro.assets import FOLDER_SHA256, asset_folder
+
+    if name_or_path in FOLDER_SHA256:
+        return asset_folder(name_or_path, verify=verify)
+    path = Path(name_or_path)
+    listing(path)  # clear error when missing or empty; writes the index (train.txt) that every rank reads
+    return path

@@ -151,7 +151,7 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
 def load_eval_images(config: Config, n: int) -> tuple[torch.Tensor, list[Path], dict[str, Any]]:
     """The first n evaluation images (sorted paths), centre-cropped at the run's resolution, and their sha."""
     from repro.data import list_images, load_images
-    from repro.loop import resolve_folder
+    from repro.data import resolve_folder
 
     folder = resolve_folder(config.eval_data, verify=True)
     files = list_images(folder)[:n]
@@ -373,7 +373,7 @@ def neighbour_rows(query: int, reconstructions: torch.Tensor, features: torch.Te
 
 def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
                   device: torch.device, columns: int) -> dict[str, str]:
-    from repro.loop import write_grid
+    from repro.figures import write_grid
 
     shown = min(columns, ref.images.shape[0])
     figures = {}
@@ -494,7 +494,7 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
-    from repro.loop import write_grid
+    from repro.figures import write_grid
     from repro import provenance
 
     started = time.time()

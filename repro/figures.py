@@ -17,6 +17,15 @@ from pathlib import Path
 import torch
 
 
+def write_grid(path: Path, targets: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4) -> None:
+    """Pairs (target | reconstruction) side by side, `columns` pairs per row."""
+    from torchvision.utils import save_image
+
+    pairs = torch.stack([targets, reconstructions.clamp(0, 1)], 1).flatten(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(pairs, path, nrow=2 * columns, padding=2, pad_value=1.0)
+
+
 def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -> "Image.Image":
     """One PIL image: each row a label then its images (N, 3, R, R) RGB [0, 1] side by side."""
     from PIL import Image, ImageDraw

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +24,14 @@ from torch import nn
 from tqdm import tqdm
 
 from repro import checkpoint, provenance
-from repro.comparators import Comparator, build_comparator
 from repro.config import Config
-from repro.data import infinite_batches, list_images, listing, load_images, training_loader
+from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
+from repro.comparators import Comparator
+from repro.devices import pick_device
+from repro.figures import write_grid
 from repro.losses import DeePSiMLoss
-from repro.models import Inverter, feature_shape
-from repro.nets.discriminator import Discriminator
-from repro.nets.generator import CONV_LAYERS, Generator
+from repro.models import Parts, build_parts, lambdas_of
+from repro.nets.generator import CONV_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -117,60 +117,6 @@ class Balance:
         self.d_paused_steps = int(state.get("d_paused_steps", 0))  # absent in checkpoints of older runs
 
 
-def resolve_folder(name_or_path: str, verify: bool) -> Path:
-    """A shared asset folder by name (sha256-checked) or any folder path the user gives."""
-    from repro.assets import FOLDER_SHA256, asset_folder
-
-    if name_or_path in FOLDER_SHA256:
-        return asset_folder(name_or_path, verify=verify)
-    path = Path(name_or_path)
-    listing(path)  # clear error when missing or empty; writes the index (train.txt) that every rank reads
-    return path
-
-
-class DeviceError(RuntimeError):
-    """CUDA was asked for (device=cuda, --gpu) and cannot be used; the message says why, in one line."""
-
-
-def cuda_problem() -> str | None:
-    """Why CUDA cannot be used in this process (one line), or None when a kernel runs on it."""
-    if not torch.backends.cuda.is_built():
-        return f"this torch build ({torch.__version__}) has no CUDA support; install a CUDA build of torch"
-    try:
-        if not torch.cuda.is_available():  # also False when the driver is too old for this build (torch warns)
-            torch.cuda.init()  # raises with torch's own reason, e.g. "The NVIDIA driver on your system is too old"
-            return "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
-        (torch.ones(1, device="cuda") + 1).item()  # a kernel of this build runs on this GPU (arch, driver)
-    except Exception as err:  # noqa: BLE001 - any failure here means "unusable", reported with its reason
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        return first
-    return None
-
-
-def pick_device(config: Config | str) -> torch.device:
-    """The device this process trains on: `config.device` (or a device string). "cuda" (what `--gpu` means)
-    raises DeviceError with the reason when CUDA is unusable, so the driver can fail before any worker
-    starts; "auto" takes CUDA only when it works, else the CPU. On CUDA, the process's current device (Ray
-    Train sets one per worker)."""
-    wanted = config if isinstance(config, str) else config.device
-    if wanted == "cpu":
-        return torch.device("cpu")
-    problem = cuda_problem()
-    if problem is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    if wanted == "cuda":
-        raise DeviceError(f"device=cuda (--gpu) but CUDA is unusable here: {problem}")
-    return torch.device("cpu")
-
-
-def collective_device() -> torch.device:
-    """Where tensors for a collective of the current process group must live: the current CUDA device under
-    NCCL (NCCL rejects CPU tensors), else the CPU (gloo)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def batch_plan(config: Config, world_size: int) -> tuple[int, int]:
     """(images per worker per step, micro-batches per step) that keep the global batch at `batch_size` on any
     number of workers: each worker takes batch_size / world_size images and, when `micro_batch` is set,
@@ -186,92 +132,12 @@ def batch_plan(config: Config, world_size: int) -> tuple[int, int]:
     return per_worker, per_worker // micro
 
 
-@dataclass
-class Parts:
-    """Everything the loop trains or consults, built from a Config."""
-
-    model: nn.Module
-    comparator: Comparator | None
-    discriminator: Discriminator | None
-    shares_features: bool  # comparator == encoder at the same tap: reuse C(x) = y
-
-
-def build_parts(config: Config, device: torch.device) -> Parts:
-    """The networks of `config`, initialised from `config.seed` (identical initial weights on every worker)
-    under `fork_rng`, so building one (to evaluate it, to score a Tune trial) leaves the caller's RNG alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return _build_parts(config, device)
-
-
-def _build_parts(config: Config, device: torch.device) -> Parts:
-    lambdas = lambdas_of(config)
-    if config.model != "inversion":
-        from repro.autoencoders import build_model  # VAE / autoencoder presets
-
-        model, encoder = build_model(config)
-    else:
-        encoder = build_comparator(config.encoder, config.layer, config.resolution, config.encoder_weights or None,
-                                   seed=config.seed)
-        generator = Generator(feature_shape(encoder, config.resolution), resolution=config.resolution,
-                              width=config.generator_width)
-        model = Inverter(encoder, generator)
-    needs_comparator = config.recon_loss == "deepsim" and lambdas["feat"] > 0
-    same = (config.model == "inversion" and config.comparator == config.encoder
-            and config.comparator_weights == config.encoder_weights)
-    comparator = None
-    if needs_comparator:
-        if same and config.comparator_tap == config.layer:
-            comparator = encoder
-        elif same:
-            comparator = Comparator(encoder.net, config.comparator_tap, config.comparator)
-        else:
-            comparator = build_comparator(config.comparator, config.comparator_tap, config.resolution,
-                                          config.comparator_weights or None, seed=config.seed)
-    discriminator = None
-    if config.recon_loss == "deepsim" and lambdas["adv"] > 0:
-        feature_dim = None
-        if config.discriminator_features:
-            code_shape = feature_shape(encoder, config.resolution)
-            feature_dim = math.prod(code_shape)
-        discriminator = Discriminator(resolution=config.resolution, width=config.discriminator_width,
-                                      feature_dim=feature_dim)
-    parts = Parts(model, comparator, discriminator,
-                  shares_features=comparator is encoder and config.model == "inversion")
-    for module in (parts.model, parts.comparator, parts.discriminator):
-        if module is not None:
-            module.to(device)
-            if config.channels_last:
-                module.to(memory_format=torch.channels_last)
-    if config.compile:
-        compile_parts(parts)
-    return parts
-
-
-def compile_parts(parts: Parts) -> None:
-    """torch.compile the encoder, generator, comparator and D in place (`Module.compile`: state_dict keys and
-    checkpoints stay those of the eager modules). Encoder and generator are compiled separately (the encoder
-    runs without grad, the generator with), and a comparator that is the encoder is compiled once."""
-    model = parts.model
-    units = [model.encoder, model.generator] if isinstance(model, Inverter) else [model]
-    seen: set[int] = set()
-    for module in (*units, parts.comparator, parts.discriminator):
-        if module is not None and id(module) not in seen:
-            seen.add(id(module))
-            module.compile()
-
-
 def make_adam(params: list[nn.Parameter], device: torch.device, **kwargs: Any) -> torch.optim.Adam:
     """Adam with the fastest implementation of the same update rule: fused kernels on CUDA and CPU (3–4×
     faster than the per-tensor loop on CPU, bench/), the multi-tensor (foreach) path elsewhere; equal to the
     per-tensor loop up to float rounding."""
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.Adam(params, **kwargs, **fast)
-
-
-def lambdas_of(config: Config) -> dict[str, float]:
-    return {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img,
-            "kl": config.lambda_kl if config.model == "vae" else 0.0}
 
 
 def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
@@ -748,15 +614,6 @@ class Trainer:
         out = self.parts.model(images)[0]
         self.parts.model.train()
         return out.float().cpu()
-
-
-def write_grid(path: Path, targets: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4) -> None:
-    """Pairs (target | reconstruction) side by side, `columns` pairs per row."""
-    from torchvision.utils import save_image
-
-    pairs = torch.stack([targets, reconstructions.clamp(0, 1)], 1).flatten(0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(pairs, path, nrow=2 * columns, padding=2, pad_value=1.0)
 
 
 class RunLog:

@@ -6,10 +6,15 @@ parameters that require grad, so a frozen encoder can never be updated.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from repro.comparators import Comparator
+from repro.comparators import Comparator, build_comparator
+from repro.config import Config
+from repro.nets.discriminator import Discriminator
 from repro.nets.generator import Generator
 
 
@@ -52,3 +57,83 @@ def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
             if tuple(net(torch.zeros(1, 3, 2 * resolution, 2 * resolution)).shape[1:]) == shape:
                 return shape[:1]
         return shape
+
+
+def lambdas_of(config: Config) -> dict[str, float]:
+    return {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img,
+            "kl": config.lambda_kl if config.model == "vae" else 0.0}
+
+
+@dataclass
+class Parts:
+    """Everything the loop trains or consults, built from a Config."""
+
+    model: nn.Module
+    comparator: Comparator | None
+    discriminator: Discriminator | None
+    shares_features: bool  # comparator == encoder at the same tap: reuse C(x) = y
+
+
+def build_parts(config: Config, device: torch.device) -> Parts:
+    """The networks of `config`, initialised from `config.seed` (identical initial weights on every worker)
+    under `fork_rng`, so building one (to evaluate it, to score a Tune trial) leaves the caller's RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _build_parts(config, device)
+
+
+def _build_parts(config: Config, device: torch.device) -> Parts:
+    lambdas = lambdas_of(config)
+    if config.model != "inversion":
+        from repro.autoencoders import build_model  # VAE / autoencoder presets
+
+        model, encoder = build_model(config)
+    else:
+        encoder = build_comparator(config.encoder, config.layer, config.resolution, config.encoder_weights or None,
+                                   seed=config.seed)
+        generator = Generator(feature_shape(encoder, config.resolution), resolution=config.resolution,
+                              width=config.generator_width)
+        model = Inverter(encoder, generator)
+    needs_comparator = config.recon_loss == "deepsim" and lambdas["feat"] > 0
+    same = (config.model == "inversion" and config.comparator == config.encoder
+            and config.comparator_weights == config.encoder_weights)
+    comparator = None
+    if needs_comparator:
+        if same and config.comparator_tap == config.layer:
+            comparator = encoder
+        elif same:
+            comparator = Comparator(encoder.net, config.comparator_tap, config.comparator)
+        else:
+            comparator = build_comparator(config.comparator, config.comparator_tap, config.resolution,
+                                          config.comparator_weights or None, seed=config.seed)
+    discriminator = None
+    if config.recon_loss == "deepsim" and lambdas["adv"] > 0:
+        feature_dim = None
+        if config.discriminator_features:
+            code_shape = feature_shape(encoder, config.resolution)
+            feature_dim = math.prod(code_shape)
+        discriminator = Discriminator(resolution=config.resolution, width=config.discriminator_width,
+                                      feature_dim=feature_dim)
+    parts = Parts(model, comparator, discriminator,
+                  shares_features=comparator is encoder and config.model == "inversion")
+    for module in (parts.model, parts.comparator, parts.discriminator):
+        if module is not None:
+            module.to(device)
+            if config.channels_last:
+                module.to(memory_format=torch.channels_last)
+    if config.compile:
+        compile_parts(parts)
+    return parts
+
+
+def compile_parts(parts: Parts) -> None:
+    """torch.compile the encoder, generator, comparator and D in place (`Module.compile`: state_dict keys and
+    checkpoints stay those of the eager modules). Encoder and generator are compiled separately (the encoder
+    runs without grad, the generator with), and a comparator that is the encoder is compiled once."""
+    model = parts.model
+    units = [model.encoder, model.generator] if isinstance(model, Inverter) else [model]
+    seen: set[int] = set()
+    for module in (*units, parts.comparator, parts.discriminator):
+        if module is not None and id(module) not in seen:
+            seen.add(id(module))
+            module.compile()

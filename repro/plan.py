@@ -20,7 +20,7 @@ SAME_SHAPES = {"caffenet": "caffenet-random", "videonet": "caffenet-random", "al
 def trained_parameters(config: Config) -> dict[str, int]:
     """Parameters that training updates (G, or the VAE/autoencoder, and D), counted on the meta device: no
     weights are read and no memory is allocated."""
-    from repro.loop import build_parts
+    from repro.models import build_parts
 
     shapes_only = dataclasses.replace(
         config, encoder=SAME_SHAPES.get(config.encoder, config.encoder), encoder_weights="",

@@ -9,7 +9,9 @@ import torch
 
 from repro import checkpoint
 from repro.config import Config, from_dict
-from repro.loop import Parts, build_parts, load_model_state, pick_device
+from repro.devices import pick_device
+from repro.loop import load_model_state
+from repro.models import Parts, build_parts
 
 
 @dataclass

@@ -242,7 +242,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
     except ImportError as err:
         raise SystemExit(f"error: Ray is not installed here ({err}); use --launcher local") from err
     from repro import storage
-    from repro.loop import resolve_folder
+    from repro.data import resolve_folder
 
     if not ray.is_initialized():
         ray.init(address=args.address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env(args),
@@ -384,7 +384,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
     DataError, ConversionError), FileNotFoundError or AssetError."""
     from repro import checkpoint as ckpt
     from repro.comparators import NETS, build_net
-    from repro.loop import resolve_folder
+    from repro.data import resolve_folder
     from repro.nets.caffenet import ALEXNET_TV_TAPS, CAFFENET_TAPS
 
     for folder in (config.train_data, config.eval_data):
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
         config = replace(config, device="cuda")
     if config.device == "cuda" and not getattr(args, "address", None):
-        from repro.loop import DeviceError, pick_device
+        from repro.devices import DeviceError, pick_device
 
         try:
             pick_device(config)

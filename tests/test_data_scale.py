@@ -88,7 +88,7 @@ def test_resource_plan_counts_the_checkpoint_and_the_listing(tmp_path, assets, m
     import torch
 
     from repro.config import make_config
-    from repro.loop import build_parts
+    from repro.models import build_parts
     from repro.plan import describe, resource_plan
 
     (tmp_path / "cache").mkdir()

@@ -212,15 +212,15 @@ def test_checkpoint_state_leaves_out_the_frozen_encoder(tmp_path, batch):
 
 
 def test_device_cuda_fails_in_one_line_when_cuda_is_unusable(monkeypatch):
-    from repro import loop
+    from repro import devices
 
-    monkeypatch.setattr(loop, "cuda_problem", lambda: "The NVIDIA driver on your system is too old (found 470)")
-    with pytest.raises(loop.DeviceError, match=r"^device=cuda \(--gpu\) but CUDA is unusable here: The NVIDIA"):
-        loop.pick_device("cuda")
-    assert loop.pick_device("auto").type == "cpu"
+    monkeypatch.setattr(devices, "cuda_problem", lambda: "The NVIDIA driver on your system is too old (found 470)")
+    with pytest.raises(devices.DeviceError, match=r"^device=cuda \(--gpu\) but CUDA is unusable here: The NVIDIA"):
+        devices.pick_device("cuda")
+    assert devices.pick_device("auto").type == "cpu"
     if not torch.cuda.is_available():  # the real check on this machine
-        with pytest.raises(loop.DeviceError):
-            loop.pick_device(smoke(device="cuda"))
+        with pytest.raises(devices.DeviceError):
+            devices.pick_device(smoke(device="cuda"))
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -320,7 +320,7 @@ def test_metrics_csv_keeps_its_columns_when_a_row_has_fewer_keys(tmp_path):
 def test_building_and_training_setup_leave_the_callers_rng_and_threads_alone(tmp_path):
     """Loading a model (to evaluate it, to score a trial) must not reseed the caller; threads belong to entry points."""
     from repro.comparators import build_comparator
-    from repro.loop import build_parts
+    from repro.models import build_parts
 
     torch.manual_seed(1234)
     before, threads = torch.get_rng_state(), torch.get_num_threads()

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from repro.config import make_config
-from repro.loop import Session, build_parts, load_model_state, train
+from repro.loop import Session, load_model_state, train
+from repro.models import build_parts
 from tune.options import SearchError, SearchOptions, build_config
 from tune.scoring import CheckpointScorer
 from tune.search import main

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from repro.config import Config
@@ -22,7 +21,7 @@ class CheckpointScorer:
     def __init__(self, config: Config, n: int, image_metrics: bool, batch_size: int = 16):
         from repro import evaluate
         from repro.comparators import build_comparator
-        from repro.loop import pick_device
+        from repro.devices import pick_device
 
         self.device = pick_device(config)
         self.batch_size = batch_size
