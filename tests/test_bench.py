@@ -1,0 +1,70 @@
+"""bench.throughput times the loop's own step: the profiler ranges of `Trainer.step`, the shares by
+network they feed, and one tiny run of the command."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import phases
+from bench.throughput import main
+from bench.timing import step_seconds
+from bench.variants import make_trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return make_trainer("smoke", {"threads": 1})
+
+
+@pytest.fixture(scope="module")
+def real(trainer):
+    config = trainer.config
+    return torch.rand(config.batch_size, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
+
+
+def test_every_backward_op_of_a_convolution_goes_to_its_network(trainer, real):
+    trainer.step(real)
+    prof = phases.profile_steps(trainer, real, 1, with_nets=True)
+    labelled = list(phases.attribute(prof.events()))
+    backward = [(e, share) for e, share in labelled if e.name == phases.BACKWARD + "ConvolutionBackward0"]
+    # D: real, fake (phase 1) and fake (phase 2); comparator on the fake; G's transposed convolutions
+    assert backward and {share for _, share in backward} == {"comparator", "generator", "discriminator"}
+    ranges = {e.name for e, _ in labelled}
+    assert {"step/data", "step/forward", "step/discriminator", "step/generator"} <= ranges
+
+
+def test_phase_seconds_and_fractions_of_the_loops_step(trainer, real):
+    measured = phases.measure(trainer, real, steps=1)
+    seconds, fractions = measured["phase_seconds"], measured["fractions"]
+    assert set(seconds) == {"step", "data", "forward", "discriminator", "generator"}
+    assert all(v > 0 for v in seconds.values())
+    assert sum(v for k, v in seconds.items() if k != "step") <= seconds["step"]
+    assert set(fractions) == set(phases.SHARES) and sum(fractions.values()) == pytest.approx(1.0)
+    assert min(fractions[k] for k in phases.NETS) > 0
+
+
+def test_step_seconds_runs_the_loops_own_step(trainer, real):
+    def g_updates() -> int:  # the balancing rule is held open: every step updates G
+        return int(trainer.opt_g.state[trainer.g_params[0]]["step"])
+
+    before = g_updates()
+    seconds = step_seconds({"reference": trainer}, real, rounds=2, per_round=1)
+    assert len(seconds["reference"]) == 2 and all(s > 0 for s in seconds["reference"])
+    assert g_updates() - before == 2 * (2 + 1)  # each round: Timer's two warm-up steps, then the timed one
+
+
+def test_a_tiny_run_writes_its_record_and_summary(tmp_path):
+    out = tmp_path / "perf"
+    assert main(["--presets", "smoke", "--resolutions", "64", "--variants", "channels_last", "--steps", "1",
+                 "--rounds", "1", "--warmup", "1", "--threads", "1", "--data-images", "8", "--no-memory",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "cpu-smoke-r64.json").read_text())
+    assert set(record["variants"]) == {"reference", "channels_last"}
+    for variant in record["variants"].values():
+        assert variant["step_s"] > 0 and sum(variant["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert record["flops_per_step"] > 0 and record["provenance"]["threads"] == 1
+    assert "| channels_last |" in (out / "summary-cpu.md").read_text()
