@@ -5,7 +5,7 @@ A record is one method's result on one setting: a row of Table 2 (`paper_records
 compares pairs of records of the same setting (same evaluation images, encoder and its weights, resolution,
 inverted layer and, for two trained generators, training steps). Each pair:
 - is *not measurable* when either run finds its own originals no better than the chance rule allows
-  (`repro.evaluate.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
+  (`repro.scores.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
 - else *holds* or *fails*.
 A claim fails on any measurable counter-example, holds when some comparison holds and none fails; otherwise it
 is not measurable at this scale, not measured (the committed evaluations predate its metric) or not covered
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro.assets import REPO_ROOT
-from repro.evaluate import IDENTIFICATION_FACTOR, INDEPENDENT_NET, identification
+from repro.scores import IDENTIFICATION_FACTOR, INDEPENDENT_NET, identification
 
 RESULTS = REPO_ROOT / "results"
 TABLE = json.loads((RESULTS / "paper_table2.json").read_text())

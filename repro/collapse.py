@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from repro.evaluate import IDENTIFICATION_FACTOR, nearest_is_own
+from repro.scores import IDENTIFICATION_FACTOR, nearest_is_own
 from repro.metrics import pairwise_mean_distance
 
 MIN_SPREAD = 0.25  # below a quarter of the originals' own spread, the outputs are variations of one image
@@ -56,7 +56,7 @@ def collapse_record(reconstructions: torch.Tensor, originals: torch.Tensor,
 def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None = None) -> dict[str, Any]:
     """Load a finished autoencoder/VAE run (newest intact checkpoint) and measure it on the first
     `n_images` evaluation images of its config; μ is decoded (eval mode)."""
-    from repro.evaluate import load_eval_images
+    from repro.scores import load_eval_images
     from repro.runs import load_run
     from repro.sample import sample_images
 

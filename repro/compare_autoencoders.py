@@ -12,7 +12,7 @@ Writes into OUT:
 - `reconstructions.png`: rows = originals, then one row per model (labelled), columns = held-out images;
 - `metrics.json` + `metrics.md`: PSNR, SSIM, MS-SSIM, LPIPS and the paper's normalised image-space error
   ‖a − b‖₂ / N (N = mean distance between all pairs of different evaluation images), with provenance;
-  measured by `repro.evaluate.measure`, the one measurement of every model kind, so metrics.json also holds
+  measured by `repro.scores.measure`, the one measurement of every model kind, so metrics.json also holds
   its other numbers (feature error in the model's own code, gradient error, sharpness, nearest neighbours);
 - `samples-vae-se.png`, `samples-vae-deepsim.png` (with `--vae`);
 and keeps each model's run folder (config.json, stats.jsonl, grids, final checkpoint: large, so outside the
@@ -96,9 +96,10 @@ def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
 def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
                     image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
                     options: Options) -> tuple[dict[str, Any], torch.Tensor]:
-    """A trained model (its newest checkpoint) scored on the held-out images by `repro.evaluate.measure`, the
+    """A trained model (its newest checkpoint) scored on the held-out images by `repro.scores.measure`, the
     feature space being the model's own code (a VAE's μ); returns its record and reconstructions."""
-    from repro.evaluate import display_path, measure, reference_of
+    from repro.evaluate import display_path
+    from repro.scores import measure, reference_of
     from repro.runs import load_run
 
     run = load_run(trained["run_dir"], device_override(options))
@@ -153,7 +154,7 @@ def compare(options: Options) -> dict[str, Any]:
     """Train every model, then write the grid and the metrics table; returns the metrics record."""
     from repro import metrics as metric_lib
     from repro import provenance
-    from repro.evaluate import image_metric_fn, load_eval_images
+    from repro.scores import image_metric_fn, load_eval_images
     from repro.devices import pick_device
 
     started = time.time()

@@ -26,69 +26,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
 import shlex
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-from tqdm import tqdm
 
 from repro import metrics as metric_lib
-from repro.assets import FOLDER_SHA256, REPO_ROOT, AssetError, sha256_file
+from repro.assets import REPO_ROOT, AssetError, sha256_file
 from repro.config import Config, ConfigError
 from repro.data import DataError
+from repro.figures import FIGURE_CAPTIONS, write_figures, write_grid
+from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, image_metric_fn, independent_network,
+                          load_eval_images, measure, reference_of, score)
 from repro.tables import markdown_table, metric_cells, metric_headings
 from repro.weights import WeightsError
 
 PAPER_TABLE = REPO_ROOT / "results" / "paper_table2.json"
-REENCODE_ITERATIONS = 8      # Fig. 5 shows 8 iterations of image → features → reconstruction
-INTERPOLATION_STEPS = 8      # Fig. 7: codes (1 − t)·y_a + t·y_b for 8 values of t in [0, 1]
-NEIGHBOURS = 5               # nearest neighbours shown per query
-# The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
-# its last conv block; no preset uses it as comparator (repro.config), so no run was trained to win in it.
-INDEPENDENT_NET = ("squeezenet", "fire9/concat")
-# A run identifies its own originals "well above chance" when its nearest-own-original rate (the better of
-# image and feature space) is at least this many times chance, 1/n for n evaluation images: 3.9 % at n = 256,
-# where chance is 0.39 %. A generator that ignores its input sits at chance (results/random-fc6: 0.39 %).
-IDENTIFICATION_FACTOR = 10
-FIGURE_CAPTIONS = {
-    "reconstructions": "pairs (original | reconstruction).",
-    "reencoding": "Fig. 5: row 0 the originals, row t the reconstruction after t rounds of image → features → "
-                  "reconstruction.",
-    "interpolation": "Fig. 7: per row, image A, the decoded codes (1 − t)·E(A) + t·E(B) for t from 0 to 1, "
-                     "image B.",
-    "neighbours": "per query two rows, image space then feature space: original, reconstruction, then the "
-                  "evaluation images nearest to the reconstruction (green frame: the query's own original).",
-    "mv_reconstructions": "pairs (original | Mahendran & Vedaldi reconstruction from the same features).",
-}
-
-
-def identification(result: dict[str, Any], n_images: int) -> dict[str, Any]:
-    """Does a method reconstruct *its own* inputs? The chance rule of every claim between two runs.
-
-    rate = the better of `nn_own_image_pct` and `nn_own_feature_pct` (how often a reconstruction's nearest
-    evaluation image is its own original); chance = 100 / n %; above chance when rate ≥ IDENTIFICATION_FACTOR ×
-    chance. A run below it outputs (nearly) one image whatever its input, and its errors measure how far
-    that image lies from the data, not what the inverted layer keeps: claims involving it are "not
-    measurable at this scale".
-    """
-    chance = 100.0 / n_images
-    rate = max(result["nn_own_image_pct"], result["nn_own_feature_pct"])
-    threshold = IDENTIFICATION_FACTOR * chance
-    return {"rate_pct": rate, "chance_pct": chance, "threshold_pct": threshold, "above_chance": rate >= threshold}
-
-
-class EvalError(ValueError):
-    """An argument or run folder that cannot be evaluated; the message says what to do."""
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     run_dir: Path                  # a folder written by `python -m repro.train`
@@ -143,254 +101,6 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
         "paper_protocol": config.encoder == "caffenet" and bool(weights) and config.resolution == 227,
         "differences_from_paper": differences,
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data and batched passes
-# ---------------------------------------------------------------------------------------------------
-def load_eval_images(config: Config, n: int) -> tuple[torch.Tensor, list[Path], dict[str, Any]]:
-    """The first n evaluation images (sorted paths), centre-cropped at the run's resolution, and their sha."""
-    from repro.data import list_images, load_images
-    from repro.data import resolve_folder
-
-    folder = resolve_folder(config.eval_data, verify=True)
-    files = list_images(folder)[:n]
-    if len(files) < 2:
-        raise EvalError(f"{folder} holds {len(files)} image(s); the normalised error needs at least 2")
-    listing = "".join(f"{sha256_file(f)}  {f.relative_to(folder) if f.is_relative_to(folder) else f.name}\n"
-                      for f in files)
-    data = {"folder": os.path.relpath(folder, REPO_ROOT), "files": len(files),
-            "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
-    if config.eval_data in FOLDER_SHA256:
-        data["folder_sha256"] = FOLDER_SHA256[config.eval_data]
-    return load_images(files, config.resolution), files, data
-
-
-def batched(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
-            device: torch.device, desc: str, progress: bool) -> torch.Tensor:
-    """fn over inputs in batches on `device`, without gradients; results back on the CPU as float32."""
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, inputs.shape[0], batch_size), desc=desc, unit="batch", disable=not progress,
-                          leave=False):
-            out.append(fn(inputs[start : start + batch_size].to(device)).float().cpu())
-    return torch.cat(out)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Scores
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class Reference:
-    """The originals, their features, the paper's normalisers N (image space, feature space), the
-    originals' total gradient energy (the denominator of every method's sharpness) and, when measured, the
-    originals' features in the independent network (`INDEPENDENT_NET`) with their N."""
-
-    images: torch.Tensor
-    features: torch.Tensor
-    image_norm: float
-    feature_norm: float
-    gradient_energy: float
-    independent_features: torch.Tensor | None = None
-    independent_norm: float | None = None
-
-
-def make_reference(images: torch.Tensor, features: torch.Tensor,
-                   independent_features: torch.Tensor | None = None) -> Reference:
-    independent_norm = (None if independent_features is None
-                        else float(metric_lib.pairwise_mean_distance(independent_features)))
-    return Reference(images, features, float(metric_lib.pairwise_mean_distance(images)),
-                     float(metric_lib.pairwise_mean_distance(features)),
-                     float(metric_lib.gradient_energy(images).sum()), independent_features, independent_norm)
-
-
-def nearest_is_own(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(n,) bool: is query i's nearest candidate (Euclidean) candidate i?"""
-    distances = torch.cdist(queries.flatten(1).double(), candidates.flatten(1).double())
-    return distances.argmin(1) == torch.arange(queries.shape[0])
-
-
-def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
-          image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
-          independent_features: torch.Tensor | None = None) -> dict[str, Any]:
-    """Every number of one method: the paper's errors (%), the feature error in the independent network (%,
-    None when not measured), image metrics, gradient error (%), nearest-neighbour retrieval (%) and whether
-    that is above chance."""
-    independent = None
-    if independent_features is not None and ref.independent_features is not None:
-        independent = 100 * float(metric_lib.normalised_error(independent_features, ref.independent_features,
-                                                              ref.independent_norm))
-    result: dict[str, Any] = {
-        "image_error_pct": 100 * float(metric_lib.normalised_error(reconstructions, ref.images, ref.image_norm)),
-        "feature_error_pct": 100 * float(metric_lib.normalised_error(features, ref.features, ref.feature_norm)),
-        "independent_feature_error_pct": independent,
-    }
-    result.update(image_metrics(reconstructions, ref.images))
-    result["gradient_error_pct"] = 100 * float(metric_lib.gradient_error(reconstructions, ref.images).mean())
-    result["sharpness_pct"] = 100 * float(metric_lib.gradient_energy(reconstructions).sum()) / ref.gradient_energy
-    result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
-    result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
-    result["identification"] = identification(result, ref.images.shape[0])
-    return result
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model in eval mode (a VAE decodes μ, no dropout), back in the mode it came in afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def reference_of(model: Any, images: torch.Tensor, batch_size: int, progress: bool = False,
-                 independent: Any | None = None, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-                 ) -> Reference:
-    """The reference `measure` scores a model against: `images` (n, 3, H, W) in [0, 1] on the CPU, their features
-    (`encode`, default `model.encode`), and, when `independent` is given, their features in that network."""
-    device = next(model.parameters()).device
-    encode = model.encode if encode is None else encode
-    with eval_mode(model):
-        features = batched(encode, images, batch_size, device, "encode", progress)
-    originals_independent = (None if independent is None else
-                             batched(independent, images, batch_size, device, "independent net", progress))
-    return make_reference(images, features, originals_independent)
-
-
-def measure(model: Any, ref: Reference, image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
-            batch_size: int, progress: bool = False, independent: Any | None = None,
-            encode: Callable[[torch.Tensor], torch.Tensor] | None = None, name: str = ""
-            ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """Every number of one model on the reference's images, whatever its kind: an inversion, an autoencoder or a
-    VAE (any model with `encode`, whose forward returns the reconstruction first; measured in eval mode, so a
-    VAE decodes μ, and left in the mode it came in).
-
-    Reconstructions are clamped to [0, 1] (the image the model shows), re-encoded by `encode` (default
-    `model.encode`: the feature space `ref.features` must come from, see `reference_of`) and, when given, by the
-    `independent` network of `ref.independent_features`, then scored (`score`).
-
-    Returns:
-        (scores, reconstructions (n, 3, H, W), their features), both tensors on the CPU.
-    """
-    device = next(model.parameters()).device
-    encode = model.encode if encode is None else encode
-    label = f" {name}" if name else ""
-    with eval_mode(model):
-        reconstructions = batched(lambda x: model(x)[0].clamp(0, 1), ref.images, batch_size, device,
-                                  "reconstruct" + label, progress)
-        features = batched(encode, reconstructions, batch_size, device, "re-encode" + label, progress)
-    independent_features = (None if independent is None else batched(
-        independent, reconstructions, batch_size, device, "independent net" + label, progress))
-    return score(ref, reconstructions, features, image_metrics, independent_features), reconstructions, features
-
-
-def independent_network(config: Config, resolution: int) -> tuple[Any | None, str]:
-    """The network of the independent feature error, or None and why not (when it is the run's own
-    comparator or encoder, its space is not independent of what the run was trained or built on)."""
-    from repro.comparators import build_comparator
-
-    name, tap = INDEPENDENT_NET
-    used = {config.encoder} | ({config.comparator} if config.lambda_feat > 0 else set())
-    if name in used:
-        return None, f"{name} is this run's encoder or comparator"
-    return build_comparator(name, tap, resolution).eval(), f"{name}:{tap}"
-
-
-def image_metric_fn(device: torch.device, batch_size: int, progress: bool
-                    ) -> Callable[[torch.Tensor, torch.Tensor], dict[str, float]]:
-    """PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone from repro.weights), averaged over the images."""
-    from repro.weights import alexnet_tv_state_dict
-
-    lpips = metric_lib.LPIPSMetric(alexnet_tv_state_dict()).to(device).eval()
-
-    def measure(reconstructions: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        with torch.no_grad():
-            for start in tqdm(range(0, originals.shape[0], batch_size), desc="metrics", unit="batch",
-                              disable=not progress, leave=False):
-                a = reconstructions[start : start + batch_size].to(device)
-                b = originals[start : start + batch_size].to(device)
-                values = metric_lib.compute_metrics(a, b, lpips=lpips)
-                for name, value in values.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.sum())
-        return {name: total / originals.shape[0] for name, total in sums.items()}
-
-    return measure
-
-
-# ---------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------
-def save_grid(path: Path, images: torch.Tensor, columns: int) -> str:
-    from torchvision.utils import save_image
-
-    save_image(images.clamp(0, 1), path, nrow=columns, padding=2, pad_value=1.0)
-    return path.name
-
-
-def reencode(model: Any, images: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Fig. 5: image → features → reconstruction → features → …
-
-    Returns (iterations + 1, B, 3, H, W); row 0 is the input, row t the reconstruction after t rounds.
-    """
-    rows = [images]
-    with torch.no_grad():
-        for _ in range(iterations):
-            rows.append(model.decode(model.encode(rows[-1])).clamp(0, 1))
-    return torch.stack(rows)
-
-
-def interpolate(model: Any, image_a: torch.Tensor, image_b: torch.Tensor, steps: int) -> torch.Tensor:
-    """Fig. 7: decode (1 − t)·E(a) + t·E(b) for `steps` values of t ∈ [0, 1]; (steps, 3, H, W)."""
-    with torch.no_grad():
-        codes = model.encode(torch.stack([image_a, image_b]))
-        t = torch.linspace(0, 1, steps, device=codes.device).view(-1, *([1] * (codes.dim() - 1)))
-        return model.decode((1 - t) * codes[0:1] + t * codes[1:2]).clamp(0, 1)
-
-
-def frame(image: torch.Tensor, colour: tuple[float, float, float] = (0.0, 0.8, 0.0), width: int = 2) -> torch.Tensor:
-    """A copy of a (3, H, W) image with a coloured border (marks the true original among neighbours)."""
-    framed = image.clone()
-    c = torch.tensor(colour).view(3, 1, 1)
-    framed[:, :width], framed[:, -width:], framed[:, :, :width], framed[:, :, -width:] = c, c, c, c
-    return framed
-
-
-def neighbour_rows(query: int, reconstructions: torch.Tensor, features: torch.Tensor, ref: Reference,
-                   k: int) -> torch.Tensor:
-    """Two rows for one query: [original, reconstruction, k nearest originals] in image, then feature space."""
-    rows = []
-    for queries, candidates in ((reconstructions, ref.images), (features, ref.features)):
-        distances = torch.cdist(queries[query : query + 1].flatten(1).double(), candidates.flatten(1).double())[0]
-        nearest = distances.argsort()[:k].tolist()
-        tiles = [ref.images[query], reconstructions[query]]
-        tiles += [frame(ref.images[j]) if j == query else ref.images[j] for j in nearest]
-        rows.append(torch.stack(tiles))
-    return torch.cat(rows)
-
-
-def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
-                  device: torch.device, columns: int) -> dict[str, str]:
-    from repro.figures import write_grid
-
-    shown = min(columns, ref.images.shape[0])
-    figures = {}
-    write_grid(out / "reconstructions.png", ref.images[: 2 * shown], reconstructions[: 2 * shown], columns=4)
-    figures["reconstructions"] = "reconstructions.png"
-    sequence = reencode(model, ref.images[:shown].to(device), REENCODE_ITERATIONS).cpu()
-    figures["reencoding"] = save_grid(out / "reencoding.png", sequence.flatten(0, 1), shown)
-    pairs = [(i, i + shown // 2) for i in range(min(4, shown // 2))]  # images far apart in the sorted list
-    rows = [torch.cat([ref.images[a:a + 1], interpolate(model, ref.images[a].to(device), ref.images[b].to(device),
-                                                        INTERPOLATION_STEPS).cpu(), ref.images[b:b + 1]])
-            for a, b in pairs]
-    if rows:
-        figures["interpolation"] = save_grid(out / "interpolation.png", torch.cat(rows), INTERPOLATION_STEPS + 2)
-    k = min(NEIGHBOURS, ref.images.shape[0])
-    grid = torch.cat([neighbour_rows(q, reconstructions, features, ref, k) for q in range(min(4, shown))])
-    figures["neighbours"] = save_grid(out / "neighbours.png", grid, k + 2)
-    return figures
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -494,7 +204,6 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
-    from repro.figures import write_grid
     from repro import provenance
 
     started = time.time()

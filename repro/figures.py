@@ -6,6 +6,9 @@ run's preset, method and checkpoint step (`--step`: every run's checkpoint of th
 trained for different lengths are shown at equal training; default: each run's newest). This is the figure
 the paper makes for its comparisons (Fig. 1, Fig. 3: the same images through each method), so that
 "sharper than" is something one looks at, not only a number.
+
+Also every other figure: the training grids (`write_grid`) and one evaluated run's reconstructions,
+re-encoding (Fig. 5), interpolation (Fig. 7) and nearest neighbours (`write_figures`, for repro.evaluate).
 """
 from __future__ import annotations
 
@@ -13,8 +16,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from repro.scores import Reference
 
 
 def write_grid(path: Path, targets: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4) -> None:
@@ -73,6 +82,91 @@ def provenance(argv: list[str], n: int, runs: list[dict]) -> dict:
 
     return prov.record(prov.command("repro.figures", argv),
                        images=f"the first {n} of the first run's eval_data (sorted paths)", rows=runs)
+
+
+# ---- the figures of one evaluated run (repro.evaluate) ----------------------------------------------
+REENCODE_ITERATIONS = 8      # Fig. 5 shows 8 iterations of image → features → reconstruction
+INTERPOLATION_STEPS = 8      # Fig. 7: codes (1 − t)·y_a + t·y_b for 8 values of t in [0, 1]
+NEIGHBOURS = 5               # nearest neighbours shown per query
+FIGURE_CAPTIONS = {
+    "reconstructions": "pairs (original | reconstruction).",
+    "reencoding": "Fig. 5: row 0 the originals, row t the reconstruction after t rounds of image → features → "
+                  "reconstruction.",
+    "interpolation": "Fig. 7: per row, image A, the decoded codes (1 − t)·E(A) + t·E(B) for t from 0 to 1, "
+                     "image B.",
+    "neighbours": "per query two rows, image space then feature space: original, reconstruction, then the "
+                  "evaluation images nearest to the reconstruction (green frame: the query's own original).",
+    "mv_reconstructions": "pairs (original | Mahendran & Vedaldi reconstruction from the same features).",
+}
+
+
+
+def save_grid(path: Path, images: torch.Tensor, columns: int) -> str:
+    from torchvision.utils import save_image
+
+    save_image(images.clamp(0, 1), path, nrow=columns, padding=2, pad_value=1.0)
+    return path.name
+
+
+def reencode(model: Any, images: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Fig. 5: image → features → reconstruction → features → …
+
+    Returns (iterations + 1, B, 3, H, W); row 0 is the input, row t the reconstruction after t rounds.
+    """
+    rows = [images]
+    with torch.no_grad():
+        for _ in range(iterations):
+            rows.append(model.decode(model.encode(rows[-1])).clamp(0, 1))
+    return torch.stack(rows)
+
+
+def interpolate(model: Any, image_a: torch.Tensor, image_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Fig. 7: decode (1 − t)·E(a) + t·E(b) for `steps` values of t ∈ [0, 1]; (steps, 3, H, W)."""
+    with torch.no_grad():
+        codes = model.encode(torch.stack([image_a, image_b]))
+        t = torch.linspace(0, 1, steps, device=codes.device).view(-1, *([1] * (codes.dim() - 1)))
+        return model.decode((1 - t) * codes[0:1] + t * codes[1:2]).clamp(0, 1)
+
+
+def frame(image: torch.Tensor, colour: tuple[float, float, float] = (0.0, 0.8, 0.0), width: int = 2) -> torch.Tensor:
+    """A copy of a (3, H, W) image with a coloured border (marks the true original among neighbours)."""
+    framed = image.clone()
+    c = torch.tensor(colour).view(3, 1, 1)
+    framed[:, :width], framed[:, -width:], framed[:, :, :width], framed[:, :, -width:] = c, c, c, c
+    return framed
+
+
+def neighbour_rows(query: int, reconstructions: torch.Tensor, features: torch.Tensor, ref: Reference,
+                   k: int) -> torch.Tensor:
+    """Two rows for one query: [original, reconstruction, k nearest originals] in image, then feature space."""
+    rows = []
+    for queries, candidates in ((reconstructions, ref.images), (features, ref.features)):
+        distances = torch.cdist(queries[query : query + 1].flatten(1).double(), candidates.flatten(1).double())[0]
+        nearest = distances.argsort()[:k].tolist()
+        tiles = [ref.images[query], reconstructions[query]]
+        tiles += [frame(ref.images[j]) if j == query else ref.images[j] for j in nearest]
+        rows.append(torch.stack(tiles))
+    return torch.cat(rows)
+
+
+def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
+                  device: torch.device, columns: int) -> dict[str, str]:
+    shown = min(columns, ref.images.shape[0])
+    figures = {}
+    write_grid(out / "reconstructions.png", ref.images[: 2 * shown], reconstructions[: 2 * shown], columns=4)
+    figures["reconstructions"] = "reconstructions.png"
+    sequence = reencode(model, ref.images[:shown].to(device), REENCODE_ITERATIONS).cpu()
+    figures["reencoding"] = save_grid(out / "reencoding.png", sequence.flatten(0, 1), shown)
+    pairs = [(i, i + shown // 2) for i in range(min(4, shown // 2))]  # images far apart in the sorted list
+    rows = [torch.cat([ref.images[a:a + 1], interpolate(model, ref.images[a].to(device), ref.images[b].to(device),
+                                                        INTERPOLATION_STEPS).cpu(), ref.images[b:b + 1]])
+            for a, b in pairs]
+    if rows:
+        figures["interpolation"] = save_grid(out / "interpolation.png", torch.cat(rows), INTERPOLATION_STEPS + 2)
+    k = min(NEIGHBOURS, ref.images.shape[0])
+    grid = torch.cat([neighbour_rows(q, reconstructions, features, ref, k) for q in range(min(4, shown))])
+    figures["neighbours"] = save_grid(out / "neighbours.png", grid, k + 2)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

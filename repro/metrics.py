@@ -274,7 +274,7 @@ class Metric:
     title: str                         # column title
     fmt: str                           # str.format pattern of a cell
     better: str | None                 # "lower" or "higher"; None for a description with no better side
-    per_image: PerImage | None = None  # computed batch by batch (`compute_metrics`); None: `repro.evaluate.score`
+    per_image: PerImage | None = None  # computed batch by batch (`compute_metrics`); None: `repro.scores.score`
                                        # derives it from the whole evaluation set (N, nearest neighbours)
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ Nothing here measures; it only arranges committed records, so every number on th
 - Table 2: the paper's cells (`results/paper_table2.json`) beside ours (every `results/**/eval/metrics.json`,
   written by `python -m repro.evaluate`), each of our cells linked to its metrics file, protocol listed, and
   marked † where the run finds its own originals no better than the chance rule allows
-  (`repro.evaluate.identification`): such a cell is not compared with others;
+  (`repro.scores.identification`): such a cell is not compared with others;
 - the paper's claims, each as holds / fails / not measurable at this scale / not measured / not covered, with the
   comparisons behind it (`repro.claims`, the rules `tests/test_paper_numbers.py` asserts);
 - the published runs (`results/<preset>/<run>/provenance.json`, `python -m repro.publish`);
@@ -25,7 +25,7 @@ from typing import Any
 
 from repro.assets import REPO_ROOT
 from repro.compare_autoencoders import METRIC_COLUMNS as AE_METRICS
-from repro.evaluate import IDENTIFICATION_FACTOR, identification
+from repro.scores import IDENTIFICATION_FACTOR, identification
 from repro.metrics import METRICS
 from repro.tables import markdown_table, metric_cells, metric_headings
 

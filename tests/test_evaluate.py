@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repro import evaluate
+from repro import evaluate, figures, scores
 from repro.config import make_config
 from repro.loop import Session, train
 
@@ -135,10 +135,10 @@ def test_identification_rule_separates_input_ignoring_generators(assets):
     constant = images.mean(0, keepdim=True).expand_as(images).contiguous()
 
     def rule(reconstructions):
-        result = {"nn_own_image_pct": 100 * float(evaluate.nearest_is_own(reconstructions, images).double().mean()),
-                  "nn_own_feature_pct": 100 * float(evaluate.nearest_is_own(
+        result = {"nn_own_image_pct": 100 * float(scores.nearest_is_own(reconstructions, images).double().mean()),
+                  "nn_own_feature_pct": 100 * float(scores.nearest_is_own(
                       reconstructions.mean(dim=(2, 3)), features).double().mean())}
-        return evaluate.identification(result, images.shape[0])
+        return scores.identification(result, images.shape[0])
 
     ignoring = rule(constant)
     assert ignoring["chance_pct"] == pytest.approx(2.5) and ignoring["threshold_pct"] == pytest.approx(25.0)
@@ -150,11 +150,11 @@ def test_figure_layouts(evaluated):
     out, _ = evaluated
     tile = 64 + 2  # 64 px images, 2 px padding
     columns = min(8, N_IMAGES)
-    rows = evaluate.REENCODE_ITERATIONS + 1
+    rows = figures.REENCODE_ITERATIONS + 1
     assert Image.open(out / "reencoding.png").size == (columns * tile + 2, rows * tile + 2)
     width, height = Image.open(out / "interpolation.png").size
-    assert width == (evaluate.INTERPOLATION_STEPS + 2) * tile + 2 and height == 4 * tile + 2
-    assert Image.open(out / "neighbours.png").size == ((evaluate.NEIGHBOURS + 2) * tile + 2, 8 * tile + 2)
+    assert width == (figures.INTERPOLATION_STEPS + 2) * tile + 2 and height == 4 * tile + 2
+    assert Image.open(out / "neighbours.png").size == ((figures.NEIGHBOURS + 2) * tile + 2, 8 * tile + 2)
 
 
 def test_reencoding_and_interpolation_mechanics(run_dir):
@@ -163,12 +163,12 @@ def test_reencoding_and_interpolation_mechanics(run_dir):
     model = load_run(run_dir, "cpu").parts.model
     torch.manual_seed(0)
     a, b = torch.rand(2, 3, 64, 64).unbind(0)
-    path = evaluate.interpolate(model, a, b, 5)
+    path = figures.interpolate(model, a, b, 5)
     with torch.no_grad():
         ends = model.decode(model.encode(torch.stack([a, b]))).clamp(0, 1)
     assert path.shape == (5, 3, 64, 64)
     assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(path[-1], ends[1], atol=1e-5)
-    sequence = evaluate.reencode(model, torch.stack([a, b]), 3)
+    sequence = figures.reencode(model, torch.stack([a, b]), 3)
     assert sequence.shape == (4, 2, 3, 64, 64) and torch.equal(sequence[0], torch.stack([a, b]))
     assert torch.allclose(sequence[1], ends, atol=1e-5)
 
@@ -227,8 +227,8 @@ def test_one_measure_scores_autoencoders_and_vaes(kind, assets):
         model, _ = build_model(config)
     images = load_images(list_images(assets / "imagenet-1k-256")[:6], 64)
     model.train()
-    reference = evaluate.reference_of(model, images, batch_size=4)
-    scores, reconstructions, features = evaluate.measure(model, reference, lambda a, b: {}, batch_size=4)
+    reference = scores.reference_of(model, images, batch_size=4)
+    numbers, reconstructions, features = scores.measure(model, reference, lambda a, b: {}, batch_size=4)
     assert model.training
     model.eval()
     with torch.no_grad():
@@ -236,5 +236,5 @@ def test_one_measure_scores_autoencoders_and_vaes(kind, assets):
         torch.testing.assert_close(reconstructions, expected)
         torch.testing.assert_close(features, model.encode(expected))
         torch.testing.assert_close(reference.features, model.encode(images))
-    assert scores["image_error_pct"] == pytest.approx(100 * normalised_error(expected, images))
-    assert scores["identification"]["chance_pct"] == pytest.approx(100 / 6)
+    assert numbers["image_error_pct"] == pytest.approx(100 * normalised_error(expected, images))
+    assert numbers["identification"]["chance_pct"] == pytest.approx(100 / 6)

@@ -9,7 +9,7 @@ Three kinds of checks:
    `results/<preset>/<run-id>/eval/metrics.json` (written by `python -m repro.evaluate`). Each claim Table 2
    carries is first checked on Table 2 itself (so it is the paper's claim), then on every pair of comparable
    measured results (same images, encoder, layer, resolution and training steps). A pair counts only when
-   both runs find their own originals well above chance (`repro.evaluate.identification`: ≥ 10 × 1/n);
+   both runs find their own originals well above chance (`repro.scores.identification`: ≥ 10 × 1/n);
    otherwise it is "not measurable at this scale". One measurable counter-example fails the claim; claims
    committed runs contradict are strict expected failures with their reason (`repro.claims.CONTRADICTED`);
    claims no committed run covers, or whose metric the committed evaluations predate, are skipped saying so.

@@ -16,7 +16,7 @@ from repro.metrics import METRICS
 from repro.tables import markdown_table
 from tune.spaces import PAPER_LAMBDAS
 
-# The errors the objective is computed from: a column of every trial. The other metrics of repro.evaluate.score
+# The errors the objective is computed from: a column of every trial. The other metrics of repro.scores.score
 # (repro.metrics.METRICS) follow the λ, those the trials reported.
 ERRORS = ("image_error_pct", "feature_error_pct")
 QUALITY = tuple(key for key in METRICS if key not in ERRORS)

@@ -99,8 +99,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
     """A Tuner for a fresh search, its experiment folder, and the search record (search.json)."""
     from ray import tune
 
-    from repro import evaluate, storage
-    from repro import provenance
+    from repro import provenance, scores, storage
     from tune.spaces import param_space
 
     config = build_config(options)
@@ -113,7 +112,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
     if storage.exists(storage.join(experiment, "search.json")):
         raise SearchError(f"{experiment} already holds a search: continue it with --resume {experiment} "
                           "or choose another --name")
-    _, _, eval_data = evaluate.load_eval_images(config, options.eval_images)  # checks the folder's sha256 once
+    _, _, eval_data = scores.load_eval_images(config, options.eval_images)  # checks the folder's sha256 once
     spec = TrialSpec(config=config.to_dict(), target=dataclasses.asdict(target), eval_images=options.eval_images,
                      image_metrics=options.image_metrics, search=name, runs_root=storage.join(experiment, "runs"))
     scheduler = make_scheduler(options.scheduler, config, space, options.seed)
