@@ -144,8 +144,8 @@ def net_fractions(prof: profile, device: torch.device) -> dict[str, float]:
 
 
 def measure(trainer: Trainer, real: torch.Tensor, steps: int) -> dict[str, Any]:
-    """Profile `steps` steps (after one unprofiled step that settles the hooks' first call) and return the
-    loop's phase seconds and, for an eager inversion model, the fractions by network."""
+    """Profile `steps` steps and return the loop's phase seconds and, for an eager inversion model, the
+    fractions by network. One unprofiled step first re-warms caches after the other variants ran."""
     with_nets = isinstance(trainer.parts.model, Inverter) and not trainer.config.compile
     trainer.step(real)
     prof = profile_steps(trainer, real, steps, with_nets)
