@@ -17,8 +17,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.benchmark import Timer
 
 from repro.config import Config
-from repro.data import ImageFolder, infinite_batches, make_loader
-from repro.loop import Trainer, resolve_folder
+from repro.data import ImageFolder, infinite_batches, make_loader, resolve_folder
+from repro.loop import Trainer
 
 log = logging.getLogger(__name__)
 
