@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
-import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +40,10 @@ def contended(load: list[float]) -> bool:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Command, commit, device, torch, threads, date and the load average now (`load_average_after` is
-    added when the measurement ends)."""
-    from repro.provenance import git_commit
+    """repro.provenance's record (command, commit, device, torch, created), the CPU model, threads, cores and the
+    load average now (`load_average_after` is added when the measurement ends)."""
+    from repro import provenance as prov
 
-    return {
-        "command": "python -m bench.throughput " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "commit": git_commit(),
-        "device": device_name(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cores": os.cpu_count(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "load_average_before": load_average(),
-    }
+    return prov.record(prov.command("bench.throughput", sys.argv[1:]), dev=device, device_type=device.type,
+                       processor=device_name(device), threads=torch.get_num_threads(), cores=os.cpu_count(),
+                       load_average_before=load_average())
