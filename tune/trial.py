@@ -94,7 +94,8 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[s
                             **lambdas}) + "\n")
 
     scorer = CheckpointScorer(config, spec.eval_images, spec.image_metrics)
-    provenance = prov.record(f"a trial of search {spec.search} (its command: search.json)", run_config=config, dev=prov.device(),
+    provenance = prov.record(f"a trial of search {spec.search} (its command: search.json)", run_config=config,
+                             device=prov.device(),
                              data={**prov.data(config), "eval_files": scorer.data},
                              search=spec.search, trial=context.get_trial_id(), lambdas=lambdas, target=spec.target,
                              resumed_from_step=None if resume_state is None else int(resume_state["step"]),
