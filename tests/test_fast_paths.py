@@ -140,6 +140,7 @@ COMPILE_SCRIPT = textwrap.dedent("""
 """ % STEPS)
 
 
+@pytest.mark.slow
 def test_compile_matches_eager(tmp_path):
     try:
         done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,

@@ -2,6 +2,7 @@
 random weights do (nearest-class-mean on held-out images)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from repro.data import list_images, load_images
@@ -22,6 +23,7 @@ def nearest_class_mean_accuracy(net, images, labels, n_classes):
     return (predicted == labels[test]).float().mean().item()
 
 
+@pytest.mark.slow
 def test_pretrained_pool5_beats_random_weights(assets, pretrained_alexnet):
     files, labels = [], []
     for c, name in enumerate(CLASSES):

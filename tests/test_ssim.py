@@ -186,6 +186,7 @@ def test_nonnegative_power_has_finite_gradient_at_zero():
     assert float(factor.grad[4]) == pytest.approx(0.0448 * 0.5 ** (0.0448 - 1), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_are_correct():
     """Finite differences in float64 (torch.autograd.gradcheck) through two scales."""
     g = torch.Generator().manual_seed(0)

@@ -90,6 +90,7 @@ def test_bad_arguments_give_one_line_and_status_2(argv, message, lenet, capsys):
     assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
+@pytest.mark.slow
 def test_command_line_errors_have_no_traceback(lenet):
     """The same through a real interpreter: one line on stderr, status 2, for a usage error and a bad file."""
     for argv in (["torch", "only_out_dir"], ["caffe2onnx", str(lenet[0]), str(lenet[0]), "out.onnx"]):

@@ -69,6 +69,7 @@ def test_other_architectures_are_refused(asset, tmp_path, edit, reason):
         check_architecture(path)
 
 
+@pytest.mark.slow
 def test_227_is_the_centre_crop_of_256_in_pipeline_units(caffemodel):
     """act_max.py crops 256 → 227 at (14, 14); Generator(227) does the same, then maps Caffe units (BGR − mean)
     to RGB [0, 1]."""
@@ -86,6 +87,7 @@ def test_227_is_the_centre_crop_of_256_in_pipeline_units(caffemodel):
     assert not torch.allclose(image, ((caffe_units[..., 15:242, 15:242] + mean) / 255).flip(1), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_converted_file_loads_as_a_generator_file(caffemodel, tmp_path):
     from repro.generator_file import load_generator
 

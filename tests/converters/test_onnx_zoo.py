@@ -84,6 +84,7 @@ def test_zoo_file_needs_the_preparation(zoo_file):
     assert {"Gemm-7", "Dropout-7"} <= set(unsupported_nodes(model))
 
 
+@pytest.mark.slow
 def test_zoo_caffenet_matches_onnxruntime_with_a_dynamic_batch(zoo_file):
     path, model = zoo_file
     taps = ["conv1_2", "pool1_1", "norm2_1", "pool5_1", "fc6_2", "fc7_3", "fc8_1", "prob_1"]

@@ -39,6 +39,7 @@ def weights_for(asset, random_weights):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_original_architecture_matches_opencv_at_every_tap(name, layout, weights_for, tmp_path):
@@ -58,6 +59,7 @@ def test_original_architecture_matches_opencv_at_every_tap(name, layout, weights
     assert shapes["pool5"] == (256, 6, 6)
 
 
+@pytest.mark.slow
 def test_caffe_blobs_are_the_written_weights_in_caffe_layout(weights_for, tmp_path):
     """`converters.caffe_blobs` gives back each layer's arrays exactly, also from legacy 4-D V1 blobs
     (fc weights stored 1×1×out×in), ready for a hand-written CaffeNet."""

@@ -1,6 +1,7 @@
 """The comparator registry builds the user-file comparators (VideoNet caffemodel, any ONNX + tap)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from converters.caffe2onnx import convert_caffe
@@ -8,6 +9,7 @@ from converters.caffemodel import write_caffemodel
 from repro.comparators import build_comparator
 
 
+@pytest.mark.slow
 def test_videonet_and_onnx_comparators_from_user_files(tmp_path, asset, random_weights):
     prototxt = asset("videonet/unsup_net_deploy.prototxt")
     caffemodel = write_caffemodel(tmp_path / "color_model.caffemodel", random_weights(prototxt, seed=1), prototxt)

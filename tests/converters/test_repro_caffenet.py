@@ -11,6 +11,7 @@ from converters.caffemodel import write_caffemodel
 from repro.comparators import build_net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["v1", "v2"])
 def test_converted_caffenet_matches_repro_caffenet(tmp_path, asset, random_weights, assert_close, layout):
     prototxt = asset("caffe/bvlc_reference_caffenet_deploy.prototxt")

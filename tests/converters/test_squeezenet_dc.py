@@ -55,6 +55,7 @@ def test_decoded_squeezenet_matches_opencv(squeezenet, tmp_path):
         assert r.rel_torch_ref <= 1e-4 and r.rel_ort_ref <= 1e-4, f"{r.tap}: {r.rel_torch_ref:.2e} / {r.rel_ort_ref:.2e}"
 
 
+@pytest.mark.slow
 def test_squeezenet_top1_on_an_imagenet_subset(squeezenet, asset, assets):
     net = load_squeezenet(*squeezenet, taps=["pool_final"])
     result = top1(net, assets / "imagenet-1k-256", asset("caffe/synset_words.txt"), limit=100)

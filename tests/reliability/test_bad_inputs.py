@@ -221,6 +221,7 @@ def weight_ranges(prototxt: Path, caffemodel: Path) -> list[tuple[str, int, int,
     return ranges
 
 
+@pytest.mark.slow
 def test_fuzzed_lenet_caffemodel_never_gives_a_silently_wrong_model(lenet, tmp_path, request, record_fault):
     """50 seeded damaged copies of the real LeNet caffemodel. Each must end in a ConversionError naming the
     file or a layer, or in a model whose outputs equal OpenCV's Caffe importer on the same damaged file:

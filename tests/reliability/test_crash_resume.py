@@ -46,6 +46,7 @@ def lost_steps(run_dir) -> tuple[int, int, int]:
     return logged, newest, logged - newest
 
 
+@pytest.mark.slow
 def test_sigkill_mid_write_and_at_random_then_resume_matches_uninterrupted_run(tmp_path, cli, record_fault):
     rng = np.random.default_rng(0)
     reference = cli(train_argv(tmp_path / "reference", *SETTINGS), "reference")  # runs alongside

@@ -106,6 +106,7 @@ def test_skip_policy_skips_one_update_and_finishes(tmp_path, capsys, monkeypatch
     assert provenance["status"] == "finished" and provenance["result"]["skipped"] == 1
 
 
+@pytest.mark.slow
 def test_learning_rate_blow_up_through_the_cli(tmp_path, cli, record_fault):
     """No injection: lr=1e30 makes Adam's first update overflow the weights; the real CLI process exits 1
     with one line naming the non-finite terms and the last good checkpoint. D is updated first and G's L_adv
