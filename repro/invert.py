@@ -24,8 +24,11 @@ class InvertError(ValueError):
     """An input the command cannot use; the message is the one line printed."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the usage too)
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (`error: …`, exit 2), not usage + message; also
+    repro.synthesize's."""
+
+    def error(self, message: str) -> None:
         self.exit(2, f"error: {message}\n")
 
 
@@ -100,7 +103,7 @@ def write_outputs(out: Path, names: list[str], reconstructions: torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m repro.invert", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m repro.invert", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="image files or folders (recursive); not with --features")
     parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")

@@ -27,7 +27,6 @@ classifier's top unit), and prints one line per unit.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -39,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from repro.invert import OneLineParser
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,8 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
 DEFAULT_TAPS = {"squeezenet": "pool_final", "caffenet": "fc8", "caffenet-random": "fc8", "alexnet-random": "fc8"}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        self.exit(2, f"error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m repro.synthesize", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m repro.synthesize", description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
     parser.add_argument("--classifier", default="squeezenet", help="registry name (repro.comparators), e.g. squeezenet, caffenet")
     parser.add_argument("--classifier-weights", help="weights file for caffenet/onnx classifiers (your bvlc_reference_caffenet.caffemodel)")
