@@ -53,14 +53,15 @@ def collapse_record(reconstructions: torch.Tensor, originals: torch.Tensor,
     return record
 
 
-def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None = None) -> dict[str, Any]:
-    """Load a finished autoencoder/VAE run (newest intact checkpoint) and measure it on the first
-    `n_images` evaluation images of its config; μ is decoded (eval mode)."""
+def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None = None,
+                step: int | None = None) -> dict[str, Any]:
+    """Load an autoencoder/VAE run (newest intact checkpoint, or the one of `step`: collapse over training)
+    and measure it on the first `n_images` evaluation images of its config; μ is decoded (eval mode)."""
     from repro.scores import load_eval_images
     from repro.runs import load_run
     from repro.sample import sample_images
 
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, step)
     model = run.parts.model
     if run.config.model == "inversion":
         raise SystemExit(f"{run_dir} is an inversion run: collapse is measured on autoencoders and VAEs")
@@ -81,12 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, help="autoencoder / VAE run folders")
     parser.add_argument("--n", type=int, default=256, help="evaluation images (the first n of config.eval_data)")
     parser.add_argument("--samples", type=int, default=64, help="samples z ~ N(0, I) per VAE")
+    parser.add_argument("--step", type=int, nargs="+", default=[None],
+                        help="checkpoints of these steps (default: each run's newest)")
     parser.add_argument("--out", type=Path, help="write the records as JSON here (with the command)")
     args = parser.parse_args(argv)
-    records = [measure_run(folder, args.n, args.samples) for folder in args.run_dirs]
+    from repro.checkpoint import CheckpointError
+    from repro.data import DataError
+
+    try:
+        records = [measure_run(folder, args.n, args.samples, step=step)
+                   for folder in args.run_dirs for step in args.step]
+    except (CheckpointError, FileNotFoundError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for r in records:
         spread = "" if r["sample_spread"] is None else f", sample spread {r['sample_spread']:.3f}"
-        print(f"{r['run']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), recon spread "
+        print(f"{r['run']} step {r['step']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), recon spread "
               f"{r['recon_spread']:.3f}{spread} → {'COLLAPSED: ' + r['why'] if r['collapsed'] else 'not collapsed'}")
     if args.out:
         from repro import provenance

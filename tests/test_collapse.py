@@ -47,7 +47,7 @@ def test_shapes_must_match(originals):
         collapse_record(originals[:4], originals[:5])
 
 
-def test_cli_measures_a_trained_vae_and_refuses_an_inversion_run(tmp_path):
+def test_cli_measures_a_trained_vae_and_refuses_an_inversion_run(tmp_path, capsys):
     import json
 
     from repro.collapse import main
@@ -64,5 +64,12 @@ def test_cli_measures_a_trained_vae_and_refuses_an_inversion_run(tmp_path):
     (record,) = json.loads((tmp_path / "c.json").read_text())["records"]
     assert record["model"] == "vae" and record["sample_spread"] is not None and "commit" in json.loads(
         (tmp_path / "c.json").read_text())
+    # --step: the checkpoint of that step (collapse over training), a clear error for one not kept
+    assert main([str(tmp_path / "vae"), "--n", "8", "--samples", "4", "--step", str(vae.steps), "--out",
+                 str(tmp_path / "s.json")]) == 0
+    (record,) = json.loads((tmp_path / "s.json").read_text())["records"]
+    assert record["step"] == vae.steps
+    assert main([str(tmp_path / "vae"), "--n", "8", "--step", str(vae.steps + 1)]) == 2
+    assert f"no checkpoint of step {vae.steps + 1}" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="is an inversion run"):
         main([str(tmp_path / "inversion"), "--n", "8"])
