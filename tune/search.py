@@ -112,7 +112,7 @@ def start_ray(args: argparse.Namespace) -> bool:
     if args.address:
         ray.init(address=args.address, include_dashboard=False, runtime_env=runtime_env(args))
     else:
-        ray.init(num_cpus=args.num_cpus or os.cpu_count() or 1, include_dashboard=False)
+        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count() or 1, include_dashboard=False)
     return True
 
 
