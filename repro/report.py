@@ -222,6 +222,28 @@ def autoencoders(root: Path) -> list[str]:
         for name, result in results.items():
             if "samples" in result:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]
+        lines += collapse_tables(path.parent, root)
+    return lines
+
+
+def collapse_tables(folder: Path, root: Path) -> list[str]:
+    """Every `python -m repro.collapse --out` record beside an autoencoder comparison: has a model collapsed to
+    one image? (metrics of a collapsed model measure that one image, not what the loss prefers)"""
+    lines = []
+    for path, record in _load(sorted(folder.glob("*.json"))):
+        rows = record.get("records") if isinstance(record, dict) else None
+        if not rows or "collapsed" not in rows[0]:
+            continue
+        lines += [f"Collapse ([{_rel(path, root)}]({_rel(path, root)}), `{record.get('command', '')}`): "
+                  f"collapsed = reconstructions find their own original below {record['identification_factor']} × "
+                  f"chance, or reconstructions / samples spread less than {record['min_spread']}.", "",
+                  *markdown_table(["run", "model", "loss", "λ_KL", "step", "NN = own (%)", "recon spread",
+                                   "sample spread", "collapsed"],
+                                  (["/".join(Path(r["run"]).parts[-2:]), r["model"], r["recon_loss"],
+                                    "–" if r["lambda_kl"] is None else f"{r['lambda_kl']:g}", str(r["step"]),
+                                    f"{r['nn_own_image_pct']:.1f}", f"{r['recon_spread']:.3f}",
+                                    "–" if r["sample_spread"] is None else f"{r['sample_spread']:.3f}",
+                                    "**yes**" if r["collapsed"] else "no"] for r in rows)), ""]
     return lines
 
 

@@ -113,3 +113,22 @@ def test_claims_section_says_which_claims_hold_fail_or_cannot_be_measured(tmp_pa
                                                                       "and higher feature-space error than DeePSiM (Table 2"))
     assert "**fails**" in lower and "image_error_pct 65 vs 60" in lower
     assert "**not measured**" in next(line for key, line in rows.items() if "agree better with the originals' edges" in key)
+
+
+def test_collapse_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    folder = tmp_path / "autoencoders" / "x"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"results": {"vae-deepsim": {"model": "vae", "psnr": 12.0}},
+                                                     "provenance": {"resolution": 64, "steps": 10, "n_eval": 8,
+                                                                    "device": "cpu", "commit": "abc"}}))
+    rows = [{"run": "runs/vae/kl-1", "model": "vae", "recon_loss": "deepsim", "lambda_kl": 1.59, "step": 1200,
+             "nn_own_image_pct": 0.390625, "recon_spread": 0.0, "sample_spread": 0.028, "collapsed": True},
+            {"run": "runs/vae/kl-0", "model": "vae", "recon_loss": "deepsim", "lambda_kl": 0.0, "step": 4800,
+             "nn_own_image_pct": 30.46875, "recon_spread": 0.726, "sample_spread": 0.269, "collapsed": False}]
+    (folder / "long.json").write_text(json.dumps({"command": "python -m repro.collapse …", "min_spread": 0.25,
+                                                  "identification_factor": 10, "records": rows}))
+    page = render(tmp_path)
+    assert "[autoencoders/x/long.json](autoencoders/x/long.json)" in page
+    assert "| vae/kl-1 | vae | deepsim | 1.59 | 1200 | 0.4 | 0.000 | 0.028 | **yes** |" in page
+    assert "| vae/kl-0 | vae | deepsim | 0 | 4800 | 30.5 | 0.726 | 0.269 | no |" in page
