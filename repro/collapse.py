@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for r in records:
         spread = "" if r["sample_spread"] is None else f", sample spread {r['sample_spread']:.3f}"
-        print(f"{r['run']} step {r['step']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), recon spread "
-              f"{r['recon_spread']:.3f}{spread} → {'COLLAPSED: ' + r['why'] if r['collapsed'] else 'not collapsed'}")
+        print(f"{r['run']} step {r['step']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), "
+              f"recon spread {r['recon_spread']:.3f}{spread} → {'COLLAPSED: ' + r['why'] if r['collapsed'] else 'not collapsed'}")
     if args.out:
         from repro import provenance
 

@@ -245,7 +245,8 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
     from repro.data import resolve_folder
 
     if not ray.is_initialized():  # no --address: a new local runtime ("local"), even beside a `ray start` cluster
-        ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=True, runtime_env=runtime_env(args),
+        ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=True,
+                 runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
     nodes = ray.nodes()
     storage.require_shared(run, nodes, args.storage is not None or args.resume is not None, args.address)
