@@ -94,7 +94,8 @@ def generator_terms(
 ) -> dict[str, torch.Tensor]:
     """Raw terms the generator minimises and their λ-weighted `total` (Eq. 1, plus Eq. 8 for the VAE).
 
-    Terms whose λ is 0 are not computed, so an ablation costs nothing for the dropped term.
+    Terms whose λ is 0 are not computed, so an ablation costs nothing for the dropped term — except the KL
+    of a VAE, always reported (cheap, and the collapse diagnostic even at λ_KL = 0 or during a warm-up).
     `recon` other than "deepsim" replaces Eq. 1 by a single image-space loss (autoencoder baselines).
     """
     terms: dict[str, torch.Tensor] = {}
@@ -109,10 +110,10 @@ def generator_terms(
         if lambdas.get("img", 0) > 0:
             terms["img"] = image_loss(fake, real)
         weights = {k: lambdas[k] for k in terms}
-    if mu is not None and lambdas.get("kl", 0) > 0:
+    if mu is not None:
         terms["kl"] = kl_loss(mu, logvar)
-        weights["kl"] = lambdas["kl"]
-    if not terms:
+        weights["kl"] = lambdas.get("kl", 0.0)
+    if not terms or not any(weights.values()):
         raise ValueError("every loss term is switched off (all λ are 0): nothing to train")
     terms["total"] = sum(weights[k] * terms[k] for k in weights)
     return terms

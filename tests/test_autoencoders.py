@@ -64,6 +64,18 @@ def test_kl_term_is_eq8_through_the_vae_path(tmp_path, caltech_batch):
     assert all(id(p) in optimised for p in model.encoder.parameters())
 
 
+def test_kl_warmup_ramps_lambda_kl_from_zero_by_iteration(tmp_path, caltech_batch):
+    trainer = Trainer(tiny("vae", latent_dim=4, recon_loss="ssim", lambda_kl=20.0, kl_warmup=4), tmp_path)
+    set_heads(trainer.parts.model, torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.zeros(4))
+    weights = []
+    for step in (0, 2, 4, 9):  # the iteration counter that checkpoints carry, so a resumed run continues the ramp
+        trainer.step_count = step
+        values = trainer.step(caltech_batch[:4])
+        weights.append((values["total"] - values["recon"]) / values["kl"])
+    assert weights == pytest.approx([0.0, 10.0, 20.0, 20.0], abs=1e-3)
+    assert trainer.lambdas_full["kl"] == 20.0  # the configured λ is kept, and recorded as configured
+
+
 def test_reparameterisation_uses_the_global_rng_and_eval_decodes_mu(caltech_batch):
     torch.manual_seed(0)
     model, _ = build_model(tiny("vae", latent_dim=4))
