@@ -48,8 +48,8 @@ class Config:
     lambda_adv: float = 100.0
     lambda_img: float = 2e-6
     lambda_kl: float = 20.0              # only for model=vae (paper §4.2)
-    kl_warmup: int = 0                   # > 0: λ_KL rises linearly from 0 to lambda_kl over this many iterations
-                                         # (KL annealing, Bowman et al. 2016; our option, the paper has none)
+    freeze_encoder_steps: int = 0        # vae/autoencoder: the encoder is not updated for this many iterations
+                                         # (the decoder first learns to invert its code; repro.autoencoders)
     recon_loss: str = "deepsim"          # deepsim | se | l1 | ssim | ms-ssim (autoencoder baselines)
     # --- optimisation (the original solver) ---------------------------------------------------
     batch_size: int = 64
@@ -304,7 +304,7 @@ def validate(config: Config) -> None:
         raise ConfigError("data_cache_mb must be ≥ 0 (0 = nothing cached)")
     if config.micro_batch < 0:
         raise ConfigError("micro_batch must be ≥ 0 (0 = each worker's whole batch in one pass)")
-    for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "kl_warmup"):
+    for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "freeze_encoder_steps"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be ≥ 0")
     missing = missing_inputs(config)

@@ -148,15 +148,6 @@ def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
                        recon=config.recon_loss)
 
 
-def kl_weight(config: Config, lambda_kl: float, step: int) -> float:
-    """λ_KL at iteration `step` (0-based): the configured value, or a linear ramp from 0 over `kl_warmup`
-    iterations. The ramp lets the decoder learn to use the code before the KL term can pull every posterior
-    onto the prior (posterior collapse: results/autoencoders/20261204-cpu/vae-long.json)."""
-    if config.kl_warmup <= 0:
-        return lambda_kl
-    return lambda_kl * min(1.0, step / config.kl_warmup)
-
-
 def trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
@@ -356,7 +347,6 @@ class Trainer:
         self.parts = build_parts(config, self.device)
         self.loss = loss_of(config, self.parts)
         self.lambdas = self.loss.lambdas
-        self.lambdas_full = dict(self.lambdas)  # λ as configured; λ_KL of one step: `kl_weight`
         betas = (config.beta1, config.beta2)
         self.g_params = trainable(self.parts.model)
         self.opt_g = make_adam(generator_param_groups(self.parts.model, config.generator_map_decay), self.device,
@@ -477,7 +467,6 @@ class Trainer:
                 with torch.no_grad(), self.autocast():
                     outputs = [parts.model(chunk) for chunk in chunks]
         self.settle()  # the previous step's ratio decides this step (the GPU works on the forward meanwhile)
-        loss.lambdas["kl"] = kl_weight(cfg, self.lambdas_full["kl"], self.step_count)
         d_training, g_training = d is not None and self.balance.d_training, self.balance.g_training
         conditions = [aux["code"].flatten(1) if (d is not None and cfg.discriminator_features) else None
                       for _, aux in outputs]
@@ -533,6 +522,9 @@ class Trainer:
             values.update({k: v / len(chunks) for k, v in sums.items()})
             if g_training:
                 self.g_reducer.wait()
+                if self.step_count < cfg.freeze_encoder_steps:
+                    for p in self.parts.model.encoder.parameters():
+                        p.grad = None  # Adam skips a parameter without gradient: moments and all
                 if self.scaler.is_enabled():
                     self.scaler.unscale_(self.opt_g)
 
