@@ -216,5 +216,7 @@ def build_model(config: Config) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"build_model builds model=vae or model=autoencoder, not {config.model!r} "
                          "(inversion models are built by repro.loop)")
     for p in model.parameters():
-        p.requires_grad_(True)  # a pretrained trunk is fine-tuned, not frozen
+        p.requires_grad_(True)  # a pretrained trunk is fine-tuned, not frozen ...
+    if config.model == "vae" and not config.fine_tune_trunk:
+        model.encoder.trunk.requires_grad_(False)  # ... unless the config holds it (see the table above)
     return model, encoder

@@ -48,6 +48,7 @@ class Config:
     lambda_adv: float = 100.0
     lambda_img: float = 2e-6
     lambda_kl: float = 20.0              # only for model=vae (paper §4.2)
+    fine_tune_trunk: bool = True         # vae: train the pretrained conv1–5 trunk with the heads (paper §4.2)
     freeze_encoder_steps: int = 0        # vae/autoencoder: the encoder is not updated for this many iterations
                                          # (the decoder first learns to invert its code; repro.autoencoders)
     recon_loss: str = "deepsim"          # deepsim | se | l1 | ssim | ms-ssim (autoencoder baselines)

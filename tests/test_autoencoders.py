@@ -85,6 +85,17 @@ def test_frozen_encoder_steps_update_the_decoder_only_then_both(tmp_path, caltec
         assert moved(enc0, enc1) == encoder_moves, step
 
 
+def test_a_held_trunk_stays_while_the_heads_and_decoder_train(tmp_path, caltech_batch):
+    trainer = Trainer(tiny("vae", latent_dim=4, fine_tune_trunk=False), tmp_path)
+    encoder = trainer.parts.model.encoder
+    trunk = [p.detach().clone() for p in encoder.trunk.parameters()]
+    heads = [p.detach().clone() for p in encoder.fc6_mu.parameters()]
+    trainer.step(caltech_batch[:4])
+    trainer.settle()
+    assert all(torch.equal(a, b) for a, b in zip(trunk, encoder.trunk.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(heads, encoder.fc6_mu.parameters()))
+
+
 def test_reparameterisation_uses_the_global_rng_and_eval_decodes_mu(caltech_batch):
     torch.manual_seed(0)
     model, _ = build_model(tiny("vae", latent_dim=4))
