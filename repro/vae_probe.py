@@ -9,6 +9,11 @@ being fine-tuned:
   deviation over images, mean over units: 0 = the trunk says the same thing for every image;
 - `mu_spread`: μ's standard deviation over images, mean over latent units; `logvar`: mean log σ².
 Each (λ_KL, trunk) pair trains from the same seed on the same batches through the one training loop.
+
+It also prices the information a DeePSiM VAE can afford (`kl_budget`): the reconstruction terms
+(λ_feat·L_feat + λ_img·L_img) of a blind reconstruction — the mean image, or another real image — divided by
+λ_KL is the most KL, in nats per image, that perfect reconstructions could pay for. The reduced-scale rule
+keeps it (the paper's λ at 227 px and the rule's at 64 px), so it tells what the paper's balance allows.
 """
 from __future__ import annotations
 
@@ -29,6 +34,32 @@ def encoder_state(encoder: torch.nn.Module, images: torch.Tensor) -> dict[str, f
         mu, logvar = encoder.fc6_mu(pool5), encoder.fc6_logvar(pool5)
     return {"pool5_alive": float((pool5 > 0).float().mean()), "pool5_spread": float(pool5.std(0).mean()),
             "mu_spread": float(mu.std(0).mean()), "logvar": float(logvar.mean())}
+
+
+def kl_budget(resolution: int, n_images: int = 128) -> dict[str, float]:
+    """Nats per image that the reconstruction cost of a blind reconstruction is worth at `resolution`, with
+    the paper's λ at 227 px and the reduced-scale rule's (repro.config.reduced_lambdas) below."""
+    from repro.comparators import build_comparator
+    from repro.config import Config, reduced_lambdas
+    from repro.data import list_images, load_images
+    from repro.assets import asset_folder
+    from repro.losses import feature_loss, image_loss
+
+    lam = ({"lambda_feat": Config.lambda_feat, "lambda_kl": Config.lambda_kl} if resolution == 227
+           else reduced_lambdas(resolution))
+    images = load_images(list_images(asset_folder("imagenet-1k-256"))[:n_images], resolution)
+    comparator = build_comparator("alexnet", "pool5", resolution)
+    out = {"resolution": resolution, "lambda_feat": lam["lambda_feat"], "lambda_img": Config.lambda_img,
+           "lambda_kl": lam["lambda_kl"], "n_images": n_images}
+    with torch.no_grad():
+        real = comparator.scaled(images)
+        for name, blind in (("mean_image", images.mean(0, keepdim=True).expand_as(images)),
+                            ("other_image", images.roll(1, 0))):
+            cost = (lam["lambda_feat"] * feature_loss(comparator.scaled(blind), real)
+                    + Config.lambda_img * image_loss(blind, images))
+            out[f"{name}_cost"] = float(cost)
+            out[f"{name}_nats"] = float(cost) / lam["lambda_kl"]
+    return out
 
 
 def probe(preset: str, lambda_kl: float, fine_tune_trunk: bool, steps: int, every: int, n_images: int,
@@ -85,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"λ_KL {lam:g}, trunk {'fine-tuned' if trunk else 'held'}: after {last['step']} iterations "
                   f"pool5 alive {100 * last['pool5_alive']:.1f} % (from {100 * states[0]['pool5_alive']:.1f} %), "
                   f"μ spread {last['mu_spread']:.3f} (from {states[0]['mu_spread']:.3f})", flush=True)
+    budgets = [kl_budget(r) for r in (227, 64)]
+    for b in budgets:
+        print(f"{b['resolution']} px, λ_KL {b['lambda_kl']:g}: a blind reconstruction's cost is worth "
+              f"{b['mean_image_nats']:.1f} nats (mean image), {b['other_image_nats']:.1f} (another image)")
     if args.out:
         cmd = provenance.command("repro.vae_probe", sys.argv[1:] if argv is None else argv)
         provenance.write(args.out.parent, provenance.record(cmd, dev="cpu", started=started, preset=args.preset,
-                                                            records=records), args.out.name)
+                                                            records=records, kl_budget=budgets), args.out.name)
     return 0
 
 
