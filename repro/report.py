@@ -223,6 +223,34 @@ def autoencoders(root: Path) -> list[str]:
             if "samples" in result:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]
         lines += collapse_tables(path.parent, root)
+        lines += probe_tables(path.parent, root)
+    return lines
+
+
+def probe_tables(folder: Path, root: Path) -> list[str]:
+    """Every `python -m repro.vae_probe --out` record beside an autoencoder comparison: the VAE encoder over its
+    first iterations, and the KL budget that the λ give it."""
+    lines = []
+    for path, record in _load(sorted(folder.glob("*.json"))):
+        if not isinstance(record, dict) or "kl_budget" not in record:
+            continue
+        lines += [f"VAE encoder over its first iterations ([{_rel(path, root)}]({_rel(path, root)}), "
+                  f"`{record.get('command', '')}`): pool5 alive = fraction of the trunk's pool5 ReLUs > 0; "
+                  "μ spread = μ's standard deviation over images.", "",
+                  *markdown_table(["λ_KL", "trunk", "iterations", "pool5 alive (%)", "μ spread"],
+                                  ([f"{r['lambda_kl']:g}", "fine-tuned" if r["fine_tune_trunk"] else "held",
+                                    f"{r['states'][0]['step']} → {r['states'][-1]['step']}",
+                                    f"{100 * r['states'][0]['pool5_alive']:.1f} → {100 * r['states'][-1]['pool5_alive']:.1f}",
+                                    f"{r['states'][0]['mu_spread']:.3f} → {r['states'][-1]['mu_spread']:.3f}"]
+                                   for r in record["records"])), "",
+                  "KL budget: the DeePSiM terms of a blind reconstruction over λ_KL, the most KL (nats per image) that "
+                  "perfect reconstructions could pay for.", "",
+                  *markdown_table(["resolution", "λ_feat", "λ_KL", "mean image: cost", "nats", "another image: cost",
+                                   "nats"],
+                                  ([f"{b['resolution']} px", f"{b['lambda_feat']:g}", f"{b['lambda_kl']:g}",
+                                    f"{b['mean_image_cost']:.1f}", f"{b['mean_image_nats']:.1f}",
+                                    f"{b['other_image_cost']:.1f}", f"{b['other_image_nats']:.1f}"]
+                                   for b in record["kl_budget"])), ""]
     return lines
 
 

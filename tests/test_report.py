@@ -132,3 +132,21 @@ def test_collapse_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
     assert "[autoencoders/x/long.json](autoencoders/x/long.json)" in page
     assert "| vae/kl-1 | vae | deepsim | 1.59 | 1200 | 0.4 | 0.000 | 0.028 | **yes** |" in page
     assert "| vae/kl-0 | vae | deepsim | 0 | 4800 | 30.5 | 0.726 | 0.269 | no |" in page
+
+
+def test_vae_probe_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    folder = tmp_path / "autoencoders" / "x"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"results": {"vae-deepsim": {"model": "vae", "psnr": 12.0}},
+                                                     "provenance": {"resolution": 64, "steps": 10, "n_eval": 8,
+                                                                    "device": "cpu", "commit": "abc"}}))
+    states = [{"step": 0, "pool5_alive": 0.487, "mu_spread": 1.443}, {"step": 60, "pool5_alive": 0.006, "mu_spread": 0.094}]
+    budget = {"resolution": 227, "lambda_feat": 0.01, "lambda_kl": 20.0, "mean_image_cost": 784.2,
+              "mean_image_nats": 39.21, "other_image_cost": 1480.3, "other_image_nats": 74.01}
+    (folder / "probe.json").write_text(json.dumps({"command": "python -m repro.vae_probe", "kl_budget": [budget],
+                                                   "records": [{"lambda_kl": 0.01, "fine_tune_trunk": True,
+                                                                "states": states}]}))
+    page = render(tmp_path)
+    assert "| 0.01 | fine-tuned | 0 → 60 | 48.7 → 0.6 | 1.443 → 0.094 |" in page
+    assert "| 227 px | 0.01 | 20 | 784.2 | 39.2 | 1480.3 | 74.0 |" in page
