@@ -224,6 +224,9 @@ def autoencoders(root: Path) -> list[str]:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]
         lines += collapse_tables(path.parent, root)
         lines += probe_tables(path.parent, root)
+        notes = sorted(path.parent.glob("**/NOTE.md"))
+        if notes:
+            lines += ["Notes: " + ", ".join(f"[{_rel(n, root)}]({_rel(n, root)})" for n in notes) + ".", ""]
     return lines
 
 

@@ -147,6 +147,9 @@ def test_vae_probe_records_beside_an_autoencoder_comparison_are_tabled(tmp_path)
     (folder / "probe.json").write_text(json.dumps({"command": "python -m repro.vae_probe", "kl_budget": [budget],
                                                    "records": [{"lambda_kl": 0.01, "fine_tune_trunk": True,
                                                                 "states": states}]}))
+    (folder / "runs").mkdir()
+    (folder / "runs" / "NOTE.md").write_text("why\n")
     page = render(tmp_path)
+    assert "Notes: [autoencoders/x/runs/NOTE.md](autoencoders/x/runs/NOTE.md)." in page
     assert "| 0.01 | fine-tuned | 0 → 60 | 48.7 → 0.6 | 1.443 → 0.094 |" in page
     assert "| 227 px | 0.01 | 20 | 784.2 | 39.2 | 1480.3 | 74.0 |" in page
