@@ -115,13 +115,19 @@ def test_claims_section_says_which_claims_hold_fail_or_cannot_be_measured(tmp_pa
     assert "**not measured**" in next(line for key, line in rows.items() if "agree better with the originals' edges" in key)
 
 
-def test_collapse_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
-    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
-    folder = tmp_path / "autoencoders" / "x"
+def comparison_folder(root):
+    """A results root with Table 2 and one autoencoder comparison (autoencoders/x) of one VAE."""
+    shutil.copy(REPO / "results" / "paper_table2.json", root)
+    folder = root / "autoencoders" / "x"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"results": {"vae-deepsim": {"model": "vae", "psnr": 12.0}},
                                                      "provenance": {"resolution": 64, "steps": 10, "n_eval": 8,
                                                                     "device": "cpu", "commit": "abc"}}))
+    return folder
+
+
+def test_collapse_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
+    folder = comparison_folder(tmp_path)
     rows = [{"run": "runs/vae/kl-1", "model": "vae", "recon_loss": "deepsim", "lambda_kl": 1.59, "step": 1200,
              "nn_own_image_pct": 0.390625, "recon_spread": 0.0, "sample_spread": 0.028, "collapsed": True},
             {"run": "runs/vae/kl-0", "model": "vae", "recon_loss": "deepsim", "lambda_kl": 0.0, "step": 4800,
@@ -135,12 +141,7 @@ def test_collapse_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
 
 
 def test_vae_probe_records_beside_an_autoencoder_comparison_are_tabled(tmp_path):
-    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
-    folder = tmp_path / "autoencoders" / "x"
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"results": {"vae-deepsim": {"model": "vae", "psnr": 12.0}},
-                                                     "provenance": {"resolution": 64, "steps": 10, "n_eval": 8,
-                                                                    "device": "cpu", "commit": "abc"}}))
+    folder = comparison_folder(tmp_path)
     states = [{"step": 0, "pool5_alive": 0.487, "mu_spread": 1.443}, {"step": 60, "pool5_alive": 0.006, "mu_spread": 0.094}]
     budget = {"resolution": 227, "lambda_feat": 0.01, "lambda_kl": 20.0, "mean_image_cost": 784.2,
               "mean_image_nats": 39.21, "other_image_cost": 1480.3, "other_image_nats": 74.01}
