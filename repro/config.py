@@ -194,6 +194,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Fig. 8a: "the usual SE loss". Eq. 7 with a Gaussian decoder of fixed σ_x gives ½Σ(Δ/σ_x)² + KL; our se
     # loss is ½Σ(255·Δ)²/N, so the KL weight is (255·σ_x)². σ_x = 0.1 of the range (≈ the RMS error of a
     # blurry reconstruction, the maximum-likelihood σ there) → λ_KL = 650.25. Our choice: the paper gives none.
+    # Its trunk is fine-tuned as in the paper: the SE term's gradient keeps pool5 alive (it identifies its
+    # originals, results/autoencoders), unlike the DeePSiM VAE's below.
     "vae-se": dict(_AE_SMALL, model="vae", recon_loss="se", lambda_kl=650.25),
     # Fig. 8b: the DeePSiM VAE (paper §4.2): DeePSiM loss (AlexNet pool5 comparator, D, image term) + λ_KL, the
     # paper's 20 at 227 px, here by the reduced-scale rule (1.59 at 64 px, in _AE_SMALL). The pretrained trunk is
