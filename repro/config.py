@@ -314,6 +314,11 @@ def validate(config: Config) -> None:
     for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "freeze_encoder_steps"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be ≥ 0")
+    if config.freeze_encoder_steps and config.model not in ("vae", "autoencoder"):
+        raise ConfigError(f"freeze_encoder_steps is for model=vae or autoencoder, not {config.model} "
+                          "(an inversion's encoder is never trained)")
+    if not config.fine_tune_trunk and config.model != "vae":
+        raise ConfigError(f"fine_tune_trunk=false is for model=vae (its pretrained trunk), not {config.model}")
     missing = missing_inputs(config)
     if missing:
         raise ConfigError(f"{config.preset} needs files that are not obtainable here; give " + "; ".join(missing))

@@ -95,7 +95,7 @@ def generator_terms(
     """Raw terms the generator minimises and their λ-weighted `total` (Eq. 1, plus Eq. 8 for the VAE).
 
     Terms whose λ is 0 are not computed, so an ablation costs nothing for the dropped term — except the KL
-    of a VAE, always reported (cheap, and the collapse diagnostic even at λ_KL = 0 or during a warm-up).
+    of a VAE, always reported (cheap, and the collapse diagnostic even at λ_KL = 0).
     `recon` other than "deepsim" replaces Eq. 1 by a single image-space loss (autoencoder baselines).
     """
     terms: dict[str, torch.Tensor] = {}

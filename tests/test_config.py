@@ -28,6 +28,9 @@ def test_overrides_are_typed():
     ({"mirror": "maybe"}, "mirror: expected true/false"),
     ({"model": "gan"}, "model='gan'"),
     ({"lambda_img": "-1"}, "lambda_img must be"),
+    ({"freeze_encoder_steps": "-1"}, "freeze_encoder_steps must be"),
+    ({"freeze_encoder_steps": "100"}, "freeze_encoder_steps is for model=vae or autoencoder, not inversion"),
+    ({"fine_tune_trunk": "false"}, "fine_tune_trunk=false is for model=vae"),
 ])
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
