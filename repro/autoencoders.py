@@ -67,9 +67,15 @@ class GaussianEncoder(nn.Module):
         nn.init.zeros_(self.fc6_logvar.weight)  # σ = 1 at the start, as the prior
         nn.init.zeros_(self.fc6_logvar.bias)
 
-    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pool5 = self.trunk(self.transform(images)).flatten(1)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's pool5, flattened (B, C·H·W): what both heads read."""
+        return self.trunk(self.transform(images)).flatten(1)
+
+    def heads(self, pool5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fc6_mu(pool5), self.fc6_logvar(pool5)
+
+    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.moments(images)[0]

@@ -222,20 +222,21 @@ def autoencoders(root: Path) -> list[str]:
         for name, result in results.items():
             if "samples" in result:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]
-        lines += collapse_tables(path.parent, root)
-        lines += probe_tables(path.parent, root)
+        beside = [(p, r) for p, r in _load(sorted(path.parent.glob("*.json"))) if isinstance(r, dict)]
+        lines += collapse_tables(beside, root)
+        lines += probe_tables(beside, root)
         notes = sorted(path.parent.glob("**/NOTE.md"))
         if notes:
             lines += ["Notes: " + ", ".join(f"[{_rel(n, root)}]({_rel(n, root)})" for n in notes) + ".", ""]
     return lines
 
 
-def probe_tables(folder: Path, root: Path) -> list[str]:
-    """Every `python -m repro.vae_probe --out` record beside an autoencoder comparison: the VAE encoder over its
-    first iterations, and the KL budget that the λ give it."""
+def probe_tables(beside: list[tuple[Path, dict[str, Any]]], root: Path) -> list[str]:
+    """Every `python -m repro.vae_probe --out` record among those beside an autoencoder comparison: the VAE
+    encoder over its first iterations, and the KL budget that the λ give it."""
     lines = []
-    for path, record in _load(sorted(folder.glob("*.json"))):
-        if not isinstance(record, dict) or "kl_budget" not in record:
+    for path, record in beside:
+        if "kl_budget" not in record:
             continue
         lines += [f"VAE encoder over its first iterations ([{_rel(path, root)}]({_rel(path, root)}), "
                   f"`{record.get('command', '')}`): pool5 alive = fraction of the trunk's pool5 ReLUs > 0; "
@@ -257,12 +258,12 @@ def probe_tables(folder: Path, root: Path) -> list[str]:
     return lines
 
 
-def collapse_tables(folder: Path, root: Path) -> list[str]:
-    """Every `python -m repro.collapse --out` record beside an autoencoder comparison: has a model collapsed to
-    one image? (metrics of a collapsed model measure that one image, not what the loss prefers)"""
+def collapse_tables(beside: list[tuple[Path, dict[str, Any]]], root: Path) -> list[str]:
+    """Every `python -m repro.collapse --out` record among those beside an autoencoder comparison: has a model
+    collapsed to one image? (metrics of a collapsed model measure that one image, not what the loss prefers)"""
     lines = []
-    for path, record in _load(sorted(folder.glob("*.json"))):
-        rows = record.get("records") if isinstance(record, dict) else None
+    for path, record in beside:
+        rows = record.get("records")
         if not rows or "collapsed" not in rows[0]:
             continue
         lines += [f"Collapse ([{_rel(path, root)}]({_rel(path, root)}), `{record.get('command', '')}`): "

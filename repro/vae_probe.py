@@ -30,35 +30,34 @@ import torch
 def encoder_state(encoder: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     """The numbers above for one GaussianEncoder on pipeline images (n, 3, R, R)."""
     with torch.no_grad():
-        pool5 = encoder.trunk(encoder.transform(images)).flatten(1)
-        mu, logvar = encoder.fc6_mu(pool5), encoder.fc6_logvar(pool5)
+        pool5 = encoder.features(images)
+        mu, logvar = encoder.heads(pool5)
     return {"pool5_alive": float((pool5 > 0).float().mean()), "pool5_spread": float(pool5.std(0).mean()),
             "mu_spread": float(mu.std(0).mean()), "logvar": float(logvar.mean())}
 
 
 def kl_budget(resolution: int, n_images: int = 128) -> dict[str, float]:
     """Nats per image that the reconstruction cost of a blind reconstruction is worth at `resolution`, with
-    the paper's λ at 227 px and the reduced-scale rule's (repro.config.reduced_lambdas) below."""
-    from repro.comparators import build_comparator
+    the λ of the reduced-scale rule (repro.config.reduced_lambdas: the paper's at 227 px), the cost being the
+    training loss's own DeePSiM terms without D."""
     from repro.config import Config, reduced_lambdas
     from repro.data import list_images, load_images
     from repro.assets import asset_folder
-    from repro.losses import feature_loss, image_loss
+    from repro.losses import DeePSiMLoss
 
-    lam = ({"lambda_feat": Config.lambda_feat, "lambda_kl": Config.lambda_kl} if resolution == 227
-           else reduced_lambdas(resolution))
+    lam = reduced_lambdas(resolution)
     images = load_images(list_images(asset_folder("imagenet-1k-256"))[:n_images], resolution)
-    comparator = build_comparator("alexnet", "pool5", resolution)
+    loss = DeePSiMLoss("alexnet", "pool5", resolution=resolution, lambda_feat=lam["lambda_feat"], lambda_adv=0.0,
+                       lambda_img=Config.lambda_img)
     out = {"resolution": resolution, "lambda_feat": lam["lambda_feat"], "lambda_img": Config.lambda_img,
            "lambda_kl": lam["lambda_kl"], "n_images": n_images}
     with torch.no_grad():
-        real = comparator.scaled(images)
+        real = loss.comparator_features(images)
         for name, blind in (("mean_image", images.mean(0, keepdim=True).expand_as(images)),
                             ("other_image", images.roll(1, 0))):
-            cost = (lam["lambda_feat"] * feature_loss(comparator.scaled(blind), real)
-                    + Config.lambda_img * image_loss(blind, images))
-            out[f"{name}_cost"] = float(cost)
-            out[f"{name}_nats"] = float(cost) / lam["lambda_kl"]
+            cost = float(loss(blind, images, real_features=real)["total"])
+            out[f"{name}_cost"] = cost
+            out[f"{name}_nats"] = cost / lam["lambda_kl"]
     return out
 
 
