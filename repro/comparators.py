@@ -155,10 +155,17 @@ class Comparator(nn.Module):
 
     Args:
         feature_scale: s_C; None = `feature_scale_of(name, tap)` (the measured table above, 1.0 when unmeasured).
+        input_size: when set, images of any other side are resized (bilinear) to input_size×input_size before
+            the network: the network then sees the paper's 227 px geometry whatever R the images have, and its
+            taps keep the paper's grid (pool5 6×6; protocol CONV5* in `repro.config`).
     """
 
-    def __init__(self, net: nn.Module, tap: str, name: str = "", feature_scale: float | None = None):
+    def __init__(self, net: nn.Module, tap: str, name: str = "", feature_scale: float | None = None,
+                 input_size: int | None = None):
         super().__init__()
+        if input_size is not None and input_size < 1:
+            raise ValueError(f"input_size must be ≥ 1, got {input_size}")
+        self.input_size = input_size
         if tap not in net.taps:
             raise ValueError(f"unknown tap {tap!r} for {name or type(net).__name__}; choose from {', '.join(net.taps)}")
         self.net, self.tap, self.name = net, tap, name
@@ -174,7 +181,14 @@ class Comparator(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.net.transform(images), tap=self.tap)
+        return self.net(self.net.transform(self.resize(images)), tap=self.tap)
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images at the side the network is meant to see (`input_size`), unchanged when it is None or met."""
+        size = self.input_size
+        if size is None or tuple(images.shape[-2:]) == (size, size):
+            return images
+        return nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
     def scaled(self, images: torch.Tensor) -> torch.Tensor:
         """Features × feature_scale: the units in which λ_feat means the reference's balance of terms."""
@@ -194,5 +208,8 @@ class Comparator(nn.Module):
 
 
 def build_comparator(name: str, tap: str, resolution: int, weights: str | None = None,
-                     prototxt: str | None = None, seed: int = 0) -> Comparator:
-    return Comparator(build_net(name, resolution, weights, prototxt, seed), tap, name)
+                     prototxt: str | None = None, seed: int = 0, input_size: int | None = None) -> Comparator:
+    """A frozen network + tap by registry name, built for `input_size` when given (images are resized to it)
+    or else for `resolution`."""
+    net = build_net(name, input_size or resolution, weights, prototxt, seed)
+    return Comparator(net, tap, name, input_size=input_size)

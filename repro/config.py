@@ -19,7 +19,10 @@ class Config:
     # --- data ---------------------------------------------------------------------------------
     train_data: str = "caltech101"       # shared asset folder name or a path to any image folder
     eval_data: str = "imagenet-1k-256"   # held-out images for grids and metrics
-    resolution: int = 64                 # side the networks see: 227 = paper, 64/96/128 = reduced
+    resolution: int = 64                 # side of the images G makes and D judges: 227 = paper, 64/96/128 = reduced
+    encoder_resolution: int = 0          # side the encoder sees (images resized to it; 0 = resolution): 227 at a
+                                         # reduced R keeps the paper's code, pool5 256×6×6 (protocol CONV5*)
+    comparator_resolution: int = 0       # the same for the comparator C of the feature loss (0 = resolution)
     mirror: bool = True                  # random horizontal flips while training (Caffe's mirror)
     data_cache: bool = True              # keep decoded, warped training images in memory (small sets only)
     data_cache_mb: float = 2048.0        # the cache's budget per training process; images past it are decoded
@@ -48,6 +51,9 @@ class Config:
     lambda_adv: float = 100.0
     lambda_img: float = 2e-6
     lambda_kl: float = 20.0              # only for model=vae (paper §4.2)
+    lambda_img_start: float = 0.0        # > 0: λ_img starts here and falls linearly to lambda_img over
+    lambda_img_decay_steps: int = 0      # this many iterations (our schedule option, not the paper's: G first finds
+                                         # the layout and colours an image loss finds fast, then the paper's balance)
     fine_tune_trunk: bool = True         # vae: train the pretrained conv1–5 trunk with the heads (paper §4.2)
     freeze_encoder_steps: int = 0        # vae/autoencoder: the encoder is not updated for this many iterations
                                          # (the decoder first learns to invert its code; repro.autoencoders)
@@ -60,6 +66,9 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.999
     d_weight_decay: float = 4e-4         # weight decay on D only, as in the original solver
+    d_loss_weight: float = 100.0         # D's SoftmaxWithLoss `loss_weight: 100` (discriminator.prototxt): D's
+                                         # gradient is ×100 before Caffe adds the decay, so the decay is relative
+                                         # to the weighted loss (the logged `discr` and the balance stay raw)
     generator_map_decay: float = 4e-4    # weight decay on the pool5 generator's Rconv6–8 weights: decay_mult 1
                                          # in generator_pool5.prototxt × the solver's 4e-4 (all other G: none)
     lr_milestones: tuple[int, ...] = (300_000, 500_000, 700_000, 900_000, 1_100_000)
@@ -112,18 +121,43 @@ class Config:
 #   (2 shared CPU cores, 24 s; tests/test_lambda_rule.py re-measures them on 48 images).
 # The reduced presets invert with the pretrained AlexNet's pool5 as comparator; other comparators need their
 # ratios measured first (and their feature scale, repro.comparators.FEATURE_IMAGE_RATIO, for the comparator).
-FEATURE_IMAGE_RATIO_AT = {("alexnet", "pool5"): {227: 5.83e-05, 96: 6.89e-05, 64: 4.04e-05}}
+# Keys "R@227": images at R that the comparator sees resized to 227 px (`comparator_resolution=227`, protocol
+# CONV5*: its pool5 keeps the paper's 6×6 grid), measured the same way with
+#   b('alexnet', 'pool5', r, input_size=227).feature_image_ratio(load_images(f, r)) for r in (96, 64, 128)
+# (2 shared CPU cores, 38 s with the 227 px line). The image term shrinks with R² while the 6×6 feature map does
+# not, so the ratio rises (×2.7 at 96) and the rule lowers λ_feat to keep the paper's balance.
+FEATURE_IMAGE_RATIO_AT = {("alexnet", "pool5"): {227: 5.83e-05, 96: 6.89e-05, 64: 4.04e-05,
+                                                 "96@227": 1.587e-04, "64@227": 2.555e-04, "128@227": 1.098e-04}}
 
 
-def reduced_lambdas(resolution: int, comparator: tuple[str, str] = ("alexnet", "pool5")) -> dict[str, float]:
-    """λ_feat, λ_adv and λ_KL at `resolution` by the rule above (λ_img stays the paper's)."""
+def ratio_key(resolution: int, comparator_resolution: int = 0) -> int | str:
+    """Key of `FEATURE_IMAGE_RATIO_AT` for images at `resolution` seen by the comparator at `comparator_resolution`."""
+    if comparator_resolution in (0, resolution):
+        return resolution
+    return f"{resolution}@{comparator_resolution}"
+
+
+def reduced_lambdas(resolution: int, comparator: tuple[str, str] = ("alexnet", "pool5"),
+                    comparator_resolution: int = 0) -> dict[str, float]:
+    """λ_feat, λ_adv and λ_KL at `resolution` by the rule above (λ_img stays the paper's); the comparator sees
+    the images resized to `comparator_resolution` when it is given (0: at `resolution`)."""
     ratios = FEATURE_IMAGE_RATIO_AT.get(comparator, {})
-    if resolution not in ratios or 227 not in ratios:
-        raise ConfigError(f"no measured feature/image ratio of {comparator[0]}:{comparator[1]} at {resolution} px "
+    key = ratio_key(resolution, comparator_resolution)
+    if key not in ratios or 227 not in ratios:
+        raise ConfigError(f"no measured feature/image ratio of {comparator[0]}:{comparator[1]} at {key} px "
                           "and 227 px: measure them (Comparator.feature_image_ratio) into FEATURE_IMAGE_RATIO_AT")
     area = (resolution / 227) ** 2
-    return {"lambda_feat": round(Config.lambda_feat * ratios[227] / ratios[resolution], 5),
+    return {"lambda_feat": round(Config.lambda_feat * ratios[227] / ratios[key], 5),
             "lambda_adv": round(Config.lambda_adv * area, 2), "lambda_kl": round(Config.lambda_kl * area, 3)}
+
+
+def lambda_img_at(config: Config, step: int) -> float:
+    """λ_img at iteration `step` (0-based): `lambda_img_start` falling linearly to `lambda_img` over
+    `lambda_img_decay_steps`, then constant; `lambda_img` throughout when no start is set."""
+    if not config.lambda_img_start:
+        return config.lambda_img
+    left = max(0.0, 1.0 - step / config.lambda_img_decay_steps)
+    return config.lambda_img + (config.lambda_img_start - config.lambda_img) * left
 
 
 def reduced_lambda_adv(resolution: int) -> float:
@@ -144,6 +178,18 @@ _AE_SMALL = dict(resolution=64, generator_width=0.5, discriminator_width=0.5, ba
 
 # The default experiment: the full loss on that schedule (the time limit is a safety net for slow machines).
 _SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, **_LAMBDAS_96, time_limit_min=14.0)
+
+# Protocol CONV5*: the paper's CONV5 code at a CPU budget. The encoder sees each 96 px image resized to 227 px,
+# so the inverted code is exactly the paper's: AlexNet pool5, 256×6×6 = 9,216 values on a 6×6 grid (pool5 of
+# the 96 px image itself is 256×2×2 = 1,024 values, the size of the paper's fc8). G starts from the code's own
+# 6×6 grid (`Generator` "code" bridge, four ×2 up-convolutions: 16 px per code cell, no pooling); the comparator
+# is the same pool5 at 227 px (so C(x) is the code itself), D judges the 96 px images. λ by the rule above
+# with the ratio measured for 96 px images seen at 227 px. bf16 autocast + channels_last: the CPU's fast path
+# (tests/test_fast_paths.py holds it to eager fp32), ~2× faster here (AMX).
+_STAR = dict(resolution=96, encoder_resolution=227, comparator_resolution=227, generator_width=0.5,
+             discriminator_width=0.5, batch_size=32, amp="bf16", channels_last=True, steps=6000, log_every=10,
+             image_every=500, checkpoint_every=500)
+_LAMBDAS_STAR = {k: v for k, v in reduced_lambdas(96, comparator_resolution=227).items() if k != "lambda_kl"}
 
 # The original setup of the paper's inversions. Nothing here can be had without the user's files:
 # `encoder_weights` (bvlc_reference_caffenet.caffemodel, also the comparator's unless comparator_weights says
@@ -204,6 +250,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # results/autoencoders/20261204-cpu/vae-long/NOTE.md). 4800 iterations: the published run.
     "vae": dict(_AE_SMALL, model="vae", recon_loss="deepsim", fine_tune_trunk=False, steps=4800, image_every=600,
                 checkpoint_every=1200, keep_checkpoints=4),
+    # Protocol CONV5* (above): the full DeePSiM loss, its image-loss baseline (Dosovitskiy & Brox 2016a) and
+    # the ablations of Fig. 1, all on one schedule so that they compare at equal steps.
+    "conv5star": dict(_STAR, **_LAMBDAS_STAR),
+    "conv5star-image": dict(_STAR, lambda_feat=0.0, lambda_adv=0.0),
+    "conv5star-no-adv": dict(_STAR, **dict(_LAMBDAS_STAR, lambda_adv=0.0)),
+    "conv5star-no-feat": dict(_STAR, **dict(_LAMBDAS_STAR, lambda_feat=0.0)),
+    "conv5star-no-img": dict(_STAR, **dict(_LAMBDAS_STAR, lambda_img=0.0)),
     # Tiny configuration for tests and --dry-run style smoke runs.
     "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
                   eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,
@@ -304,6 +357,10 @@ def validate(config: Config) -> None:
         raise ConfigError("time_limit_min must be ≥ 0 (0 = no limit)")
     if config.resolution < 32:
         raise ConfigError(f"resolution={config.resolution} is too small for AlexNet (≥ 32)")
+    for key in ("encoder_resolution", "comparator_resolution"):
+        side = getattr(config, key)
+        if side and side < 32:
+            raise ConfigError(f"{key}={side} is too small for AlexNet (≥ 32; 0 = the images' resolution)")
     for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be ≥ 1")
@@ -311,9 +368,13 @@ def validate(config: Config) -> None:
         raise ConfigError("data_cache_mb must be ≥ 0 (0 = nothing cached)")
     if config.micro_batch < 0:
         raise ConfigError("micro_batch must be ≥ 0 (0 = each worker's whole batch in one pass)")
-    for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "freeze_encoder_steps"):
+    for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "freeze_encoder_steps", "lambda_img_start",
+                "lambda_img_decay_steps"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be ≥ 0")
+    if config.lambda_img_start and (config.lambda_img_decay_steps < 1 or config.lambda_img_start < config.lambda_img):
+        raise ConfigError(f"lambda_img_start={config.lambda_img_start} needs lambda_img_decay_steps ≥ 1 and a start ≥ "
+                          f"lambda_img={config.lambda_img} (it decays to lambda_img)")
     if config.freeze_encoder_steps and config.model not in ("vae", "autoencoder"):
         raise ConfigError(f"freeze_encoder_steps is for model=vae or autoencoder, not {config.model} "
                           "(an inversion's encoder is never trained)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import sys
 import time
@@ -79,21 +80,52 @@ def comparator_of(config: Config) -> str | None:
     return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
 
 
-def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = ()) -> dict[str, Any]:
+# The code the paper inverts at each tap of CaffeNet (227 px): what a reduced protocol's code is set beside.
+PAPER_CODE = {"pool5": (256, 6, 6), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
+
+
+def protocol_name(config: Config) -> str:
+    """CONV5* for the reduced protocol that keeps the paper's pool5 code (encoder at 227 px, images at R < 227;
+    `repro.config`), "paper" at 227 px, else `<layer>@<R>px` (e.g. the 2×2 code of pool5@96px)."""
+    encoder_side = config.encoder_resolution or config.resolution
+    if config.resolution == 227 and encoder_side == 227:
+        return "paper"
+    if config.layer == "pool5" and encoder_side == 227:
+        return "CONV5*"
+    return f"{config.layer}@{encoder_side}px"
+
+
+def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (),
+                code_shape: tuple[int, ...] = ()) -> dict[str, Any]:
     """What the numbers were measured on, and how that differs from the paper's Table 2; `layer_depth` is
-    the inverted tap's position among the encoder's taps (orders layers of any network by depth)."""
+    the inverted tap's position among the encoder's taps (orders layers of any network by depth); `code_shape`
+    the inverted code's shape (what the generator takes), set beside the paper's code at that tap."""
     differences = []
     if config.encoder != "caffenet" or not config.encoder_weights:
         differences.append(f"encoder {config.encoder!r} instead of CaffeNet with its original weights "
                            "(not obtainable here)")
+    paper_code = PAPER_CODE.get(config.layer)
+    if code_shape and paper_code and tuple(code_shape) != paper_code:
+        values, paper_values = math.prod(code_shape), math.prod(paper_code)
+        differences.append(f"code {'×'.join(map(str, code_shape))} = {values:,} values instead of the paper's "
+                           f"{'×'.join(map(str, paper_code))} = {paper_values:,} ({100 * values / paper_values:.0f} %)")
+    encoder_side = config.encoder_resolution or config.resolution
     if config.resolution != 227:
-        differences.append(f"{config.resolution} px instead of 227 px")
+        seen = f" (the encoder sees them at {encoder_side} px)" if encoder_side != config.resolution else ""
+        differences.append(f"images of {config.resolution} px instead of 227 px{seen}")
+    differences.append(f"trained on {config.train_data!r}, batch {config.batch_size}, generator width "
+                       f"{config.generator_width}, {config.steps:,} steps scheduled (paper: ILSVRC-2012, batch 64, "
+                       "width 1, ~1M iterations)")
     differences.append(f"{n_images} images of {config.eval_data!r} instead of the ILSVRC-2012 validation set")
     weights = config.encoder_weights
     return {
         "encoder": config.encoder,
         "encoder_weights": f"{weights} sha256={sha256_file(weights)}" if weights else "",
         "layer": config.layer,
+        "protocol": protocol_name(config),
+        "code_shape": list(code_shape),
+        "paper_code_shape": list(paper_code) if paper_code else None,
+        "encoder_resolution": encoder_side,
         "layer_depth": encoder_taps.index(config.layer) if config.layer in encoder_taps else None,
         "resolution": config.resolution,
         "eval_data": config.eval_data,
@@ -236,7 +268,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         "run": display_path(options.run_dir),
         "preset": config.preset,
         "layer": config.layer,
-        "protocol": protocol_of(config, images.shape[0], tuple(model.encoder.net.taps)),
+        "protocol": protocol_of(config, images.shape[0], tuple(model.encoder.net.taps),
+                                tuple(model.generator.in_shape)),
         "normalisers": {"image": ref.image_norm, "feature": ref.feature_norm, "independent": ref.independent_norm},
         "independent_net": independent_name,
         "results": results,

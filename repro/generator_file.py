@@ -107,6 +107,12 @@ class GeneratorFile:
     def resolution(self) -> int:
         return self.generator.resolution
 
+    @property
+    def encoder_input_size(self) -> int | None:
+        """The side the encoder saw in training when it differs from R (protocol CONV5*: 227), from the config."""
+        side = int(self.config.get("encoder_resolution", 0) or 0)
+        return side if side and side != self.resolution else None
+
     def inverter(self, encoder_weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
         """`repro.models.Inverter` of this generator and the encoder the file names (built from the registry;
         `encoder_weights` for encoders that need the user's file, e.g. caffenet). No D, no comparator."""
@@ -115,7 +121,7 @@ class GeneratorFile:
 
         weights = encoder_weights or (self.config.get("encoder_weights") or None)
         encoder = build_comparator(self.encoder, self.tap, self.resolution, weights,
-                                   seed=int(self.config.get("seed", 0)))
+                                   seed=int(self.config.get("seed", 0)), input_size=self.encoder_input_size)
         return Inverter(encoder, self.generator).to(device).eval()
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repro import checkpoint, provenance
-from repro.config import Config
+from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
 from repro.comparators import Comparator
 from repro.devices import pick_device
@@ -472,6 +472,9 @@ class Trainer:
                       for _, aux in outputs]
         values: dict[str, torch.Tensor] = {}
         d_grads_ok = torch.ones((), device=self.device)
+        if cfg.lambda_img_start:  # the optional λ_img schedule, counted on the checkpointed iteration
+            loss.lambdas["img"] = lambda_img_at(cfg, self.step_count)
+            values["lambda_img"] = torch.tensor(loss.lambdas["img"], device=self.device)
 
         # (1) D on real and (detached) fake images; one update with both gradients, unless paused.
         with torch.profiler.record_function("step/discriminator"):
@@ -485,7 +488,8 @@ class Trainer:
                         d_loss = loss.discriminator_loss(fake.detach(), chunk, condition)
                     if d_training:
                         self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
-                        self.scaler.scale(d_loss / len(chunks)).backward()
+                        # ×loss_weight as Caffe's SoftmaxWithLoss: Adam ignores the scale, but not beside D's decay
+                        self.scaler.scale(cfg.d_loss_weight * d_loss / len(chunks)).backward()
                     d_losses.append(d_loss.detach())
                 values["discr"] = torch.stack(d_losses).mean()
                 if d_training:

@@ -59,6 +59,11 @@ def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
         return shape
 
 
+def input_size(side: int, config: Config) -> int | None:
+    """The side a frozen network is to see when it differs from the images' (`Comparator.input_size`)."""
+    return side if side and side != config.resolution else None
+
+
 def lambdas_of(config: Config) -> dict[str, float]:
     return {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img,
             "kl": config.lambda_kl if config.model == "vae" else 0.0}
@@ -90,22 +95,24 @@ def _build_parts(config: Config, device: torch.device) -> Parts:
         model, encoder = build_model(config)
     else:
         encoder = build_comparator(config.encoder, config.layer, config.resolution, config.encoder_weights or None,
-                                   seed=config.seed)
+                                   seed=config.seed, input_size=input_size(config.encoder_resolution, config))
         generator = Generator(feature_shape(encoder, config.resolution), resolution=config.resolution,
                               width=config.generator_width)
         model = Inverter(encoder, generator)
     needs_comparator = config.recon_loss == "deepsim" and lambdas["feat"] > 0
+    comparator_size = input_size(config.comparator_resolution, config)
     same = (config.model == "inversion" and config.comparator == config.encoder
             and config.comparator_weights == config.encoder_weights)
     comparator = None
     if needs_comparator:
-        if same and config.comparator_tap == config.layer:
+        if same and config.comparator_tap == config.layer and comparator_size == encoder.input_size:
             comparator = encoder
         elif same:
-            comparator = Comparator(encoder.net, config.comparator_tap, config.comparator)
+            comparator = Comparator(encoder.net, config.comparator_tap, config.comparator, input_size=comparator_size)
         else:
             comparator = build_comparator(config.comparator, config.comparator_tap, config.resolution,
-                                          config.comparator_weights or None, seed=config.seed)
+                                          config.comparator_weights or None, seed=config.seed,
+                                          input_size=comparator_size)
     discriminator = None
     if config.recon_loss == "deepsim" and lambdas["adv"] > 0:
         feature_dim = None

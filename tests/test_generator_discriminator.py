@@ -120,7 +120,7 @@ def test_generator_output_shape(resolution, in_shape):
     assert torch.isfinite(images).all()
 
 
-@pytest.mark.parametrize("resolution, bridge", [(64, "pad1"), (96, "pad1"), (128, "adaptive"), (227, "pad0")])
+@pytest.mark.parametrize("resolution, bridge", [(64, "pad1"), (96, "pad1"), (128, "code"), (227, "pad0")])
 def test_pool5_bridge_for_both_comparator_layouts(resolution, bridge):
     """The true pool5 shape of either network feeds the generator; 6 → 4 by Rconv8 pad 0 at 227 (faithful)."""
     for net in (CaffeNet(resolution).eval(), AlexNetTV(resolution).eval()):
@@ -134,6 +134,27 @@ def test_pool5_bridge_for_both_comparator_layouts(resolution, bridge):
         with torch.no_grad():
             assert g.head(torch.rand(1, *shape)).shape == (1, 64, g.start, g.start)
             assert g(torch.rand(2, *shape)).shape == (2, 3, resolution, resolution)
+
+
+def test_a_code_grid_larger_than_the_start_reaches_the_stack_unpooled():
+    """Protocol CONV5*: the 6×6 code at R=96 starts the stack at 6×6 (no pooling to 2×2) and four ×2
+    up-convolutions give exactly 96 px, 16 px per code cell; the stack keeps the released stack's tail."""
+    g = Generator((256, 6, 6), resolution=96, width=0.125)
+    assert (g.bridge, g.start, g.n_up, g.full_side, g.crop_offset) == ("code", 6, 4, 96, 0)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in g.modules())
+    assert [n for n in dict(g.upconv.named_children()) if not n.startswith("relu")] == [
+        "deconv3", "conv3_1", "deconv2", "deconv1", "deconv0"]
+    with torch.no_grad():
+        assert g.head(torch.rand(1, 256, 6, 6)).shape[-2:] == (6, 6)
+        code = torch.rand(2, 256, 6, 6)
+        assert g(code).shape == (2, 3, 96, 96)
+        moved = code.clone()
+        moved[:, :, 0, 0] += 5.0  # one corner cell: the far corner of the image barely moves
+        change = (g(moved) - g(code)).abs()
+        assert change[..., :16, :16].mean() > 3 * change[..., -16:, -16:].mean()
+    # 3×3 code at 128 px: 3 → 192, cropped to 128 (the old rule pooled it to 2×2)
+    g = Generator((256, 3, 3), resolution=128, width=0.125)
+    assert (g.bridge, g.start, g.n_up, g.full_side, g.crop_offset) == ("code", 3, 6, 192, 32)
 
 
 @pytest.mark.parametrize("resolution, offset, full", [(227, 14, 256), (96, 16, 128), (64, 0, 64)])

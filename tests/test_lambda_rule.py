@@ -30,9 +30,13 @@ def alexnet_ratios(images):
     return {r: build_comparator("alexnet", "pool5", r).feature_image_ratio(x) for r, x in images.items()}
 
 
-def test_the_ratio_table_is_what_real_images_give(alexnet_ratios):
+def test_the_ratio_table_is_what_real_images_give(alexnet_ratios, images):
     for r, measured in alexnet_ratios.items():
         assert measured == pytest.approx(FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")][r], rel=TOLERANCE), r
+    # protocol CONV5*: 96 px images that the comparator sees at 227 px (pool5 6×6)
+    seen_at_227 = build_comparator("alexnet", "pool5", 96, input_size=227).feature_image_ratio(images[96])
+    assert seen_at_227 == pytest.approx(FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")]["96@227"], rel=TOLERANCE)
+    assert seen_at_227 != pytest.approx(alexnet_ratios[96], rel=0.5)  # the 2×2 map's ratio would be the wrong one
     assert FEATURE_IMAGE_RATIO[FEATURE_SCALE_REFERENCE] == FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")][227]
 
 
@@ -68,7 +72,7 @@ def test_every_reduced_preset_takes_its_lambdas_from_the_rule():
         if name.startswith("paper-") or name in RULE_EXEMPT:  # paper-*: 227 px, the paper's λ themselves
             continue
         config = make_config(name)
-        rule = reduced_lambdas(config.resolution)
+        rule = reduced_lambdas(config.resolution, comparator_resolution=config.comparator_resolution)
         for key in ("lambda_feat", "lambda_adv"):
             if config.recon_loss == "deepsim" and getattr(config, key) > 0:
                 assert getattr(config, key) == rule[key], (name, key)

@@ -24,8 +24,12 @@ Reduced scale, same topology:
   14 at 227, as Caffe's CropSimple does in the training copy). For vectors the last FC layer has
   `256·width·start²` outputs so that it reshapes to (256·width, start, start) (4096 at R=227, width 1).
 - Map inputs with side s: Rconv6/Rconv7 keep the size (pad 1). Rconv8 gets pad 0 when s − 2 = start
-  (the faithful 6 → 4 at R=227), pad 1 when s = start (s = 1 at 64, 2 at 96); otherwise it keeps pad 1
-  and an adaptive average pool brings its output to start×start (3 → 2 at R=128). See `bridge`.
+  (the faithful 6 → 4 at R=227), pad 1 when s = start (s = 1 at 64, 2 at 96). A code map larger than
+  that (s > start, e.g. the 6×6 CONV5 code at R=96, `repro.config` protocol CONV5*) is never pooled: the
+  stack starts from the code's own grid ("code" bridge, Rconv8 pad 1) and keeps only its last
+  n = ceil(log2(R / s)) up-convolutions (with the stride-1 convs after them), s·2ⁿ cropped to R
+  (6 → 96 at R=96: exactly 16 output pixels per code cell, as the code's cells tile the image). Only a map
+  smaller than the start (s < start) is brought to start×start by adaptive average pooling. See `bridge`.
 
 Output space. The original generator predicted Caffe units (BGR, 0–255, minus the ILSVRC mean) and all
 its losses were computed in those units. By default (`output_space="caffe"`) the network still does, and
@@ -77,6 +81,18 @@ UPCONV_LAYERS: tuple[tuple[str, int, int, int, int], ...] = (
     ("deconv1", 32, 4, 2, 1),
     ("deconv0", 3, 4, 2, 1),
 )
+UPCONV_STRIDE2 = sum(1 for layer in UPCONV_LAYERS if layer[3] == 2)  # six ×2 up-convolutions
+
+
+def upconv_layers(n_up: int) -> tuple[tuple[str, int, int, int, int], ...]:
+    """The last `n_up` stride-2 layers of the released stack with the stride-1 convs that follow them
+    (all of it for n_up = 6): a code grid that is already large needs fewer doublings to reach R."""
+    if not 1 <= n_up <= UPCONV_STRIDE2:
+        raise ValueError(f"the up-convolution stack has {UPCONV_STRIDE2} ×2 layers; {n_up} requested")
+    firsts = [i for i, layer in enumerate(UPCONV_LAYERS) if layer[3] == 2]
+    return UPCONV_LAYERS[firsts[-n_up]:]
+
+
 FC_LAYERS = ("defc7", "defc6", "defc5")  # vector head, Caffe names (inverted order is Caffe's naming)
 CONV_LAYERS = ("Rconv6", "Rconv7", "Rconv8")  # map head, Caffe names
 FC_WIDTH = 4096
@@ -165,7 +181,13 @@ class Generator(nn.Module):
             raise ValueError(f"Generator output_space must be 'caffe' or 'pipeline', got {output_space!r}")
         self.in_shape, self.resolution, self.width = in_shape, resolution, width
         self.start = math.ceil(resolution / 64)  # side of the map the up-convolutions start from
-        self.full_side = 64 * self.start  # six ×2 up-convolutions
+        self.bridge = "reshape"
+        if len(in_shape) == 3:
+            self.bridge = self._bridge_rule(in_shape[1], in_shape[2], self.start)
+            if self.bridge == "code":  # the stack starts from the code's own grid, no pooling
+                self.start = in_shape[1]
+        self.n_up = max(1, math.ceil(math.log2(resolution / self.start))) if self.bridge == "code" else UPCONV_STRIDE2
+        self.full_side = self.start * 2**self.n_up  # 64·start with the full stack (six ×2 up-convolutions)
         self.crop_offset = (self.full_side - resolution) // 2  # 14 at 227 (256 → 227)
         self.output_space = output_space
         # Caffe's ReLU with negative_slope, in place as in the prototxts.
@@ -183,11 +205,9 @@ class Generator(nn.Module):
                 head[name] = fc
                 head[f"relu_{name}"] = lrelu()
             head["reshape"] = nn.Unflatten(1, (c0, self.start, self.start))
-            self.bridge = "reshape"
             cin = c0
         else:
-            channels, side_h, side_w = in_shape
-            self.bridge = self._bridge_rule(side_h, side_w, self.start)
+            channels = in_shape[0]
             ch = scaled(HEAD_CHANNELS, width)
             for i, name in enumerate(CONV_LAYERS):
                 pad = 0 if (i == 2 and self.bridge == "pad0") else 1
@@ -202,7 +222,7 @@ class Generator(nn.Module):
         self.head = nn.Sequential(head)
 
         upconv: OrderedDict[str, nn.Module] = OrderedDict()
-        for name, cout, kernel, stride, pad in UPCONV_LAYERS:
+        for name, cout, kernel, stride, pad in upconv_layers(self.n_up):
             cout = 3 if name == "deconv0" else scaled(cout, width)
             upconv[name] = UpConv(cin, cout, kernel, stride, pad, learn_upconv_bias)
             if name != "deconv0":  # linear output layer
@@ -213,12 +233,15 @@ class Generator(nn.Module):
 
     @staticmethod
     def _bridge_rule(side_h: int, side_w: int, start: int) -> str:
-        """How Rconv8 reaches start×start from an s×s map: 'pad0' (s − 2 = start, faithful 6 → 4 at 227),
-        'pad1' (s = start), else 'adaptive' (pad 1, then adaptive average pooling to start×start)."""
+        """How the map head meets the up-convolution stack from an s×s code: 'pad0' (s − 2 = start, faithful
+        6 → 4 at 227), 'pad1' (s = start), 'code' (square s > start: the stack starts at s and keeps its last
+        up-convolutions), else 'adaptive' (pad 1, then adaptive average pooling to start×start)."""
         if side_h == side_w == start + 2:
             return "pad0"
         if side_h == side_w == start:
             return "pad1"
+        if side_h == side_w > start:
+            return "code"
         return "adaptive"
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
