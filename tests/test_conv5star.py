@@ -47,10 +47,10 @@ def test_conv5star_inverts_the_papers_code_from_96_px_images(images):
                for d in protocol_of(old, 4, code_shape=(256, 2, 2))["differences_from_paper"])
 
 
-def test_lambda_img_schedule_falls_linearly_to_the_papers_value():
+def test_lambda_img_schedule_falls_geometrically_to_the_papers_value():
     config = make_config("conv5star", {"lambda_img_start": "2e-4", "lambda_img_decay_steps": "100"})
     assert lambda_img_at(config, 0) == pytest.approx(2e-4)
-    assert lambda_img_at(config, 50) == pytest.approx((2e-4 + 2e-6) / 2)
+    assert lambda_img_at(config, 50) == pytest.approx(2e-5)  # halfway in log: √(2e-4 · 2e-6)
     assert lambda_img_at(config, 100) == lambda_img_at(config, 10_000) == pytest.approx(2e-6)
     assert lambda_img_at(make_config("conv5star"), 0) == 2e-6  # off by default: the paper's constant λ
     with pytest.raises(ConfigError, match="lambda_img_decay_steps"):
@@ -68,7 +68,7 @@ def test_the_trainer_follows_the_schedule(tmp_path):
     for _ in range(3):
         seen.append(trainer.step(batch)["lambda_img"])
         trainer.step_count += 1
-    assert seen == pytest.approx([1e-4, (1e-4 + 2e-6) / 2, 2e-6])
+    assert seen == pytest.approx([1e-4, (1e-4 * 2e-6) ** 0.5, 2e-6])
 
 
 def d_gradients(tmp_path, weight: float, batch: torch.Tensor) -> list[torch.Tensor]:
