@@ -32,7 +32,7 @@ Assets: the machine has no ../shared. The lead carries a repo-relative folder (d
 gradients and noise, marked `synthetic` in the results) so every path still runs.
 
 Outputs (at most 8 files, as the device tool returns them): `gpu_check.json` (every figure + provenance),
-`summary.md`, `grid-paper-pool5.png`, and the shell wrapper's `gpu_check.log`.
+`summary.md`, `grid-paper-pool5.jpg`, and the shell wrapper's `gpu_check.log`.
 """
 from __future__ import annotations
 
@@ -431,9 +431,9 @@ def paper_run_section(images: Path, train_source: str, device, smoke: bool, allo
     wall = time.monotonic() - started
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()] \
         if (run_dir / "stats.jsonl").exists() else []
-    grid = run_dir / "grid-latest.png"
+    grid = run_dir / "grid-latest.jpg"
     if grid.exists():
-        shutil.copy(grid, out_dir / "grid-paper-pool5.png")
+        shutil.copy(grid, out_dir / "grid-paper-pool5.jpg")
     shared["paper_run"] = run_dir
     shared["paper_steps"] = steps
     return {"command": shlex.join(argv[1:]), "rc": done.returncode, "wall_s": round(wall, 1),
@@ -441,7 +441,7 @@ def paper_run_section(images: Path, train_source: str, device, smoke: bool, allo
             "first": rows[0] if rows else None, "last": rows[-1] if rows else None,
             "images_per_s_last_window": rows[-1].get("images_per_s") if rows else None,
             "balance_events": [l for l in (done.stdout + done.stderr).splitlines() if "pause" in l or "resume" in l][:20],
-            "grid": "grid-paper-pool5.png" if grid.exists() else None,
+            "grid": "grid-paper-pool5.jpg" if grid.exists() else None,
             "tail": (done.stdout + done.stderr)[-1500:] if done.returncode else (done.stdout + done.stderr)[-300:]}
 
 

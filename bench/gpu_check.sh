@@ -24,5 +24,5 @@ export PYTHONUNBUFFERED=1
 timeout --signal=TERM --kill-after=10 480 "$PY" -m bench.gpu_check --out "$DEST" --budget-s 450 "$@" 2>&1 \
   | tee "$DEST/gpu_check.log"
 status=${PIPESTATUS[0]}
-echo "gpu_check: exit $status; results in $DEST (gpu_check.json, summary.md, grid-paper-pool5.png, gpu_check.log)"
+echo "gpu_check: exit $status; results in $DEST (gpu_check.json, summary.md, grid-paper-pool5.jpg, gpu_check.log)"
 exit "$status"

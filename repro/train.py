@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                                             device=provenance.device(), started=started, config=config.to_dict(),
                                             status=status, launcher=args.launcher, num_workers=args.num_workers,
                                             result=result))
-    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
+    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.jpg')}")
     return 0 if status == "finished" else 1
 
 
