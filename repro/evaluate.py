@@ -261,8 +261,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         mv_result, mv_images = measure_mahendran_vedaldi(model, ref, options, device, image_metrics, independent)
         results.append(mv_result)
         shown = min(2 * options.figure_images, images.shape[0])
-        write_grid(options.out / "mv-reconstructions.png", images[:shown], mv_images[:shown], columns=4)
-        figures["mv_reconstructions"] = "mv-reconstructions.png"
+        write_grid(options.out / "mv-reconstructions.jpg", images[:shown], mv_images[:shown], columns=4)
+        figures["mv_reconstructions"] = "mv-reconstructions.jpg"
 
     record = {
         "run": display_path(options.run_dir),

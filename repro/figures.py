@@ -1,4 +1,4 @@
-"""`python -m repro.figures RUN_DIR... --out FILE.png [--n 8] [--step N]`: runs side by side on the same images.
+"""`python -m repro.figures RUN_DIR... --out FILE.jpg [--n 8] [--step N]`: runs side by side on the same images.
 
 One row of originals, then one row per run: its reconstructions of the first `n` evaluation images of the
 first run's `eval_data`, at that run's resolution (all runs must share it), each row labelled with the
@@ -25,14 +25,35 @@ if TYPE_CHECKING:
 
     from repro.scores import Reference
 
+# Figures are JPEG: a sheet of 96 px reconstructions is a fifth of its PNG at quality 90, which still shows the
+# generators' fine textures and checkerboards (85 visibly smooths them); a `.png` path still writes PNG.
+JPEG_QUALITY = 90
+
+
+def save_figure(figure: "Image.Image", path: Path) -> None:
+    """Write a figure in the format its suffix names (`.jpg`/`.jpeg` at JPEG_QUALITY, `.png` lossless)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        figure.convert("RGB").save(path, quality=JPEG_QUALITY)
+    else:
+        figure.save(path)
+
+
+def save_images(images: torch.Tensor, path: Path, columns: int) -> None:
+    """(N, 3, H, W) RGB [0, 1] as one sheet, `columns` a row, 2 px white padding (torchvision's save_image,
+    written through save_figure)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.clamp(0, 1), nrow=columns, padding=2, pad_value=1.0)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+    save_figure(Image.fromarray(pixels), path)
+
 
 def write_grid(path: Path, targets: torch.Tensor, reconstructions: torch.Tensor, columns: int = 4) -> None:
     """Pairs (target | reconstruction) side by side, `columns` pairs per row."""
-    from torchvision.utils import save_image
-
     pairs = torch.stack([targets, reconstructions.clamp(0, 1)], 1).flatten(0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(pairs, path, nrow=2 * columns, padding=2, pad_value=1.0)
+    save_images(pairs, path, 2 * columns)
 
 
 def labelled_rows(rows: list[tuple[str, torch.Tensor]], label_width: int = 90) -> "Image.Image":
@@ -102,9 +123,7 @@ FIGURE_CAPTIONS = {
 
 
 def save_grid(path: Path, images: torch.Tensor, columns: int) -> str:
-    from torchvision.utils import save_image
-
-    save_image(images.clamp(0, 1), path, nrow=columns, padding=2, pad_value=1.0)
+    save_images(images, path, columns)
     return path.name
 
 
@@ -153,19 +172,19 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
                   device: torch.device, columns: int) -> dict[str, str]:
     shown = min(columns, ref.images.shape[0])
     figures = {}
-    write_grid(out / "reconstructions.png", ref.images[: 2 * shown], reconstructions[: 2 * shown], columns=4)
-    figures["reconstructions"] = "reconstructions.png"
+    write_grid(out / "reconstructions.jpg", ref.images[: 2 * shown], reconstructions[: 2 * shown], columns=4)
+    figures["reconstructions"] = "reconstructions.jpg"
     sequence = reencode(model, ref.images[:shown].to(device), REENCODE_ITERATIONS).cpu()
-    figures["reencoding"] = save_grid(out / "reencoding.png", sequence.flatten(0, 1), shown)
+    figures["reencoding"] = save_grid(out / "reencoding.jpg", sequence.flatten(0, 1), shown)
     pairs = [(i, i + shown // 2) for i in range(min(4, shown // 2))]  # images far apart in the sorted list
     rows = [torch.cat([ref.images[a:a + 1], interpolate(model, ref.images[a].to(device), ref.images[b].to(device),
                                                         INTERPOLATION_STEPS).cpu(), ref.images[b:b + 1]])
             for a, b in pairs]
     if rows:
-        figures["interpolation"] = save_grid(out / "interpolation.png", torch.cat(rows), INTERPOLATION_STEPS + 2)
+        figures["interpolation"] = save_grid(out / "interpolation.jpg", torch.cat(rows), INTERPOLATION_STEPS + 2)
     k = min(NEIGHBOURS, ref.images.shape[0])
     grid = torch.cat([neighbour_rows(q, reconstructions, features, ref, k) for q in range(min(4, shown))])
-    figures["neighbours"] = save_grid(out / "neighbours.png", grid, k + 2)
+    figures["neighbours"] = save_grid(out / "neighbours.jpg", grid, k + 2)
     return figures
 
 
@@ -176,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     git_commit()  # pin the commit of the code now running
     parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders written by python -m repro.train")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--out", type=Path, required=True, help="figure to write (.jpg; .png for lossless)")
     parser.add_argument("--n", type=int, default=8, help="evaluation images per row (default 8)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: each run's own choice")
     parser.add_argument("--step", type=int, help="each run's checkpoint of this step (default: its newest)")
@@ -192,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(args.out)
+    save_figure(figure, args.out)
     record = provenance(argv, args.n, figure_runs)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{len(args.run_dirs)} runs × {args.n} images → {args.out} (+ {args.out.with_suffix('.json').name})")

@@ -705,8 +705,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
             progress.update(1)
             if session.is_main and (step % config.image_every == 0 or last):
                 recon = trainer.reconstruct(eval_images)
-                write_grid(run_dir / "grids" / f"step-{step:08d}.png", eval_images, recon)
-                write_grid(run_dir / "grid-latest.png", eval_images, recon)
+                write_grid(run_dir / "grids" / f"step-{step:08d}.jpg", eval_images, recon)
+                write_grid(run_dir / "grid-latest.jpg", eval_images, recon)
             ckpt_dir = None
             if step % config.checkpoint_every == 0 or last:
                 if session.is_main:

@@ -6,7 +6,8 @@ statistics, the latest and a few intermediate grids, and evaluation metrics/figu
 copied to `results/<preset>/<run name>/` so every committed number points back to the command that made it.
 `--generator` also writes the trained generator alone as `generator.pt` (`repro.generator_file`: G's weights,
 its architecture, the encoder name/tap it inverts, sha256), for `python -m repro.invert` and
-`python -m repro.synthesize`; `--half` stores it in float16.
+`python -m repro.synthesize`; `--half` stores it in float16. Figures of a run trained before they were JPEG are
+re-encoded on the way (`repro.compress_figures`), so that what is committed stays small.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from repro.assets import REPO_ROOT
 
 # provenance.json holds the run's config too, so the published folder needs no separate config.json.
-FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.png")
+FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.jpg", "grid-latest.png")  # .png: older runs
 
 
 def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: bool = False,
@@ -32,7 +33,7 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: 
     for name in FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)
-    steps = sorted((run_dir / "grids").glob("step-*.png"))[:-1]  # the last one is grid-latest.png
+    steps = sorted((run_dir / "grids").glob("step-*"), key=lambda p: p.stem)[:-1]  # the last one is grid-latest
     if steps and grids > 0:  # a few grids spread over the run before its end
         picks = {steps[round(i * (len(steps) - 1) / max(1, grids - 1))] for i in range(grids)}
         (dest / "grids").mkdir(exist_ok=True)
@@ -44,6 +45,10 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: 
         from repro.generator_file import export_run
 
         export_run(run_dir, dest / "generator.pt", half=half)
+    from repro.compress_figures import compress_figures
+    from repro.provenance import command
+
+    compress_figures(dest, command("repro.publish", [str(run_dir), str(dest)]))
     return dest
 
 
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.publish", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("dest", type=Path, nargs="?")
-    parser.add_argument("--grids", type=int, default=2, help="intermediate grids to keep (besides grid-latest.png)")
+    parser.add_argument("--grids", type=int, default=2, help="intermediate grids to keep (besides grid-latest)")
     parser.add_argument("--generator", action="store_true", help="also write generator.pt (the generator alone)")
     parser.add_argument("--half", action="store_true", help="store generator.pt in float16 (half the size)")
     args = parser.parse_args(argv)

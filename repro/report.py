@@ -9,7 +9,7 @@ Nothing here measures; it only arranges committed records, so every number on th
 - the paper's claims, each as holds / fails / not measurable at this scale / not measured / not covered, with the
   comparisons behind it (`repro.claims`, the rules `tests/test_paper_numbers.py` asserts);
 - the published runs (`results/<preset>/<run>/provenance.json`, `python -m repro.publish`);
-- side-by-side figures (`results/figures/*.png` + their `.json`, `python -m repro.figures`);
+- side-by-side figures (`results/figures/*.jpg` + their `.json`, `python -m repro.figures`);
 - the autoencoder / VAE comparison (`results/autoencoders/*/metrics.json`, `python -m repro.compare_autoencoders`),
   with which loss each perceptual metric prefers, read off the table;
 - λ searches (`results/tune/*/best.json`, `python -m tune.search`), performance (`results/perf.md`) and
@@ -141,7 +141,7 @@ def runs(root: Path) -> list[str]:
         folder = path.parent
         stats = folder / "stats.jsonl"
         step = json.loads(stats.read_text().splitlines()[-1])["step"] if stats.exists() else "?"
-        grid = f"[grid]({_rel(folder / 'grid-latest.png', root)})" if (folder / "grid-latest.png").exists() else "-"
+        grid = f"[grid]({_rel(folder / 'grid-latest.jpg', root)})" if (folder / "grid-latest.jpg").exists() else "-"
         rows.append([f"[{_rel(folder, root)}]({_rel(folder, root)})", f"`{prov['config']['preset']}`", str(step),
                      f"{prov.get('wall_time_s', 0) / 60:.1f} min", prov["device"], prov.get("launcher", "?"), grid])
     return lines + markdown_table(["run", "preset", "steps", "wall time", "device", "launcher", "last grid"], rows) + [""]
@@ -156,7 +156,7 @@ def figures(root: Path) -> list[str]:
     for path, record in records:
         rows = ", ".join(f"`{r['preset']}` ({r['method']}, step {r['step']})" for r in record["rows"])
         lines += [f"**{path.stem}**: {rows}. Command: `{record['command']}` at commit `{record['commit'][:12]}`.", "",
-                  f"![{path.stem}]({_rel(path.with_suffix('.png'), root)})", ""]
+                  f"![{path.stem}]({_rel(path.with_suffix('.jpg'), root)})", ""]
         lines += figure_metrics(root, record["rows"])
     return lines
 
@@ -218,7 +218,7 @@ def autoencoders(root: Path) -> list[str]:
         for label, names in (("Autoencoders", ae), ("VAEs", vae)):
             if len(names) > 1:
                 lines.append(f"- {label}: " + "; ".join(preferred(results, names)) + ".")
-        lines += ["", f"![reconstructions]({_rel(path.parent / 'reconstructions.png', root)})", ""]
+        lines += ["", f"![reconstructions]({_rel(path.parent / 'reconstructions.jpg', root)})", ""]
         for name, result in results.items():
             if "samples" in result:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]

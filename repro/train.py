@@ -326,12 +326,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs (= torch threads) per Ray worker (default: a local "
                         "runtime's cores shared out among the workers; 1 on a cluster)")
     parser.add_argument("--max-failures", type=int, default=2, help="worker failures Ray recovers from")
+    parser.add_argument("--precision", choices=list(PRECISIONS),
+                        help="the speed path: fp32 (eager fp32 NCHW, every preset's default), bf16 (autocast of the "
+                             "forward passes) or channels_last+bf16; = --set amp=… --set channels_last=…, each equal "
+                             "to fp32 within the tolerances of tests/test_fast_paths.py")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return parser.parse_args(argv)
 
 
 # Config fields a resumed run may change (`--resume RUN_DIR --set steps=…`); all others are the run's own.
+# --precision names: the config fields each sets. Every preset keeps fp32 until the benches settle a faster
+# default per device (issue 24: CPU channels_last+bf16 was 1.34–1.57× in results/perf.md; GPU not measured yet).
+PRECISIONS = {"fp32": {"amp": "off", "channels_last": "false"}, "bf16": {"amp": "bf16", "channels_last": "false"},
+              "channels_last+bf16": {"amp": "bf16", "channels_last": "true"}}
+
+
+def precision_of(config: Config) -> str:
+    """The speed path a config takes, by its --precision name when it has one."""
+    fields = {"amp": config.amp, "channels_last": str(config.channels_last).lower()}
+    name = next((name for name, chosen in PRECISIONS.items() if chosen == fields), "custom")
+    return f"{name} (amp={config.amp}, channels_last={fields['channels_last']}, compile={str(config.compile).lower()})"
+
+
 RESUMABLE = {"steps", "log_every", "image_every", "checkpoint_every", "num_workers", "device", "threads", "nonfinite",
              "keep_checkpoints"}
 
@@ -356,6 +373,13 @@ def run_location(args: argparse.Namespace, preset: str) -> str:
 
 def resolve(args: argparse.Namespace) -> tuple[Config, str]:
     from repro import storage
+
+    if getattr(args, "precision", None):
+        given = {item.partition("=")[0].strip() for item in args.overrides}
+        if given & set(PRECISIONS[args.precision]):
+            raise ConfigError(f"--precision {args.precision} sets {' and '.join(PRECISIONS[args.precision])}; "
+                              f"leave out --set {', '.join(sorted(given & set(PRECISIONS[args.precision])))}")
+        args.overrides = [f"{k}={v}" for k, v in PRECISIONS[args.precision].items()] + args.overrides
 
     if args.resume is not None:
         run = run_location(args, "")
@@ -452,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as err:  # e.g. a train_data folder that does not exist
             print(f"error: {err}", file=sys.stderr)
             return 2
+        print(f"precision: {precision_of(config)}")
         return 0
     for flag, value in (("--num-workers", args.num_workers), ("--cpus-per-worker", args.cpus_per_worker)):
         if value is not None and value < 1:
@@ -503,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                                             device=provenance.device(), started=started, config=config.to_dict(),
                                             status=status, launcher=args.launcher, num_workers=args.num_workers,
                                             result=result))
-    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
+    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.jpg')}")
     return 0 if status == "finished" else 1
 
 

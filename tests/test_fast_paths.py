@@ -5,8 +5,9 @@ images; and the step computes the comparator once per image batch (C(x) is reuse
 Tolerances (relative, per loss term, every step), from what was observed at smoke size on CPU with a 4×
 or larger margin:
 - channels_last: 1e-5 (observed ≤ 2e-7: only the convolutions' summation order changes);
-- bf16 autocast: 1e-2 (observed ≤ 2.3e-3 on L_feat, ≤ 1.2e-3 on L_discr: 8-bit mantissas in the forward
-  passes; the losses themselves are computed in fp32);
+- bf16 autocast, alone or with channels_last (`--precision bf16`, `channels_last+bf16`): 1e-2 (observed
+  ≤ 2.3e-3 on L_feat, ≤ 1.2e-3 on L_discr: 8-bit mantissas in the forward passes; the losses themselves are
+  computed in fp32);
 - torch.compile (inductor, `fallback_random` so dropout draws eager's masks): 1e-4.
 """
 from __future__ import annotations
@@ -72,6 +73,28 @@ def test_bf16_autocast_matches_reference(images, reference, tmp_path):
     assert max(errors.values()) < 1e-2, errors
     assert errors["feat"] > 0, "bf16 autocast changed nothing: is it applied to the comparator?"
     assert all(isinstance(v, float) and math.isfinite(v) for step in fast for v in step.values())
+
+
+def test_channels_last_with_bf16_matches_reference(images, reference, tmp_path):
+    """The two together (`--precision channels_last+bf16`) within bf16's tolerance."""
+    errors = worst_relative_error(reference, loss_values(images, tmp_path, amp="bf16", channels_last=True))
+    assert max(errors.values()) < 1e-2, errors
+    assert errors["feat"] > 0, "nothing changed: was bf16 applied?"
+
+
+def test_precision_flag_sets_the_speed_path_and_dry_run_names_it(capsys):
+    from repro.train import main
+
+    for argv, shown, fields in (([], "precision: fp32 (amp=off, channels_last=false", ("off", False)),
+                                (["--precision", "channels_last+bf16"], "precision: channels_last+bf16 (amp=bf16, "
+                                 "channels_last=true", ("bf16", True)),
+                                (["--precision", "bf16"], "precision: bf16 (amp=bf16, channels_last=false", ("bf16", False))):
+        assert main(["--preset", "smoke", *argv, "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        config = json.loads(out.partition("\n}\n")[0] + "}")
+        assert (config["amp"], config["channels_last"]) == fields and shown in out, out[-300:]
+    assert main(["--preset", "smoke", "--precision", "bf16", "--set", "amp=fp16", "--dry-run"]) == 2
+    assert "leave out --set amp" in capsys.readouterr().err
 
 
 def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_in_fp32(images, tmp_path):

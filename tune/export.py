@@ -129,11 +129,11 @@ def export(results, experiment: str, out: Path, record: dict[str, Any]) -> list[
         provenance = storage.read_text(storage.join(experiment, row["run_dir"], "provenance.json"))
         if provenance is not None:
             devices.add(json.loads(provenance)["device"])
-        grid = storage.join(experiment, row["run_dir"], "grid-latest.png")
+        grid = storage.join(experiment, row["run_dir"], "grid-latest.jpg")
         if elsewhere and storage.exists(grid):
             (out / "grids").mkdir(exist_ok=True)
             fs, path = storage.filesystem(grid)
-            with fs.open_input_stream(path) as src, open(out / "grids" / f"{row['trial']}.png", "wb") as dst:
+            with fs.open_input_stream(path) as src, open(out / "grids" / f"{row['trial']}.jpg", "wb") as dst:
                 shutil.copyfileobj(src, dst)
     record["devices"] = sorted(devices)
     write_table(rows, out, record, lambda_names)
