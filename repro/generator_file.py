@@ -47,7 +47,8 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     """sha256 over the tensors' names, dtypes, shapes and bytes, in name order (independent of pickling)."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)  # flat: a (1, 3, 1, 1) channels_last buffer
+        # counts as contiguous yet has stride 3 in its last dimension, which a byte view refuses
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
@@ -72,7 +73,8 @@ def save_generator(path: str | Path, generator: Generator, *, encoder: str, tap:
 
     half: store float16 (half the size; reconstructions differ by ~1e-3 of the image range).
     """
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)  # a channels_last run's too
+             for k, v in generator.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     record = {"format": FORMAT, "generator": generator_args(generator), "encoder": encoder, "tap": tap,

@@ -1,5 +1,6 @@
-"""`python -m repro.invert IMAGES... --generator FILE --out DIR`: reconstruct images from their features.
+"""`python -m repro.invert IMAGES... [--generator FILE] --out DIR`: reconstruct images from their features.
 
+Without `--generator`, the generator shipped with the package is used (`repro.shipped`: AlexNet pool5 → 96 px).
 Each image goes through the encoder the generator file names (`repro.comparators`, at the file's tap and
 resolution) and back through the generator; `DIR/<name>.png` shows original | reconstruction side by side
 and `DIR/grid.png` all pairs. `--features FILE.npz` inverts given features instead (the `features` array of
@@ -105,7 +106,8 @@ def write_outputs(out: Path, names: list[str], reconstructions: torch.Tensor,
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m repro.invert", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="image files or folders (recursive); not with --features")
-    parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
+    parser.add_argument("--generator", type=Path, help="a generator file (repro.generator_file); default: the one "
+                        "shipped with the package (repro/generators, protocol CONV5*: AlexNet pool5 → 96 px)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--features", type=Path, help=".npz with a 'features' array to invert instead of images")
     parser.add_argument("--encoder-weights", help="the encoder's weights file, for encoders that need one (caffenet)")
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     from repro.generator_file import GeneratorFileError, load_generator
 
     try:
+        if args.generator is None:
+            from repro.shipped import shipped_generator
+
+            args.generator = shipped_generator()
         loaded = load_generator(args.generator, args.device)
         if args.features:
             codes, names = read_features(args.features, loaded.in_shape)
