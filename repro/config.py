@@ -99,8 +99,11 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# One rule for every λ at reduced resolution R: keep the paper's balance of terms at 227 px, with the image term
-# as the anchor (λ_img as in the paper). The paper's λ_adv = 100 "compensates for the fact that both image and
+# One rule for every λ at reduced resolution R: keep the balance of terms at 227 px, with the image term as the
+# anchor (λ_img as in the paper). Said plainly: the balance kept is that of the paper's λ applied to the
+# *torchvision AlexNet's* pool5 at 227 px, not CaffeNet's. CaffeNet's own feature/image ratio cannot be measured
+# here (its weights are not obtainable), and networks differ widely in it (SqueezeNet's fire9, a Caffe 0–255
+# network, is ~4000× AlexNet's: repro.comparators), so "the paper's balance" is exact only up to that unknown. The paper's λ_adv = 100 "compensates for the fact that both image and
 # feature loss include summation over many spatial locations" (§3.2); at R each term keeps its size relative to
 # the image term:
 #     λ_T(R) = λ_T · s_img(R) / s_T(R),   s_X(R) = how much term X shrinks from 227 px to R on the same images.
