@@ -55,6 +55,11 @@ def model_card(record: dict[str, Any], provenance: dict[str, Any], evaluation: d
              f"- weights: {provenance['weights'].get('encoder', '')}",
              f"- device: {provenance['device']}, wall time {provenance['wall_time_s'] / 60:.0f} min",
              f"- file: float16, sha256 of its tensors {record['sha256']}", ""]
+    if not config["lambda_feat"] and not config["lambda_adv"]:
+        lines += ["This is the image-loss generator of the protocol (Dosovitskiy & Brox 2016a, Table 2's 'Our image "
+                  "loss'): blurry, but it follows its input's layout and colours. It ships instead of a DeePSiM generator "
+                  "because the DeePSiM runs of the same protocol still paint checkerboard textures at this CPU budget "
+                  "and find their own originals less than half as often (results/conv5star/README.md).", ""]
     if evaluation is not None:
         result = evaluation["results"][0]
         lines += [f"Evaluation (`{evaluation['provenance']['command']}`), {evaluation['protocol']['n_images']} held-out "
