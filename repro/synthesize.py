@@ -192,26 +192,30 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
     from repro.generator_file import GeneratorFileError, load_generator
     from repro.scorers import FileExchangeScorer, ScorerError, scorer_from_spec
 
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
     resumed = args.resume is not None
     if resumed:
         defaults = vars(parser.parse_args(["--resume", str(args.resume)]))
         others = [k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k]]
         if others:
-            parser.error(f"--resume takes no other options (the run keeps its own): drop --{others[0].replace('_', '-')}")
+            return fail(f"--resume takes no other options (the run keeps its own): drop --{others[0].replace('_', '-')}")
         record_path = args.resume / "search.json"
         if not record_path.is_file():
-            parser.error(f"{args.resume} is not a search run folder ({record_path} is missing)")
+            return fail(f"{args.resume} is not a search run folder ({record_path} is missing)")
         record = json.loads(record_path.read_text())
         folder, no_progress = args.resume, args.no_progress
         args = parser.parse_args(record["argv"])
         args.out, args.resume, args.no_progress = folder, folder, no_progress
     if args.generator is None or args.budget is None:
-        parser.error("a search needs --generator FILE and --budget N_IMAGES")
+        return fail("a search needs --generator FILE and --budget N_IMAGES")
     if args.steps is not None:
-        parser.error("--steps is for the plain gradient method; a search takes --budget (images scored in all)")
+        return fail("--steps is for the plain gradient method; a search takes --budget (images scored in all)")
     args.optimizer = args.optimizer or "genetic"
     if args.budget < 1:
-        parser.error(f"--budget {args.budget} must be ≥ 1 image")
+        return fail(f"--budget {args.budget} must be ≥ 1 image")
     try:
         loaded = load_generator(args.generator, args.device)
         spec = args.scorer
@@ -236,16 +240,13 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
             raise ValueError(f"--budget {args.budget} is below one generation of {optimizer.population} images "
                              f"({args.optimizer}'s population): give at least {optimizer.population}")
     except (GeneratorFileError, DataError, ScorerError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     generations = args.budget // optimizer.population
     settings = {**settings_record(optimizer), "scorer": spec, "generator_sha256": loaded.sha256,
                 "generations": generations}
     out = args.out
     if not resumed and (out / "state.pt").exists():
-        print(f"error: {out} already holds a search; continue it with --resume {out}, or choose another --out",
-              file=sys.stderr)
-        return 2
+        return fail(f"{out} already holds a search; continue it with --resume {out}, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "search.json"
     if resumed:
@@ -265,9 +266,8 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
                         settings=settings)
     except ScorerError as err:
         done = len((load_state(out) or {}).get("rows", []))
-        print(f"error: {err} (in generation {done}; generations 0–{done - 1} are saved in {out}: continue with "
-              f"`python -m repro.synthesize --resume {out}`)" if done else f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"{err} (in generation {done}; generations 0–{done - 1} are saved in {out}: continue with "
+                    f"`python -m repro.synthesize --resume {out}`)" if done else str(err))
     last = result["rows"][-1]
     record.update(wall_time_s=last["wall_s"], images_scored=last["images_scored"], best_score=result["best_score"],
                   best_generation=int(torch.argmax(result["best_scores"])), finished=True)
