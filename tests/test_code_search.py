@@ -364,3 +364,39 @@ def test_cli_gradient_search_on_a_registry_unit(generator_file, tmp_path):
     assert record["scorer"] == "alexnet-random:conv5:3" and record["settings"]["steps"] == 4
     assert len((out / "stats.jsonl").read_text().splitlines()) == 4
     assert settings_record(GradientAscent((2,), Settings(steps=4)))["optimizer"] == "gradient"
+
+
+def test_comparison_table_and_plot_from_curves():
+    from repro.compare_optimizers import best_at, plot, table
+
+    curves = [{"optimizer": o, "unit": 1, "seed": s, "images": [20, 40, 60, 80], "best_so_far": [1.0 + s, 2.0, 3.0, 4.0 + s]}
+              for o in ("genetic", "cmaes") for s in (0, 1)]
+    assert best_at(curves[0], 59) == 2.0 and best_at(curves[0], 80) == 4.0 and best_at(curves[0], 19) != best_at(curves[0], 19)
+    text = table(curves, {1: {"score": 9.0, "file": "n1.jpg"}}, {1: "goldfish"}, 80, [0, 1])
+    assert "| 1 goldfish | 9.00 (n1.jpg) | genetic | 1.50 ± 0.71 | 2.00 ± 0.00 | 4.50 ± 0.71 | 0.50 |" in text, text
+    assert "genetic 0.50, cmaes 0.50" in text
+    image = plot(curves, {1: {"score": 9.0}}, {1: "goldfish"}, 80)
+    assert image.size == (320, 266)
+
+
+@pytest.mark.slow
+def test_comparison_command_end_to_end(generator_file, assets, tmp_path):
+    import shutil
+
+    from repro.compare_optimizers import OPTIMIZERS
+    from repro.compare_optimizers import main as compare_main
+
+    natural = tmp_path / "natural"
+    natural.mkdir()
+    for path in sorted((assets / "imagenet-1k-256").iterdir())[:3]:
+        shutil.copy(path, natural / path.name)
+    out = tmp_path / "cmp"
+    assert compare_main(["--generator", str(generator_file), "--units", "1", "--seeds", "0", "--budget", "24",
+                         "--natural", str(natural), "--out", str(out)]) == 0
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["generator_sha256"] and record["budget"] == 24 and set(record["optimizers"]) == set(OPTIMIZERS)
+    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert {c["optimizer"] for c in curves} == set(OPTIMIZERS) and all(c["images"][-1] <= 24 for c in curves)
+    assert "1 goldfish" in (out / "results.md").read_text()
+    assert (out / "curves.png").is_file() and (out / "best-images.png").is_file()
+
