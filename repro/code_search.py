@@ -15,8 +15,8 @@ of their images) and one loop (`search`), so that they are compared image for im
       `heritability`, else from the second; each element then mutates with probability `mutation_rate` by
       N(0, mutation_size²); the first generation is N(0, I).
   Defaults: population 20, mutation rate 0.5, mutation size 0.5, selectivity 2, heritability 0.5: the values of
-  every experiment script XDream ships (examples/demo.py, experiment_CNN.py, tests/), for CNN units and
-  neurons alike, and those of the paper. keep = 1: their closed-loop (`EphysExperiment`) templates keep the
+  every experiment script XDream ships (examples/demo.py, experiment_CNN.py, tests/, the closed-loop
+  templates), for CNN units and neurons alike. keep = 1: their closed-loop (`EphysExperiment`) templates keep the
   best code of each generation (their CNN demos keep none); we take 1 because it makes the population's best
   never get lost to a mutation and, in closed loop, re-shows one known image per generation (a check of the
   recording's drift), for 1 image in 20.
@@ -413,4 +413,4 @@ def search(generator: nn.Module, scorer: Scorer, optimizer: Optimizer, generatio
 
 def settings_record(optimizer: Optimizer) -> dict[str, Any]:
     """What identifies an optimiser's run: its name, settings and population (for `search(settings=…)`)."""
-    return {"optimizer": optimizer.name, "population": optimizer.population, **asdict(optimizer.settings)}
+    return {"optimizer": optimizer.name, **asdict(optimizer.settings), "population": optimizer.population}

@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
     from repro import provenance
+
+    provenance.git_commit()  # the commit of the code that runs, asked before it runs
     from repro.code_search import search, settings_record
     from repro.comparators import build_net
     from repro.data import DataError, list_images, load_images, resolve_folder
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --budget {args.budget} is below one generation of {optimizer.population} images ({name})",
                   file=sys.stderr)
             return 2
-        settings[name] = settings_record(optimizer)
+        settings[name] = {k: v for k, v in settings_record(optimizer).items() if k != "seed"}  # seeds: below
         started = time.time()
         result = search(loaded.generator, scorers[unit], optimizer, generations, progress=False)
         curves.append({"optimizer": name, "unit": unit, "seed": seed,
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`{provenance.command('repro.compare_optimizers', argv)}` · generator `{args.generator.name}` (sha256 "
         f"`{loaded.sha256[:16]}…`, {loaded.resolution} px, code {tuple(loaded.in_shape)}) · seeds "
         f"{', '.join(map(str, args.seeds))} · budget {args.budget} images per run · scores are the unit's value "
-        f"before softmax on images at {loaded.resolution} px · provenance in `provenance.json`\n\n"
+        f"before softmax on images at {loaded.resolution} px · genetic and cmaes see scores only; gradient is "
+        "given the network's gradient (a forward and a backward pass per image) · provenance in `provenance.json`\n\n"
         + text + "\n![best score vs images scored](curves.png)\n\n![per unit: top natural image, then the best image "
         "of genetic, cmaes, gradient](best-images.png)\n")
     plot(curves, reference, names, args.budget).save(args.out / "curves.png")
@@ -245,11 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     save_image(torch.stack(tiles), args.out / "best-images.png", nrow=1 + len(args.optimizers), padding=2, pad_value=1.0)
     from converters.squeezenet_dc import default_paths
 
+    from repro.assets import FOLDER_SHA256
+    from repro.data import listing_sha256
+
+    natural_id = (f"../shared/assets/{args.natural} sha256={FOLDER_SHA256[args.natural]}" if args.natural in FOLDER_SHA256
+                  else f"{folder} listing sha256={listing_sha256(str(folder))}")
     weights = {"scored_net": " + ".join(f"{p} sha256={provenance.sha256_file(p)}" for p in default_paths())
                if args.net == "squeezenet" else args.net}
     record = provenance.record(
         provenance.command("repro.compare_optimizers", argv), dev=args.device, started=t0,
-        data={"natural": f"{folder} ({len(files)} images)"}, weights=weights,
+        data={"natural": f"{natural_id} ({len(files)} images)"}, weights=weights,
         generator=str(args.generator), generator_sha256=loaded.sha256, generator_source=loaded.source,
         generator_config={k: loaded.config.get(k) for k in ("preset", "steps", "resolution", "encoder", "layer")},
         scored=f"{args.net}:{args.tap}", units=args.units, seeds=args.seeds, budget=args.budget,
