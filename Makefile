@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import torch, torchvision, onnx2torch, onnxruntime, cv2, ray.train, ray.tune, lpips, pytorch_msssim"
+	$(PY) -c "import torch, torchvision, onnx2torch, onnxruntime, cv2, ray.train, ray.tune, lpips, pytorch_msssim, cma"
 	touch $(STAMP)
 
 weights: $(WEIGHTS)

@@ -50,7 +50,7 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
         tensor = state[name].detach().cpu().contiguous().reshape(-1)  # flat: a (1, 3, 1, 1) channels_last buffer
         # counts as contiguous yet has stride 3 in its last dimension, which a byte view refuses
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # 0-d too
     return digest.hexdigest()
 
 

@@ -24,58 +24,41 @@ optimised as one batch; each code's step is normalised by its own gradient, so t
 Writes DIR/unit-<k>.png (the samples of one unit side by side), DIR/grid.png (one row per unit) and
 DIR/synthesize.json (settings, the unit's activation at the start and the end, and whether it ends as the
 classifier's top unit), and prints one line per unit.
+
+**Code search** (`--scorer` or `--optimizer`): one scorer, any optimiser of `repro.code_search`, a budget of
+images scored, a resumable run folder:
+
+    python -m repro.synthesize --optimizer genetic --scorer squeezenet:945 --generator FILE --budget 1000 --out DIR
+    python -m repro.synthesize --optimizer cmaes --scorer mymodule:score --generator FILE --budget 1000 --out DIR
+    python -m repro.synthesize --optimizer genetic --scorer files:EXCHANGE --generator FILE --budget 400 --out DIR
+    python -m repro.synthesize --resume DIR      # after a crash or a scorer's failure: from its last generation
+
+Scorers are `repro.scorers` specs (a network unit NET[:TAP]:UNIT with `--classifier-weights`/
+`--classifier-resolution`, a Python function module:function, a file exchange files:DIR); without `--scorer`,
+`--classifier/--tap/--unit` name the unit. The budget is divided into generations of `--population` images
+(genetic 20, cmaes cma's default, gradient `--samples`); gradient ascent takes one step per generation, its lr
+schedule spread over them, and keeps the code bounds above. DIR holds `search.json` (the command, commit,
+generator sha256, scorer, settings, device, wall time, best score), and the run folder of
+`repro.code_search.search` (stats.jsonl, TensorBoard, best-per-generation.png, best.pt/best.png, state.pt).
+A bad scorer, a scorer that answers wrongly (count, NaN, ids, no scores file in time) or a budget below one
+generation end with one line `error: …` and exit status 2; a failure mid-run keeps every finished generation.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from repro.code_search import CMAES, CMASettings, GeneticSettings, Genetic, GradientAscent, Settings
 from repro.invert import OneLineParser
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Nguyen et al.'s settings for CaffeNet fc8 (1_activate_output.sh)."""
-
-    steps: int = 200          # iterations
-    lr: float = 8.0           # step size at the first iteration …
-    end_lr: float = 1e-10     # … decaying linearly to this
-    decay: float = 0.99       # code ← decay · code after each step ("L2" in act_max.py)
-    bound_multiplier: float = 3.0  # upper bound = this × the largest value each code unit takes on real images
-    seed: int = 0             # start codes ~ N(0, I) from a torch.Generator with this seed
-
-
-class Objective(nn.Module):
-    """Image (B, 3, R, R) pipeline RGB → the classifier's tap, resized to the classifier's input side."""
-
-    def __init__(self, net: nn.Module, tap: str, resolution: int | None):
-        super().__init__()
-        if tap not in net.taps:
-            raise ValueError(f"unknown tap {tap!r} for this classifier; choose from {', '.join(net.taps)}")
-        self.net, self.tap, self.resolution = net.eval(), tap, resolution
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.resolution and images.shape[-1] != self.resolution:
-            images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        return self.net(self.net.transform(images), tap=self.tap)
-
-
-def unit_activations(outputs: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-    """a_k per row: outputs (B, C) or (B, C, H, W) (then the unit at the centre, as act_max.py's xy for conv layers)."""
-    if outputs.dim() == 4:
-        outputs = outputs[:, :, outputs.shape[2] // 2, outputs.shape[3] // 2]
-    return outputs.flatten(1).gather(1, units.view(-1, 1)).squeeze(1)
+from repro.scorers import DEFAULT_TAPS, Objective, unit_activations  # noqa: F401 (Objective: this module's API)
 
 
 def code_bounds(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, multiplier: float,
@@ -95,12 +78,9 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
     code (before any clipping),
     "end": a_k at the final code, "top": the classifier's arg-max unit at the final code}, on the CPU.
     """
-    in_shape = tuple(generator.in_shape)
     device = next(generator.parameters()).device
-    rng = torch.Generator().manual_seed(settings.seed)  # the caller's global RNG is left alone
-    code = torch.randn((len(units) * samples, *in_shape), generator=rng).to(device)
+    ascent = GradientAscent(generator.in_shape, settings, len(units) * samples, bounds, device)
     target = torch.tensor([u for u in units for _ in range(samples)], device=device)
-    lower, upper = (b.to(device) for b in bounds) if bounds is not None else (None, None)
     generator.eval()
 
     def activations(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,22 +88,14 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
         return unit_activations(outputs, target), outputs
 
     with torch.no_grad():
-        start = activations(code)[0].cpu()
+        start = activations(ascent.code)[0].cpu()
     bar = tqdm(range(settings.steps), desc=f"synthesize {len(units)} unit(s)", unit="step", disable=not progress)
     for i in bar:
-        lr = settings.lr + (settings.end_lr - settings.lr) * i / settings.steps
-        code.requires_grad_(True)
-        act = activations(code)[0]
-        (grad,) = torch.autograd.grad(act.sum(), code)  # rows are independent: each gets ∂a_k/∂y of its own
-        with torch.no_grad():
-            scale = grad.abs().flatten(1).mean(1).clamp_min(1e-30).view(-1, *[1] * len(in_shape))
-            code = code.detach() + lr * grad / scale
-            if lower is not None:
-                code = torch.maximum(torch.minimum(code, upper), lower)
-            if 0 < settings.decay < 1:
-                code = code * settings.decay
+        act = activations(ascent.ask())[0]
+        ascent.tell(act)
         if i % 10 == 0 or i == settings.steps - 1:
             bar.set_postfix(act=f"{act.mean().item():.3g}")
+    code = ascent.code
     with torch.no_grad():
         end, outputs = activations(code)
         images = generator(code)
@@ -132,20 +104,38 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
             "top": scores.flatten(1).argmax(1).cpu()}
 
 
-DEFAULT_TAPS = {"squeezenet": "pool_final", "caffenet": "fc8", "caffenet-random": "fc8", "alexnet-random": "fc8"}
+def bounds_from_encoder(loaded, encoder_weights: str | None, bound_images: str | None, multiplier: float,
+                        device: str) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """Code bounds from the generator's own encoder on 64 real images; and where they came from."""
+    from repro.assets import asset_folder
+    from repro.data import list_images, load_images
+
+    try:
+        inverter = loaded.inverter(encoder_weights, device)
+    except ValueError as err:
+        if "needs the original weights" not in str(err):
+            raise
+        raise ValueError(f"the code bounds come from the generator's encoder {loaded.encoder}:{loaded.tap}, "
+                         "whose weights are yours to bring: pass --encoder-weights FILE, or --no-bounds") from None
+    eval_data = loaded.config.get("eval_data") or "imagenet-1k-256"
+    folder = bound_images or (eval_data if Path(eval_data).is_dir() else asset_folder("imagenet-1k-256", verify=False))
+    files = list_images(folder)[:64]
+    bounds = code_bounds(inverter.encode, load_images(files, loaded.resolution).to(device), multiplier)
+    return bounds, {"images": str(folder), "count": len(files)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m repro.synthesize", description=__doc__.split("\n")[0])
-    parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
+    parser.add_argument("--generator", type=Path, help="a generator file (repro.generator_file)")
     parser.add_argument("--classifier", default="squeezenet", help="registry name (repro.comparators), e.g. squeezenet, caffenet")
     parser.add_argument("--classifier-weights", help="weights file for caffenet/onnx classifiers (your bvlc_reference_caffenet.caffemodel)")
     parser.add_argument("--tap", help="the layer whose unit is maximised (default: squeezenet pool_final, caffenet fc8)")
-    parser.add_argument("--unit", type=int, action="append", required=True, help="unit index (repeatable)")
+    parser.add_argument("--unit", type=int, action="append", help="unit index (repeatable; a search takes one)")
     parser.add_argument("--samples", type=int, default=1, help="start codes (seeds) per unit")
     parser.add_argument("--classifier-resolution", type=int,
                         help="input side of the classifier (default: 227 for caffenet, else the generator's)")
-    parser.add_argument("--steps", type=int, default=Settings.steps)
+    parser.add_argument("--steps", type=int, help=f"gradient steps without a search (default {Settings.steps}); "
+                                                  "a search takes --budget")
     parser.add_argument("--lr", type=float, default=Settings.lr)
     parser.add_argument("--end-lr", type=float, default=Settings.end_lr)
     parser.add_argument("--decay", type=float, default=Settings.decay)
@@ -157,13 +147,150 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=Settings.seed)
     parser.add_argument("--out", type=Path, default=Path("synthesized"))
     parser.add_argument("--device", default="cpu")
+    search = parser.add_argument_group("code search (repro.code_search)")
+    search.add_argument("--optimizer", choices=("gradient", "genetic", "cmaes"), help="search the codes (default "
+                        "genetic when --scorer is given)")
+    search.add_argument("--scorer", help="NET[:TAP]:UNIT | module:function | files:DIR (repro.scorers)")
+    search.add_argument("--budget", type=int, help="images to score in all")
+    search.add_argument("--population", type=int, help="codes per generation (default: genetic 20, cmaes 4+⌊3 ln n⌋, "
+                                                       "gradient --samples)")
+    search.add_argument("--mutation-rate", type=float, default=GeneticSettings.mutation_rate)
+    search.add_argument("--mutation-size", type=float, default=GeneticSettings.mutation_size)
+    search.add_argument("--selectivity", type=float, default=GeneticSettings.selectivity)
+    search.add_argument("--heritability", type=float, default=GeneticSettings.heritability)
+    search.add_argument("--keep", type=int, default=GeneticSettings.keep, help="best codes kept unchanged (genetic)")
+    search.add_argument("--sigma0", type=float, default=CMASettings.sigma0, help="initial step size (cmaes)")
+    search.add_argument("--cma-diagonal", choices=("auto", "yes", "no"), default="auto",
+                        help="diagonal covariance (cmaes; auto: above 4096 code dimensions)")
+    search.add_argument("--exchange-timeout", type=float, default=600.0,
+                        help="seconds to wait for each scores file (files:DIR)")
+    search.add_argument("--resume", type=Path, metavar="DIR", help="continue the search in DIR with its own settings")
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def make_optimizer(args, in_shape: tuple[int, ...], generations_of, bounds, device: str):
+    """The optimiser `args` names; `generations_of(population)` gives the gradient's step count."""
+    if args.optimizer == "gradient":
+        population = args.population or args.samples
+        settings = Settings(generations_of(population), args.lr, args.end_lr, args.decay, args.bound_multiplier,
+                            args.seed)
+        return GradientAscent(in_shape, settings, population, bounds, device)
+    if args.optimizer == "genetic":
+        return Genetic(in_shape, GeneticSettings(args.population or GeneticSettings.population, args.mutation_rate,
+                                                 args.mutation_size, args.selectivity, args.heritability, args.keep,
+                                                 args.seed))
+    diagonal = {"auto": None, "yes": True, "no": False}[args.cma_diagonal]
+    return CMAES(in_shape, CMASettings(args.population or 0, args.sigma0, diagonal, args.seed))
+
+
+def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
+    """The code search (module docstring); returns the exit status."""
+    from repro import provenance
+    from repro.code_search import load_state, search, settings_record
+    from repro.data import DataError
+    from repro.generator_file import GeneratorFileError, load_generator
+    from repro.scorers import FileExchangeScorer, ScorerError, scorer_from_spec
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    resumed = args.resume is not None
+    if resumed:
+        defaults = vars(parser.parse_args(["--resume", str(args.resume)]))
+        others = [k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k]]
+        if others:
+            return fail(f"--resume takes no other options (the run keeps its own): drop --{others[0].replace('_', '-')}")
+        record_path = args.resume / "search.json"
+        if not record_path.is_file():
+            return fail(f"{args.resume} is not a search run folder ({record_path} is missing)")
+        record = json.loads(record_path.read_text())
+        folder, no_progress = args.resume, args.no_progress
+        args = parser.parse_args(record["argv"])
+        args.out, args.resume, args.no_progress = folder, folder, no_progress
+    if args.generator is None or args.budget is None:
+        return fail("a search needs --generator FILE and --budget N_IMAGES")
+    if args.steps is not None:
+        return fail("--steps is for the plain gradient method; a search takes --budget (images scored in all)")
+    args.optimizer = args.optimizer or "genetic"
+    if args.budget < 1:
+        return fail(f"--budget {args.budget} must be ≥ 1 image")
+    try:
+        loaded = load_generator(args.generator, args.device)
+        spec = args.scorer
+        if spec is None:
+            if not args.unit or len(args.unit) != 1:
+                raise ScorerError("a search maximises one scorer: give --scorer, or --classifier with one --unit")
+            tap = args.tap or DEFAULT_TAPS.get(args.classifier)
+            spec = f"{args.classifier}:{tap}:{args.unit[0]}" if tap else f"{args.classifier}:{args.unit[0]}"
+        scorer = scorer_from_spec(spec, weights=args.classifier_weights, resolution=args.classifier_resolution,
+                                  image_side=loaded.resolution, device=args.device, timeout_s=args.exchange_timeout)
+        if args.optimizer == "gradient" and isinstance(scorer, FileExchangeScorer):
+            raise ScorerError("the gradient optimiser needs a differentiable scorer; a file exchange gives no "
+                              "gradient: use --optimizer genetic or cmaes")
+        bounds, bounds_info = None, None
+        if args.optimizer == "gradient" and not args.no_bounds:
+            encoder_weights = args.encoder_weights or (
+                args.classifier_weights if loaded.encoder == spec.split(":")[0] else None)
+            bounds, bounds_info = bounds_from_encoder(loaded, encoder_weights, args.bound_images,
+                                                      args.bound_multiplier, args.device)
+        optimizer = make_optimizer(args, loaded.in_shape, lambda p: max(1, args.budget // p), bounds, args.device)
+        if args.budget < optimizer.population:
+            raise ValueError(f"--budget {args.budget} is below one generation of {optimizer.population} images "
+                             f"({args.optimizer}'s population): give at least {optimizer.population}")
+    except (GeneratorFileError, DataError, ScorerError, ValueError, FileNotFoundError, RuntimeError) as err:
+        return fail(str(err))
+    generations = args.budget // optimizer.population
+    settings = {**settings_record(optimizer), "scorer": spec, "generator_sha256": loaded.sha256,
+                "generations": generations}
+    out = args.out
+    if not resumed and (out / "state.pt").exists():
+        return fail(f"{out} already holds a search; continue it with --resume {out}, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "search.json"
+    if resumed:
+        record = json.loads(record_path.read_text())
+        record.setdefault("resumed", []).append({"command": provenance.command("repro.synthesize", argv),
+                                                 "commit": provenance.git_commit(),
+                                                 "from_generation": len((load_state(out) or {}).get("rows", []))})
+    else:
+        record = provenance.record(provenance.command("repro.synthesize", argv), dev=args.device,
+                                   argv=[a if not isinstance(a, Path) else str(a) for a in argv],
+                                   generator=str(args.generator), generator_sha256=loaded.sha256,
+                                   encoder=f"{loaded.encoder}:{loaded.tap}", scorer=spec, settings=settings,
+                                   budget=args.budget, bounds=bounds_info)
+    provenance.write(out, record, "search.json")
+    try:
+        result = search(loaded.generator, scorer, optimizer, generations, out, progress=not args.no_progress,
+                        settings=settings)
+    except ScorerError as err:
+        done = len((load_state(out) or {}).get("rows", []))
+        return fail(f"{err} (in generation {done}; generations 0–{done - 1} are saved in {out}: continue with "
+                    f"`python -m repro.synthesize --resume {out}`)" if done else str(err))
+    last = result["rows"][-1]
+    record.update(wall_time_s=last["wall_s"], images_scored=last["images_scored"], best_score=result["best_score"],
+                  best_generation=int(torch.argmax(result["best_scores"])), finished=True)
+    provenance.write(out, record, "search.json")
+    print(f"{args.optimizer}: best score {result['best_score']:.4g} after {last['images_scored']} images "
+          f"(generation {record['best_generation']}) → {out / 'best.png'}, {out / 'best-per-generation.png'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.samples < 1:
+    if args.resume is not None or args.scorer or args.optimizer or args.budget is not None:
+        return search_main(parser, args, argv)
+    if args.generator is None or not args.unit:
+        parser.error("give --generator FILE and --unit N (or --scorer and --budget for a code search)")
+    if args.samples < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--steps and --samples must be ≥ 1")
-    settings = Settings(args.steps, args.lr, args.end_lr, args.decay, args.bound_multiplier, args.seed)
+    settings = Settings(args.steps or Settings.steps, args.lr, args.end_lr, args.decay, args.bound_multiplier, args.seed)
     t0 = time.time()
     from repro.comparators import build_net
-    from repro.data import DataError, list_images, load_images
+    from repro.data import DataError
     from repro.generator_file import GeneratorFileError, load_generator
 
     try:
@@ -179,25 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         bad = [u for u in args.unit if not 0 <= u < channels]
         if bad:
             raise ValueError(f"unit(s) {bad} out of range: {args.classifier}:{tap} has {channels} units (0–{channels - 1})")
-        bounds = None
+        bounds, bounds_info = None, None
         if not args.no_bounds:
             encoder_weights = args.encoder_weights or (
                 args.classifier_weights if loaded.encoder == args.classifier else None)
-            try:
-                inverter = loaded.inverter(encoder_weights, args.device)
-            except ValueError as err:
-                if "needs the original weights" not in str(err):
-                    raise
-                raise ValueError(f"the code bounds come from the generator's encoder {loaded.encoder}:{loaded.tap}, "
-                                 "whose weights are yours to bring: pass --encoder-weights FILE, or --no-bounds") from None
-            from repro.assets import asset_folder
-
-            eval_data = loaded.config.get("eval_data") or "imagenet-1k-256"
-            folder = args.bound_images or (eval_data if Path(eval_data).is_dir() else
-                                           asset_folder("imagenet-1k-256", verify=False))
-            files = list_images(folder)[:64]
-            bounds = code_bounds(inverter.encode, load_images(files, loaded.resolution).to(args.device),
-                                 settings.bound_multiplier)
+            bounds, bounds_info = bounds_from_encoder(loaded, encoder_weights, args.bound_images,
+                                                      settings.bound_multiplier, args.device)
     except (GeneratorFileError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -217,11 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         per_unit.append(record)
         print(f"unit {unit}: activation {sum(record['start']) / args.samples:.3g} → {sum(record['end']) / args.samples:.3g}, "
               f"top unit in {sum(record['top_is_unit'])}/{args.samples} → {args.out / f'unit-{unit}.png'}")
-    record = {"command": "python -m repro.synthesize " + " ".join(sys.argv[1:] if argv is None else argv),
+    record = {"command": "python -m repro.synthesize " + " ".join(argv),
               "generator": str(args.generator), "generator_sha256": loaded.sha256, "encoder": f"{loaded.encoder}:{loaded.tap}",
               "classifier": args.classifier, "tap": tap, "classifier_resolution": side, "settings": asdict(settings),
-              "bounds": None if bounds is None else {"images": str(folder), "count": len(files)},
-              "units": per_unit, "wall_s": round(time.time() - t0, 1), "device": str(args.device)}
+              "bounds": bounds_info, "units": per_unit, "wall_s": round(time.time() - t0, 1), "device": str(args.device)}
     (args.out / "synthesize.json").write_text(json.dumps(record, indent=2))
     return 0
 

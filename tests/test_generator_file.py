@@ -52,6 +52,18 @@ def test_round_trip_is_exact_and_leaves_the_global_rng_alone(generator_file):
     assert path.stat().st_size < 2_000_000, "a generator file holds G only"
 
 
+def test_a_pipeline_space_generator_round_trips(tmp_path):
+    """output_space="pipeline" holds a 0-d buffer (its grey offset): hashed like any other tensor."""
+    torch.manual_seed(2)
+    generator = Generator((8, 1, 1), resolution=RESOLUTION, width=0.125, output_space="pipeline").eval()
+    assert any(t.dim() == 0 for t in generator.state_dict().values())
+    path = tmp_path / "pipeline.generator.pt"
+    save_generator(path, generator, encoder="alexnet-random", tap="pool5")
+    code = torch.randn(2, 8, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(load_generator(path).generator(code), generator(code))
+
+
 def test_half_precision_file_is_smaller_and_close(generator_file, tmp_path):
     path, generator = generator_file
     half = tmp_path / "half.generator.pt"
