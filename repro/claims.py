@@ -1,16 +1,21 @@
 """The paper's claims (Table 2, §4.1, Fig. 1, Fig. 3) as rules over measured records; nothing here measures.
 
-A record is one method's result on one setting: a row of Table 2 (`paper_records`) or of a committed
+A record is one method's result on one setting and seed: a row of Table 2 (`paper_records`) or of a committed
 `results/<preset>/<run>/eval/metrics.json` (`measured_records`, written by `python -m repro.evaluate`). A claim
-compares pairs of records of the same setting (same evaluation images, encoder and its weights, resolution,
-inverted layer and, for two trained generators, training steps). Each pair:
+compares pairs of records of the same setting (same evaluation images, encoder and its weights, image resolution
+and the resolution the encoder saw them at, inverted layer and, for two trained generators, training steps and
+seed). Claims are judged per *scale* (`scale_of`: the image resolution and how the encoder saw the images, e.g.
+"96 px" or "CONV5* (96 px images, encoder at 227 px)"), so a run of one protocol never answers for another.
+Each pair:
 - is *not measurable* when either run finds its own originals no better than the chance rule allows
   (`repro.scores.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
-- else *holds* or *fails*.
+- else *fails*, or *holds* when, for every metric it compares, its margin exceeds the spread between seeds
+  (max − min of the metric over the seeds of each method's setting, steps and comparator; `seed_spreads`), and
+  is *not measurable* when it does not (one seed: no spread, the line says "1 seed").
 A claim fails on any measurable counter-example, holds when some comparison holds and none fails; otherwise it
 is not measurable at this scale, not measured (the committed evaluations predate its metric) or not covered
-(no committed pair). `tests/test_paper_numbers.py` asserts these on the committed results and runs each rule on
-plausible wrong results; `repro.report` prints them.
+(no committed pair). `tests/test_paper_numbers.py` asserts these on the committed results, per scale, and runs
+each rule on plausible wrong results; `repro.report` prints them.
 """
 from __future__ import annotations
 
@@ -46,21 +51,54 @@ def paper_records(table: dict = TABLE) -> list[dict]:
 
 
 def metrics_files(root: Path = RESULTS) -> list[Path]:
+    """Every run's evaluation, `<preset>/<run>/eval/metrics.json` (folders one deeper, such as
+    `conv5star/candidates/<name>/eval`, are probes, not claim runs)."""
     return sorted(root.glob("*/*/eval/metrics.json"))
 
 
+def scale_of(protocol: dict) -> str:
+    """The scale a metrics.json's protocol was measured at: its image resolution and the one the encoder saw the
+    images at (metrics.json files older than `encoder_resolution` saw them as they were). Encoder at 227 px beside
+    smaller images is protocol CONV5* (`repro.config`): the paper's code from reduced images."""
+    resolution = protocol["resolution"]
+    encoder_side = protocol.get("encoder_resolution") or resolution
+    if encoder_side == resolution:
+        return f"{resolution} px"
+    seen = f"{resolution} px images, encoder at {encoder_side} px"
+    return f"CONV5* ({seen})" if encoder_side == 227 else seen
+
+
+def scales(records: list[dict]) -> list[str]:
+    """The scales present among these records, CONV5* first (the protocol that keeps the paper's code)."""
+    return sorted({r["scale"] for r in records if r.get("scale")}, key=lambda s: (not s.startswith("CONV5*"), s))
+
+
+def seed_of(path: Path, protocol: dict) -> int | None:
+    """The training seed: recorded in the protocol since CONV5*; before, in the published run's provenance.json
+    (`results/<preset>/<run>/provenance.json`, its config) beside the eval folder; None when neither says."""
+    if protocol.get("seed") is not None:
+        return protocol["seed"]
+    provenance = path.parents[1] / "provenance.json"
+    if provenance.is_file():
+        return json.loads(provenance.read_text()).get("config", {}).get("seed")
+    return None
+
+
 def measured_records(root: Path = RESULTS) -> list[dict]:
-    """A representative result row per method and setting from the committed metrics.json files; `source`
+    """A representative result row per method, setting and seed from the committed metrics.json files; `source`
     names the file as `results/<preset>/<run>/eval/metrics.json [method]` (`root`'s name first)."""
     out = []
     for path in metrics_files(root):
         data = json.loads(path.read_text())
         protocol = data["protocol"]
-        group = tuple(protocol.get(k) for k in ("encoder", "encoder_weights", "resolution", "eval_data", "n_images"))
+        group = (protocol.get("encoder"), protocol.get("encoder_weights"), protocol.get("resolution"),
+                 protocol.get("encoder_resolution") or protocol.get("resolution"), protocol.get("eval_data"),
+                 protocol.get("n_images"))
         for result in data["results"]:
             out.append({"source": f"{root.name}/{path.relative_to(root).as_posix()} [{result['method']}]", "path": path,
                         "preset": data["preset"], "layer": data["layer"], "layer_depth": protocol.get("layer_depth"),
-                        "group": group, "paper_protocol": protocol.get("paper_protocol", False),
+                        "group": group, "scale": scale_of(protocol), "seed": seed_of(path, protocol),
+                        "paper_protocol": protocol.get("paper_protocol", False),
                         "n_images": protocol.get("n_images", data["provenance"]["n_images"]), **result})
     return representatives(out)
 
@@ -69,12 +107,17 @@ def comparator_id(record: dict) -> tuple | str | None:
     return tuple(record["comparators"] or ()) if "comparators" in record else record.get("comparator")
 
 
+def run_key(record: dict) -> tuple:
+    """What the seeds of one experiment share: setting, layer, method, comparator and training steps."""
+    return (record["group"], record["layer"], record["method"], comparator_id(record), record["step"])
+
+
 def representatives(records: list[dict]) -> list[dict]:
-    """One record per (protocol, layer, method, comparator, training steps); for M&V, which trains nothing,
-    the longest optimisation per (protocol, layer)."""
+    """One record per (protocol, layer, method, comparator, training steps, seed); for M&V, which trains
+    nothing, the longest optimisation per (protocol, layer, seed of the run it was evaluated beside)."""
     best: dict[tuple, dict] = {}
     for r in records:
-        key = (r["group"], r["layer"], r["method"], comparator_id(r), r["step"])
+        key = (*run_key(r), r.get("seed"))
         effort = r.get("mv_config", {}).get("steps", 0) if r["step"] is None else r["step"]
         if key not in best or effort > best[key]["_effort"]:
             best[key] = {**r, "_effort": effort}
@@ -82,11 +125,14 @@ def representatives(records: list[dict]) -> list[dict]:
 
 
 def comparable(a: dict, b: dict) -> bool:
-    """Same evaluation images, encoder (and its weights), resolution and inverted layer, and, for two
-    trained generators, the same number of training steps: a method trained longer must not win by that.
-    M&V (step None) optimises per image and is comparable with every generator of its setting."""
-    same_training = a["step"] is None or b["step"] is None or a["step"] == b["step"]
-    return a["group"] == b["group"] and a["layer"] == b["layer"] and same_training
+    """Same evaluation images, encoder (and its weights), resolution, encoder resolution and inverted layer,
+    and, for two trained generators, the same number of training steps and the same seed: a method trained
+    longer must not win by that, and seeds are compared like with like. M&V (step None) optimises per image and
+    is comparable with every generator of its setting; a record without a seed with every seed."""
+    trained = a["step"] is not None and b["step"] is not None
+    same_training = not trained or a["step"] == b["step"]
+    same_seed = not trained or a.get("seed") is None or b.get("seed") is None or a["seed"] == b["seed"]
+    return a["group"] == b["group"] and a["layer"] == b["layer"] and same_training and same_seed
 
 
 def same_comparator(a: dict, b: dict) -> bool:
@@ -130,17 +176,72 @@ def at_chance(record: dict) -> str | None:
             f"below {IDENTIFICATION_FACTOR} × chance ({rule['threshold_pct']:.1f} %; chance {rule['chance_pct']:.2f} %)")
 
 
-def judge(found: list[tuple[dict, dict]], holds: Callable[[dict, dict], bool],
-          describe: Callable[[dict, dict], str]) -> Verdict:
-    """Each pair holds, fails, or is not measurable (either run at chance)."""
+def seed_spreads(record: dict, records: list[dict], metrics: tuple[str, ...]) -> tuple[int, dict[str, float]]:
+    """(seeds, {metric: max − min}) over the seeds of the record's experiment (`run_key`) among `records`."""
+    seeds = [r for r in records if run_key(r) == run_key(record)] or [record]
+    spreads = {}
+    for metric in metrics:
+        values = [r[metric] for r in seeds if r.get(metric) is not None]
+        spreads[metric] = max(values) - min(values) if values else 0.0
+    return len(seeds), spreads
+
+
+def difference(a: dict, b: dict, metric: str) -> float:
+    """An ordering comparison's margin: how far the two values are from a tie."""
+    return abs(a[metric] - b[metric])
+
+
+def against_seeds(a: dict, b: dict, records: list[dict], metrics: tuple[str, ...],
+                  margin: Callable[[dict, dict, str], float] = difference) -> tuple[str, list[str]]:
+    """(note, shortfalls) for a comparison that holds: how many seeds each side has and, with more than one,
+    each metric's margin against the larger of the two sides' seed spreads; `shortfalls` lists the metrics whose
+    margin does not exceed it. One seed each: no spread, nothing falls short (the note says so). Table 2's
+    rows carry no seeds."""
+    if a["group"] == ("paper",):
+        return "", []
+    (n_a, spread_a), (n_b, spread_b) = seed_spreads(a, records, metrics), seed_spreads(b, records, metrics)
+    seeds = seed_count(a, b, records)
+    if n_a == n_b == 1:
+        return seeds, []
+    parts, shortfalls = [], []
+    for metric in metrics:
+        spread, gap = max(spread_a[metric], spread_b[metric]), margin(a, b, metric)
+        part = f"{metric} margin {gap:.3g} {'above' if gap > spread else 'below'} the seed spread {spread:.3g}"
+        parts.append(part)
+        if gap <= spread:
+            shortfalls.append(part)
+    return f"{seeds}; " + ", ".join(parts), shortfalls
+
+
+def seed_count(a: dict, b: dict, records: list[dict]) -> str:
+    """How many seeds each side of a comparison has, for its line ("1 seed", "2 seeds", "2 vs 1 seeds"); a
+    comparison that fails shows only this (a counter-example is one whatever the spread). Table 2's rows: ""."""
+    if a["group"] == ("paper",):
+        return ""
+    n_a, n_b = seed_spreads(a, records, ())[0], seed_spreads(b, records, ())[0]
+    return f"{n_a} seed{'s' if n_a > 1 else ''}" if n_a == n_b else f"{n_a} vs {n_b} seeds"
+
+
+def judge(found: list[tuple[dict, dict]], records: list[dict], holds: Callable[[dict, dict], bool],
+          metrics: tuple[str, ...]) -> Verdict:
+    """Each pair holds, fails, or is not measurable: either run at chance, or a comparison that holds by no more
+    than the spread between seeds in one of its `metrics`."""
     verdict = Verdict()
     for a, b in found:
         reasons = [reason for reason in (at_chance(a), at_chance(b)) if reason]
-        line = f"{a['source']} vs {b['source']}: {describe(a, b)}"
+        line = f"{a['source']} vs {b['source']}: {errors(*metrics)(a, b)}"
         if reasons:
             verdict.not_measurable.append(f"{line} — " + "; ".join(reasons))
+        elif not holds(a, b):
+            seeds = seed_count(a, b, records)
+            verdict.fails.append(line + (f" ({seeds})" if seeds else ""))
         else:
-            (verdict.holds if holds(a, b) else verdict.fails).append(line)
+            note, shortfalls = against_seeds(a, b, records, metrics)
+            line += f" ({note})" if note else ""
+            if shortfalls:
+                verdict.not_measurable.append(f"{line} — " + "; ".join(shortfalls))
+            else:
+                verdict.holds.append(line)
     return verdict
 
 
@@ -153,18 +254,18 @@ def errors(*keys: str) -> Callable[[dict, dict], str]:
 # ---------------------------------------------------------------------------------------------------
 def check_image_loss_vs_deepsim(records: list[dict], feature_key: str = "feature_error_pct") -> Verdict:
     """Table 2: 'Our image loss' has the lower image-space and the higher feature-space error."""
-    return judge(pairs(records, "image-loss", "deepsim", feature_key),
+    return judge(pairs(records, "image-loss", "deepsim", feature_key), records,
                  lambda image_loss, deepsim: (image_loss["image_error_pct"] < deepsim["image_error_pct"]
                                               and image_loss[feature_key] > deepsim[feature_key]),
-                 errors("image_error_pct", feature_key))
+                 ("image_error_pct", feature_key))
 
 
 def check_image_loss_is_blurrier(records: list[dict]) -> Verdict:
     """Blur read as agreement: DeePSiM's edges are closer to the originals' (lower gradient error) than the
     image loss's. More local contrast (gradient energy) does not count: noise and textures have plenty."""
-    return judge(pairs(records, "image-loss", "deepsim", "gradient_error_pct"),
+    return judge(pairs(records, "image-loss", "deepsim", "gradient_error_pct"), records,
                  lambda image_loss, deepsim: deepsim["gradient_error_pct"] < image_loss["gradient_error_pct"],
-                 errors("gradient_error_pct"))
+                 ("gradient_error_pct",))
 
 
 def check_mv_extremes(records: list[dict], feature_key: str = "feature_error_pct") -> Verdict:
@@ -172,9 +273,9 @@ def check_mv_extremes(records: list[dict], feature_key: str = "feature_error_pct
     found = [(mv, other) for mv in records for other in records if mv["method"] == "mahendran-vedaldi"
              and other["method"] != "mahendran-vedaldi" and other["method"] in TABLE2_METHODS and comparable(mv, other)
              and other.get(feature_key) is not None and mv.get(feature_key) is not None]
-    return judge(found, lambda mv, other: (mv["image_error_pct"] > other["image_error_pct"]
-                                           and mv[feature_key] < other[feature_key]),
-                 errors("image_error_pct", feature_key))
+    return judge(found, records, lambda mv, other: (mv["image_error_pct"] > other["image_error_pct"]
+                                                    and mv[feature_key] < other[feature_key]),
+                 ("image_error_pct", feature_key))
 
 
 def depth_of(record: dict) -> int | None:
@@ -185,18 +286,18 @@ def depth_of(record: dict) -> int | None:
 
 
 def check_depth(records: list[dict]) -> Verdict:
-    """Image-space error grows with the depth of the inverted layer, per method, comparator, setting and steps:
-    each layer against the next deeper one of its series."""
+    """Image-space error grows with the depth of the inverted layer, per method, comparator, setting, steps and
+    seed: each layer against the next deeper one of its series."""
     series = defaultdict(dict)
     for r in records:
         if depth_of(r) is not None:
-            series[(r["method"], comparator_id(r), r["group"], r["step"])][depth_of(r)] = r
+            series[(r["method"], comparator_id(r), r["group"], r["step"], r.get("seed"))][depth_of(r)] = r
     found = []
     for by_depth in series.values():
         ordered = [by_depth[depth] for depth in sorted(by_depth)]
         found += list(zip(ordered, ordered[1:]))
-    return judge(found, lambda shallow, deep: shallow["image_error_pct"] < deep["image_error_pct"],
-                 errors("image_error_pct"))
+    return judge(found, records, lambda shallow, deep: shallow["image_error_pct"] < deep["image_error_pct"],
+                 ("image_error_pct",))
 
 
 # The paper's criterion for each ablation ("better" = lower). Only the image-loss ablation has numbers
@@ -215,29 +316,41 @@ SIMILAR_PCT = 10
 
 def check_ablation(records: list[dict], ablation: str) -> Verdict:
     metric = ABLATIONS[ablation][0]
-    return judge(pairs(records, "deepsim", ablation, metric), lambda full, ablated: full[metric] < ablated[metric],
-                 errors(metric))
+    return judge(pairs(records, "deepsim", ablation, metric), records,
+                 lambda full, ablated: full[metric] < ablated[metric], (metric,))
 
 
 def check_no_img_is_similar(records: list[dict]) -> Verdict:
-    """'Similar to the full model': both errors within SIMILAR_PCT points. Only the full run must be above
-    chance for this to be measurable: an ablation that ignores its input while the full model does not is
-    itself the dissimilarity."""
+    """'Similar to the full model': both errors within SIMILAR_PCT points, each by more than the seed spread
+    (the margin is the distance to SIMILAR_PCT). Only the full run must be above chance for this to be
+    measurable: an ablation that ignores its input while the full model does not is itself the dissimilarity."""
+    keys = ("image_error_pct", "feature_error_pct")
     verdict = Verdict()
     for full, ablated in pairs(records, "deepsim", "deepsim-no-img", "feature_error_pct"):
-        line = f"{full['source']} vs {ablated['source']}: " + errors("image_error_pct", "feature_error_pct")(full, ablated)
+        line = f"{full['source']} vs {ablated['source']}: " + errors(*keys)(full, ablated)
         if at_chance(full):
             verdict.not_measurable.append(f"{line} — {at_chance(full)}")
         elif at_chance(ablated):
-            verdict.fails.append(f"{line} — the ablation ignores its input: {at_chance(ablated)}")
+            verdict.fails.append(f"{line} ({seed_count(full, ablated, records)}) — the ablation ignores its input: "
+                                 f"{at_chance(ablated)}")
+        elif not all(abs(full[k] - ablated[k]) <= SIMILAR_PCT for k in keys):
+            verdict.fails.append(f"{line} ({seed_count(full, ablated, records)})")
         else:
-            close = all(abs(full[k] - ablated[k]) <= SIMILAR_PCT for k in ("image_error_pct", "feature_error_pct"))
-            (verdict.holds if close else verdict.fails).append(line)
+            note, shortfalls = against_seeds(full, ablated, records, keys,
+                                             margin=lambda a, b, k: SIMILAR_PCT - abs(a[k] - b[k]))
+            line += f" ({note})"
+            if shortfalls:
+                verdict.not_measurable.append(f"{line} — " + "; ".join(shortfalls))
+            else:
+                verdict.holds.append(line)
     return verdict
 
 
-# Claims that committed runs contradict, and why we expect that at this scale (tests: strict expected failures).
-CONTRADICTED = {
+# Claims that committed runs contradict at a scale (`scale_of`), and why we expect that there (tests: strict
+# expected failures of that (claim, scale)). A claim is judged apart at each scale: what the 96 px runs contradict
+# says nothing of CONV5*.
+OLD_SCALE = "96 px"  # images and encoder both at 96 px: pool5 is a 256×2×2 code
+CONTRADICTED = {(key, OLD_SCALE): reason for key, reason in {
     "ablation:deepsim-no-adv": (
         "at 96 px and 2400 CPU steps (results/ablation-no-adv, results/small-pool5) the run without the adversarial "
         "term beats the full loss on every metric (LPIPS 0.53 vs 0.57, image/feature error 57.7/59.2 vs "
@@ -264,7 +377,7 @@ CONTRADICTED = {
         "structure DeePSiM adds is invented, which is what the gradient-error score is built to catch; twice "
         "the training does not change it (4800 steps: 126.7 vs 103.1 %, "
         "results/figures/pool5-deepsim-vs-image-loss-4800-steps.jpg)"),
-}
+}.items()}
 INDEPENDENT = "independent_feature_error_pct"
 INDEPENDENT_LABEL = f"{INDEPENDENT_NET[0]}:{INDEPENDENT_NET[1]}, which no run uses as comparator"
 
@@ -308,8 +421,11 @@ CLAIMS_BY_KEY = {claim.key: claim for claim in CLAIMS}
 ALWAYS_MEASURED = ("image_error_pct", "feature_error_pct")  # in every metrics.json since the first
 
 
-def assess(claim: Claim, records: list[dict]) -> tuple[str, list[str]]:
-    """(status, lines): status is holds, fails, not measurable, not measured or not covered."""
+def assess(claim: Claim, records: list[dict], scale: str | None = None) -> tuple[str, list[str]]:
+    """(status, lines): status is holds, fails, not measurable, not measured or not covered; with `scale`, on the
+    records of that scale only (`scale_of`), as the tests and the report judge committed runs."""
+    if scale is not None:
+        records = [r for r in records if r.get("scale") == scale]
     verdict = claim.check(records)
     if verdict.fails:
         return "fails", verdict.fails

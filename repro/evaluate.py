@@ -99,7 +99,8 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
                 code_shape: tuple[int, ...] = ()) -> dict[str, Any]:
     """What the numbers were measured on, and how that differs from the paper's Table 2; `layer_depth` is
     the inverted tap's position among the encoder's taps (orders layers of any network by depth); `code_shape`
-    the inverted code's shape (what the generator takes), set beside the paper's code at that tap."""
+    the inverted code's shape (what the generator takes), set beside the paper's code at that tap; `seed` the
+    training seed (`repro.claims` holds a comparison's margin against the spread between seeds)."""
     differences = []
     if config.encoder != "caffenet" or not config.encoder_weights:
         differences.append(f"encoder {config.encoder!r} instead of CaffeNet with its original weights "
@@ -130,6 +131,7 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
         "resolution": config.resolution,
         "eval_data": config.eval_data,
         "n_images": n_images,
+        "seed": config.seed,  # runs of one setting differing only by seed measure the spread claims must exceed
         "paper_protocol": config.encoder == "caffenet" and bool(weights) and config.resolution == 227,
         "differences_from_paper": differences,
     }

@@ -6,8 +6,11 @@ Nothing here measures; it only arranges committed records, so every number on th
   written by `python -m repro.evaluate`), each of our cells linked to its metrics file, protocol listed, and
   marked † where the run finds its own originals no better than the chance rule allows
   (`repro.scores.identification`): such a cell is not compared with others;
-- the paper's claims, each as holds / fails / not measurable at this scale / not measured / not covered, with the
-  comparisons behind it (`repro.claims`, the rules `tests/test_paper_numbers.py` asserts);
+- the CONV5* runs (`results/conv5star*/<run>/eval/metrics.json`: the paper's 256×6×6 pool5 code from 96 px
+  images): each run and seed, the mean ± spread over seeds per method, and the protocol beside the paper's;
+- the paper's claims at each scale (`repro.claims.scale_of`, CONV5* first), each as holds / fails / not
+  measurable at this scale / not measured / not covered, with the comparisons behind it (`repro.claims`, the rules
+  `tests/test_paper_numbers.py` asserts);
 - the published runs (`results/<preset>/<run>/provenance.json`, `python -m repro.publish`);
 - side-by-side figures (`results/figures/*.jpg` + their `.json`, `python -m repro.figures`);
 - the autoencoder / VAE comparison (`results/autoencoders/*/metrics.json`, `python -m repro.compare_autoencoders`),
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from repro.assets import REPO_ROOT
+from repro.claims import scale_of, seed_of
 from repro.compare_autoencoders import METRIC_COLUMNS as AE_METRICS
 from repro.scores import IDENTIFICATION_FACTOR, identification
 from repro.metrics import METRICS
@@ -72,9 +77,10 @@ def table2(root: Path) -> list[str]:
         proto = record["protocol"]
         for result in record["results"]:
             training = "" if result["step"] is None else f", {result['step']} steps"
+            seed = f", seed {proto['seed']}" if proto.get("seed") is not None else ""  # recorded since CONV5*
             comparator = f", C = {result['comparator']}" if result.get("comparator") else ""
             name = (f"{ROW_NAMES.get(result['method'], result['method'])} [{proto['encoder']}, "
-                    f"{proto['resolution']} px{training}{comparator}]")
+                    f"{scale_of(proto)}{training}{seed}{comparator}]")
             mark = " †" if at_chance(result, record["provenance"]["n_images"]) else ""
             table[(name, column)] = (f"{result['image_error_pct']:.0f}/{result['feature_error_pct']:.0f}{mark}", path)
     if not table:
@@ -105,6 +111,83 @@ def table2(root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# CONV5*
+# ---------------------------------------------------------------------------------------------------
+# What each CONV5* run is shown with: errors, whether it finds its own originals, LPIPS, edges, the independent net
+STAR_METRICS = ("image_error_pct", "feature_error_pct", "nn_own_image_pct", "nn_own_feature_pct", "lpips",
+                "gradient_error_pct", "independent_feature_error_pct")
+
+
+def _shape(shape: list[int]) -> str:
+    return f"{'×'.join(map(str, shape))} = {math.prod(shape):,} values"
+
+
+def star_protocol(path: Path, record: dict[str, Any]) -> str:
+    """One run's protocol in a line: its code beside the paper's, R and how the encoder saw the images, the training (data, batch, width, steps scheduled, from the differences evaluate recorded) and the
+    evaluation images."""
+    proto = record["protocol"]
+    code, paper = proto.get("code_shape") or [], proto.get("paper_code_shape") or []
+    parts = [f"code {_shape(code)}" if code else "code shape not recorded"]
+    if code and paper:
+        parts[0] += f" (the paper's {_shape(paper)}: {100 * math.prod(code) / math.prod(paper):.0f} %)"
+    parts.append(f"R = {proto['resolution']} px (encoder at {proto.get('encoder_resolution') or proto['resolution']} px)")
+    parts += [d for d in proto.get("differences_from_paper", []) if d.startswith("trained on")]
+    parts.append(f"evaluated on {proto['n_images']} images of {proto['eval_data']!r}")
+    return "; ".join(parts)
+
+
+def conv5star(root: Path) -> list[str]:
+    """The CONV5* runs (`conv5star*/<run>/eval/metrics.json`; `conv5star/candidates/*`, one folder deeper, are the
+    probes that chose the protocol, linked, not tabled): each run, then mean ± spread over seeds per method."""
+    records = _load(sorted(root.glob("conv5star*/*/eval/metrics.json")))
+    candidates = root / "conv5star" / "candidates" / "README.md"
+    if not records and not candidates.exists():
+        return []
+    lines = ["## CONV5*: the paper's CONV5 code at a CPU budget", "",
+             "Protocol CONV5* (`repro.config`, presets `conv5star*`): each 96 px image is resized to 227 px for the "
+             "encoder (and for the comparator of the feature loss), so the inverted code is the paper's pool5, "
+             "256×6×6, where pool5 of the 96 px image itself is 256×2×2 (the 96 px runs above). Claims are judged at this scale apart from the 96 px runs."]
+    if candidates.exists():
+        lines[-1] += f" How it was chosen: [{_rel(candidates, root)}]({_rel(candidates, root)})."
+    lines.append("")
+    if not records:
+        return lines + ["No CONV5* run is committed yet (`results/conv5star*/<run>/eval/metrics.json`, "
+                        "`python -m repro.evaluate` then `python -m repro.publish`).", ""]
+    protocols: dict[str, list[str]] = {}
+    rows, by_method = [], {}
+    for path, record in records:
+        run = _rel(path.parents[1], root)
+        protocols.setdefault(star_protocol(path, record), []).append(run)
+        seed = seed_of(path, record["protocol"])
+        figure = path.parent / "reconstructions.jpg"
+        for result in record["results"]:
+            rows.append([f"[{run}]({_rel(path, root)})", result["method"], "–" if seed is None else str(seed),
+                         "–" if result["step"] is None else str(result["step"]), *metric_cells(result, STAR_METRICS),
+                         f"[figure]({_rel(figure, root)})" if figure.exists() else "–"])
+            by_method.setdefault((result["method"], result.get("comparator"), result["step"]), []).append((seed, result))
+    if len(protocols) == 1:
+        lines += [f"Protocol: {next(iter(protocols))}.", ""]
+    else:
+        lines += ["Protocol of each run:", "", *(f"- {', '.join(runs)}: {text}." for text, runs in protocols.items()), ""]
+    lines += ["Each run (its row links to its metrics file; NN = own: how often a reconstruction's nearest "
+              "evaluation image is its own original, chance 1/n):", "",
+              *markdown_table(["run", "method", "seed", "step", *metric_headings(STAR_METRICS), "reconstructions"], rows),
+              "", "Over seeds: mean ± spread (max − min over the seeds, the spread `repro.claims` holds each "
+              "comparison's margin against).", ""]
+    summary = []
+    for (method, comparator, step), seeded in sorted(by_method.items(), key=lambda item: str(item[0])):
+        cells = []
+        for key in STAR_METRICS:
+            values = [result[key] for _, result in seeded if result.get(key) is not None]
+            cell = METRICS[key].cell(sum(values) / len(values) if values else None)
+            cells.append(f"{cell} ± {METRICS[key].cell(max(values) - min(values))}" if len(values) > 1 else cell)
+        seeds = ", ".join("–" if seed is None else str(seed) for seed, _ in seeded)
+        summary.append([method + (f" (C = {comparator})" if comparator else ""), "–" if step is None else str(step),
+                        seeds, *cells])
+    return lines + markdown_table(["method", "step", "seeds", *metric_headings(STAR_METRICS)], summary) + [""]
+
+
+# ---------------------------------------------------------------------------------------------------
 # Claims
 # ---------------------------------------------------------------------------------------------------
 def claims_section(root: Path) -> list[str]:
@@ -114,17 +197,22 @@ def claims_section(root: Path) -> list[str]:
     if not records:
         return []
     lines = ["## The paper's claims on these runs", "",
-             "Judged by `repro.claims` (asserted by `tests/test_paper_numbers.py`): pairs of runs with the same images, "
-             "encoder, layer, resolution and training steps; a pair counts only when both runs find their own "
-             f"originals at least {IDENTIFICATION_FACTOR} × chance, else it is *not measurable at this scale*. One "
-             "measurable counter-example fails a claim.", ""]
-    rows = []
-    for claim in claims.CLAIMS:
-        status, found = claims.assess(claim, records)
-        expected = claims.CONTRADICTED.get(claim.key)
-        shown = f"**{status}**" + (f" (expected at this scale: {expected})" if expected and status == "fails" else "")
-        rows.append([claim.text, shown, "<br>".join(line.replace("|", "\\|") for line in found) or "–"])
-    return lines + markdown_table(["claim", "on these runs", "comparisons"], rows) + [""]
+             "Judged by `repro.claims` (asserted by `tests/test_paper_numbers.py`) at each scale apart (how large the "
+             "images were and how the encoder saw them): pairs of runs with the same images, encoder, layer, "
+             "resolution, encoder resolution, training steps and seed; a pair counts only when both runs find their "
+             f"own originals at least {IDENTIFICATION_FACTOR} × chance, else it is *not measurable at this scale*, and "
+             "a comparison that holds counts only when, in every metric it compares, its margin exceeds the spread "
+             "between seeds (max − min over the seeds of each side; one seed: no spread, the line says \"1 seed\"). "
+             "One measurable counter-example fails a claim.", ""]
+    for scale in claims.scales(records):
+        rows = []
+        for claim in claims.CLAIMS:
+            status, found = claims.assess(claim, records, scale)
+            expected = claims.CONTRADICTED.get((claim.key, scale))
+            shown = f"**{status}**" + (f" (expected at this scale: {expected})" if expected and status == "fails" else "")
+            rows.append([claim.text, shown, "<br>".join(line.replace("|", "\\|") for line in found) or "–"])
+        lines += [f"### At {scale}", "", *markdown_table(["claim", "on these runs", "comparisons"], rows), ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,7 +394,7 @@ def render(root: Path = RESULTS) -> str:
     lines = ["# Results", "", "Generated by `python -m repro.report` from the committed records under `results/`; "
              "do not edit by hand. Every number links to the file that holds it, and that file records the command, "
              "commit, data and weights sha256, device and wall time of the run that produced it.", ""]
-    for section in (table2, claims_section, runs, figures, autoencoders, searches, pointers):
+    for section in (table2, conv5star, claims_section, runs, figures, autoencoders, searches, pointers):
         lines += section(root)
     return "\n".join(lines)
 

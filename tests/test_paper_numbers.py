@@ -8,11 +8,14 @@ Three kinds of checks:
 3. The paper's claims (rules in `repro.claims`), on committed measurements
    `results/<preset>/<run-id>/eval/metrics.json` (written by `python -m repro.evaluate`). Each claim Table 2
    carries is first checked on Table 2 itself (so it is the paper's claim), then on every pair of comparable
-   measured results (same images, encoder, layer, resolution and training steps). A pair counts only when
-   both runs find their own originals well above chance (`repro.scores.identification`: ≥ 10 × 1/n);
-   otherwise it is "not measurable at this scale". One measurable counter-example fails the claim; claims
-   committed runs contradict are strict expected failures with their reason (`repro.claims.CONTRADICTED`);
-   claims no committed run covers, or whose metric the committed evaluations predate, are skipped saying so.
+   measured results (same images, encoder, layer, resolution, encoder resolution, training steps and seed),
+   at each scale the committed runs were measured at (`repro.claims.scale_of`: "96 px", "CONV5* (96 px images,
+   encoder at 227 px)"), one scale never paired with another. A pair counts only when both runs find their own
+   originals well above chance (`repro.scores.identification`: ≥ 10 × 1/n), and a comparison that holds only
+   when its margin exceeds the spread between seeds; otherwise it is "not measurable at this scale". One
+   measurable counter-example fails the claim; (claim, scale)s that committed runs contradict are strict expected
+   failures with their reason (`repro.claims.CONTRADICTED`); claims no committed run covers at a scale, or whose
+   metric the committed evaluations predate, are skipped saying so.
    The rules are run on plausible wrong results too (the last tests), so each is seen to fail.
 
 No number compared with the paper here is typed in this file: they come from the paper, the JSON, or
@@ -178,30 +181,46 @@ def test_the_paper_makes_the_claim_in_numbers(key):
     assert verdict.holds and not verdict.fails and not verdict.not_measurable, verdict
 
 
-def xfail_if_contradicted(key: str) -> list:
-    """Claims committed runs contradict (repro.claims.CONTRADICTED, with why): strict, so the test fails the day
-    they hold (remove the entry then). What is checked is the claim's own rule, not a recorded number."""
-    reason = claims.CONTRADICTED.get(key)
+def xfail_if_contradicted(key: str, scale: str) -> list:
+    """(claim, scale)s committed runs contradict (repro.claims.CONTRADICTED, with why): strict, so the test fails
+    the day they hold (remove the entry then). What is checked is the claim's own rule, not a recorded number."""
+    reason = claims.CONTRADICTED.get((key, scale))
     return [pytest.mark.xfail(strict=True, raises=ClaimFails, reason=reason)] if reason else []
 
 
-@pytest.mark.parametrize("key", [pytest.param(claim.key, marks=xfail_if_contradicted(claim.key)) for claim in CLAIMS])
-def test_claim_on_the_committed_runs(key):
-    """One measurable counter-example fails the claim; else it passes only when some comparison holds, and is
-    skipped saying why when none does (not measurable at this scale, not measured, not covered)."""
+# Every scale the committed runs were measured at (read when the tests are collected); none: one placeholder,
+# at which every claim is skipped as not covered.
+COMMITTED_SCALES = claims.scales(claims.measured_records()) or ["no committed run"]
+
+
+def test_contradicted_entries_name_a_claim_at_a_committed_scale():
+    """An entry whose claim or scale no longer exists excuses nothing: it must go (or name the scale meant)."""
+    for key, scale in claims.CONTRADICTED:
+        assert key in CLAIMS_BY_KEY, f"CONTRADICTED names {key!r}, which is no claim of repro.claims.CLAIMS"
+        assert scale in COMMITTED_SCALES, f"CONTRADICTED names scale {scale!r}; committed: {COMMITTED_SCALES}"
+
+
+@pytest.mark.parametrize("key,scale", [pytest.param(claim.key, scale, marks=xfail_if_contradicted(claim.key, scale),
+                                                    id=f"{claim.key}@{scale}")
+                                       for claim in CLAIMS for scale in COMMITTED_SCALES])
+def test_claim_on_the_committed_runs(key, scale):
+    """At each committed scale, one measurable counter-example fails the claim; else it passes only when some
+    comparison holds (by more than the seed spread), and is skipped saying why when none does (not measurable at
+    this scale, not measured, not covered)."""
     claim = CLAIMS_BY_KEY[key]
-    status, lines = claims.assess(claim, claims.measured_records())
+    status, lines = claims.assess(claim, claims.measured_records(), scale)
     if status == "fails":
-        raise ClaimFails(f"{claim.text} does not hold: " + "; ".join(lines))
+        raise ClaimFails(f"{claim.text} does not hold at {scale}: " + "; ".join(lines))
     if status == "not measurable":
-        pytest.skip(f"not measurable at this scale: {claim.text}. " + "; ".join(lines))
+        pytest.skip(f"not measurable at this scale ({scale}): {claim.text}. " + "; ".join(lines))
     if status == "not measured":
-        pytest.skip(f"not measured: {claim.text}. " + "; ".join(lines) + " (python -m repro.evaluate records it)")
+        pytest.skip(f"not measured at {scale}: {claim.text}. " + "; ".join(lines) +
+                    " (python -m repro.evaluate records it)")
     if status == "not covered":
-        pytest.skip(f"claim not covered by any committed run: {claim.text}. It needs comparable {claim.methods[0]} and "
-                    f"{claim.methods[1]} runs (same images, encoder, layer, resolution, training steps) evaluated by "
-                    f"python -m repro.evaluate under results/<preset>/<run-id>/eval/; found "
-                    f"{len(claims.metrics_files())} metrics.json file(s)")
+        pytest.skip(f"claim not covered by any committed run at {scale}: {claim.text}. It needs comparable "
+                    f"{claim.methods[0]} and {claim.methods[1]} runs (same images, encoder, layer, resolution, "
+                    f"encoder resolution, training steps, seed) evaluated by python -m repro.evaluate under "
+                    f"results/<preset>/<run-id>/eval/; found {len(claims.metrics_files())} metrics.json file(s)")
     assert status == "holds" and lines
 
 
@@ -279,6 +298,111 @@ def test_claim_rules_fail_on_plausible_wrong_results():
     # unequal training is no comparison at all
     longer = dict(image_loss, step=4876, feature_error_pct=60.0)
     assert claims.assess(CLAIMS_BY_KEY["image-loss-vs-deepsim"], [longer, deepsim])[0] == "not covered"
+
+
+def seeds(method: str, by_seed: dict[int, dict], **common) -> list[dict]:
+    """One fake record per seed of one experiment (same setting, method, comparator and steps)."""
+    return [fake_record(method, seed=seed, **common, **values) for seed, values in by_seed.items()]
+
+
+def test_a_comparison_holds_only_by_more_than_the_seed_spread():
+    """Blur on two seeds each: margins 10 and 9 points of gradient error over a seed spread of 3 hold; the same
+    seed-0 numbers beside seed-1 runs 12-13 points away (spread 13) are not measurable; swapped, they fail."""
+    blur = CLAIMS_BY_KEY["blur"]
+    image_loss = seeds("image-loss", {0: {"gradient_error_pct": 110.0}, 1: {"gradient_error_pct": 112.0}})
+    deepsim = seeds("deepsim", {0: {"gradient_error_pct": 100.0}, 1: {"gradient_error_pct": 103.0}})
+    status, lines = claims.assess(blur, image_loss + deepsim)
+    assert status == "holds" and len(lines) == 2  # seed 0 with seed 0, seed 1 with seed 1: not across seeds
+    assert "2 seeds; gradient_error_pct margin 10 above the seed spread 3" in lines[0]
+    wide = [image_loss[0], dict(image_loss[1], gradient_error_pct=122.0),
+            deepsim[0], dict(deepsim[1], gradient_error_pct=113.0)]
+    status, lines = claims.assess(blur, wide)
+    assert status == "not measurable"
+    assert any("margin 10 below the seed spread 13" in line for line in lines), lines
+    swapped = [dict(r, method=m) for r, m in [*((r, "deepsim") for r in image_loss), *((r, "image-loss") for r in deepsim)]]
+    status, lines = claims.assess(blur, swapped)
+    assert status == "fails" and all("(2 seeds)" in line for line in lines)
+    # one seed: no spread to beat, today's verdict, and the line says so
+    status, lines = claims.assess(blur, [image_loss[0], deepsim[0]])
+    assert status == "holds" and lines[0].endswith("(1 seed)")
+    status, lines = claims.assess(blur, [image_loss[0], wide[3]])  # seed 0 vs a lone seed 1: nothing to compare
+    assert status == "not covered"
+
+
+def test_every_metric_a_claim_compares_must_beat_the_seed_spread():
+    """Table 2's image-loss/DeePSiM claim compares two metrics: a 6-point win in image space does not carry a
+    feature-space win of 2 points over a seed spread of 3."""
+    image_loss = seeds("image-loss", {0: {"image_error_pct": 50.0, "feature_error_pct": 72.0},
+                                      1: {"image_error_pct": 51.0, "feature_error_pct": 75.0}})
+    deepsim = seeds("deepsim", {0: {"image_error_pct": 56.0, "feature_error_pct": 70.0},
+                                1: {"image_error_pct": 57.0, "feature_error_pct": 73.0}})
+    status, lines = claims.assess(CLAIMS_BY_KEY["image-loss-vs-deepsim"], image_loss + deepsim)
+    assert status == "not measurable"
+    assert all("feature_error_pct margin 2 below the seed spread 3" in line for line in lines), lines
+    assert all("image_error_pct margin 6 above" in line for line in lines)
+    clear = [dict(r, feature_error_pct=r["feature_error_pct"] + 10) for r in image_loss] + deepsim
+    assert claims.assess(CLAIMS_BY_KEY["image-loss-vs-deepsim"], clear)[0] == "holds"
+    # similarity (Fig. 1(e)): its margin is the distance to SIMILAR_PCT, held against the spread likewise
+    no_img = seeds("deepsim-no-img", {0: {"image_error_pct": 64.0, "feature_error_pct": 79.0},
+                                      1: {"image_error_pct": 65.0, "feature_error_pct": 81.0}})
+    status, lines = claims.assess(CLAIMS_BY_KEY["no-img-similar"], deepsim + no_img)
+    assert status == "not measurable" and "feature_error_pct margin 1 below the seed spread 3" in lines[0], lines
+    close = [dict(r, feature_error_pct=r["feature_error_pct"] - 5) for r in no_img]
+    assert claims.assess(CLAIMS_BY_KEY["no-img-similar"], deepsim + close)[0] == "holds"
+
+
+def write_run(root: Path, preset: str, run: str, method: str, protocol: dict, seed_in_provenance: int | None = None,
+              **values) -> None:
+    """A results/<preset>/<run>/eval/metrics.json as repro.evaluate writes it (96 px images; `protocol` adds
+    encoder_resolution / seed where the evaluation recorded them), and the published provenance beside it."""
+    folder = root / preset / run
+    (folder / "eval").mkdir(parents=True)
+    result = {"method": method, "comparator": None if method == "image-loss" else "alexnet:pool5", "step": 2400,
+              "nn_own_image_pct": 30.0, "nn_own_feature_pct": 12.0, **values}
+    (folder / "eval" / "metrics.json").write_text(json.dumps({
+        "preset": preset, "layer": "pool5", "results": [result], "provenance": {"n_images": 256},
+        "protocol": {"encoder": "alexnet", "encoder_weights": "", "resolution": 96, "eval_data": "imagenet-1k-256",
+                     "n_images": 256, "layer_depth": 7, **protocol}}))
+    if seed_in_provenance is not None:
+        (folder / "provenance.json").write_text(json.dumps({"config": {"seed": seed_in_provenance}}))
+
+
+STAR = "CONV5* (96 px images, encoder at 227 px)"
+
+
+def test_claims_are_judged_per_scale_and_keep_every_seed(tmp_path):
+    """A CONV5* run (encoder at 227 px) is never paired with a 96 px run of before (whose metrics.json predates
+    encoder_resolution: the encoder saw the 96 px images); two seeds of one CONV5* experiment stay two records;
+    a run folder one level deeper (conv5star/candidates/*) is no claim run."""
+    write_run(tmp_path, "small-pool5-image", "old", "image-loss", {}, 0, image_error_pct=57.0, feature_error_pct=81.0)
+    write_run(tmp_path, "small-pool5", "old", "deepsim", {}, 0, image_error_pct=60.0, feature_error_pct=70.0)
+    star = {"encoder_resolution": 227, "protocol": "CONV5*"}
+    for seed, image in ((0, 50.0), (1, 51.0)):  # better than the old image loss in image space: it must not meet it
+        write_run(tmp_path, "conv5star", f"seed{seed}", "deepsim", dict(star, seed=seed), image_error_pct=image,
+                  feature_error_pct=60.0)
+    write_run(tmp_path / "conv5star", "candidates", "A", "image-loss", star, image_error_pct=99.0, feature_error_pct=1.0)
+    records = claims.measured_records(tmp_path)
+    assert sorted((r["preset"], r["seed"], r["scale"]) for r in records) == [
+        ("conv5star", 0, STAR), ("conv5star", 1, STAR), ("small-pool5", 0, "96 px"), ("small-pool5-image", 0, "96 px")]
+    assert claims.scales(records) == [STAR, "96 px"]
+    claim = CLAIMS_BY_KEY["image-loss-vs-deepsim"]
+    status, lines = claims.assess(claim, records, "96 px")
+    assert status == "holds" and len(lines) == 1 and "conv5star" not in lines[0] and lines[0].endswith("(1 seed)")
+    assert claims.assess(claim, records, STAR)[0] == "not covered"
+    # judged over every scale at once, the CONV5* runs still meet only their own setting
+    assert claims.assess(claim, records)[0] == "holds"
+    # a CONV5* image loss of both seeds makes the CONV5* pair, judged with the seed spread
+    for seed, image in ((0, 55.0), (1, 53.0)):
+        write_run(tmp_path, "conv5star-image", f"seed{seed}", "image-loss", dict(star, seed=seed),
+                  image_error_pct=image - 10, feature_error_pct=75.0)
+    status, lines = claims.assess(claim, claims.measured_records(tmp_path), STAR)
+    assert status == "holds" and len(lines) == 2 and all("2 seeds" in line and "old" not in line for line in lines)
+
+
+def test_the_scale_names_how_the_encoder_saw_the_images():
+    assert claims.scale_of({"resolution": 96}) == claims.scale_of({"resolution": 96, "encoder_resolution": 96}) == "96 px"
+    assert claims.scale_of({"resolution": 96, "encoder_resolution": 227}) == STAR
+    assert claims.scale_of({"resolution": 64, "encoder_resolution": 192}) == "64 px images, encoder at 192 px"
 
 
 # A reproduction under the paper's protocol should land within this many points (absolute %) of a printed

@@ -154,3 +154,92 @@ def test_vae_probe_records_beside_an_autoencoder_comparison_are_tabled(tmp_path)
     assert "Notes: [autoencoders/x/runs/NOTE.md](autoencoders/x/runs/NOTE.md)." in page
     assert "| 0.01 | fine-tuned | 0 → 60 | 48.7 → 0.6 | 1.443 → 0.094 |" in page
     assert "| 227 px | 0.01 | 20 | 784.2 | 39.2 | 1480.3 | 74.0 |" in page
+
+
+STAR = "CONV5* (96 px images, encoder at 227 px)"
+
+
+def star_run(root: Path, preset: str, run: str, method: str, seed: int | None, **values) -> Path:
+    """A CONV5* run folder as repro.evaluate + repro.publish leave it (encoder at 227 px; `seed` None: an
+    evaluation from before the seed was recorded in the protocol, and no provenance beside it)."""
+    folder = root / preset / run
+    (folder / "eval").mkdir(parents=True)
+    result = {"method": method, "comparator": None if method == "image-loss" else "alexnet:pool5", "step": 2400,
+              "nn_own_image_pct": 40.0, "nn_own_feature_pct": 12.0, "lpips": 0.6, "gradient_error_pct": 100.0,
+              "independent_feature_error_pct": 70.0, **values}
+    protocol = {"encoder": "alexnet", "encoder_weights": "", "layer": "pool5", "protocol": "CONV5*",
+                "code_shape": [256, 6, 6], "paper_code_shape": [256, 6, 6], "encoder_resolution": 227,
+                "resolution": 96, "eval_data": "imagenet-1k-256", "n_images": 256, "layer_depth": 7,
+                "differences_from_paper": ["images of 96 px instead of 227 px (the encoder sees them at 227 px)",
+                                           "trained on 'caltech101', batch 32, generator width 0.5, 2,400 steps "
+                                           "scheduled (paper: ILSVRC-2012, batch 64, width 1, ~1M iterations)"]}
+    if seed is not None:
+        protocol["seed"] = seed
+        (folder / "provenance.json").write_text(json.dumps({
+            "config": {"preset": preset, "seed": seed, "lambda_feat": 0.0 if method == "image-loss" else 1.0,
+                       "comparator_resolution": 227}, "device": "cpu", "wall_time_s": 60.0}))
+    (folder / "eval" / "metrics.json").write_text(json.dumps({
+        "preset": preset, "layer": "pool5", "results": [result], "protocol": protocol,
+        "provenance": {"step": 2400, "n_images": 256, "device": "cpu"}}))
+    return folder
+
+
+def test_conv5star_runs_are_tabled_per_seed_and_judged_apart_from_the_96_px_runs(tmp_path):
+    """Two seeds each of the CONV5* DeePSiM and image loss: each run is a row linked to its metrics file, each
+    method a mean ± spread row, the protocol set beside the paper's code; their claims are a table of their own
+    (first), and the 96 px runs (which contradict Table 2 here) are judged apart; the candidates one folder deeper
+    are linked, never tabled."""
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    for run, (method, image, feature) in {"deepsim": ("deepsim", 60.0, 60.0), "image": ("image-loss", 65.0, 80.0)}.items():
+        record = metrics_record(2400, image, feature, mv=False)
+        record["protocol"]["n_images"] = 256
+        record["results"][0].update(method=method, nn_own_image_pct=12.0, nn_own_feature_pct=12.0,
+                                    comparator=None if method == "image-loss" else "alexnet:pool5")
+        (tmp_path / "small-pool5" / run / "eval").mkdir(parents=True)
+        (tmp_path / "small-pool5" / run / "eval" / "metrics.json").write_text(json.dumps(record))
+    for seed, (image, feature) in {0: (50.0, 80.0), 1: (51.0, 81.5)}.items():
+        star_run(tmp_path, "conv5star-image", f"seed{seed}", "image-loss", seed, image_error_pct=image,
+                 feature_error_pct=feature)
+    for seed, (image, feature) in {0: (55.0, 60.0), 1: (57.0, 62.0)}.items():
+        star_run(tmp_path, "conv5star", f"seed{seed}", "deepsim", seed, image_error_pct=image,
+                 feature_error_pct=feature, nn_own_image_pct=40.0 + seed)
+    (tmp_path / "conv5star" / "candidates" / "README.md").parent.mkdir(parents=True)
+    (tmp_path / "conv5star" / "candidates" / "README.md").write_text("# candidates\n")
+    star_run(tmp_path / "conv5star", "candidates", "A-probe", "image-loss", None, image_error_pct=49.0,
+             feature_error_pct=78.5)
+    page = render(tmp_path)
+    section = page[page.index("## CONV5*"):page.index("## The paper's claims")]
+    assert "[conv5star/candidates/README.md](conv5star/candidates/README.md)" in section
+    assert "A-probe" not in page and "49.0" not in section
+    assert ("Protocol: code 256×6×6 = 9,216 values (the paper's 256×6×6 = 9,216 values: 100 %); R = 96 px (encoder "
+            "at 227 px); trained on 'caltech101', batch 32, generator width 0.5, 2,400 steps "
+            "scheduled") in section
+    assert ("| [conv5star/seed1](conv5star/seed1/eval/metrics.json) | deepsim | 1 | 2400 | 57.0 | 62.0 | 41 | 12 | "
+            "0.600 | 100 | 70.0 | – |") in section
+    assert "| [conv5star-image/seed0](conv5star-image/seed0/eval/metrics.json) | image-loss | 0 | 2400 | 50.0 | 80.0 |" in section
+    # mean ± (max − min) over the seeds; a metric equal over the seeds has spread 0
+    assert "| deepsim (C = alexnet:pool5) | 2400 | 0, 1 | 56.0 ± 2.0 | 61.0 ± 2.0 | 40 ± 1 | 12 ± 0 |" in section
+    assert "| image-loss | 2400 | 0, 1 | 50.5 ± 1.0 | 80.8 ± 1.5 |" in section
+    # Table 2: a CONV5* row never merges with a 96 px one, nor two seeds with each other
+    assert f"DeePSiM (ours) [alexnet, {STAR}, 2400 steps, seed 0, C = alexnet:pool5]" in page
+    assert f"DeePSiM (ours) [alexnet, {STAR}, 2400 steps, seed 1, C = alexnet:pool5]" in page
+    assert "DeePSiM (ours) [alexnet, 96 px, 2400 steps, C = alexnet:pool5]" in page
+    # claims per scale, CONV5* first: there Table 2's ordering holds by more than the seed spread, at 96 px it fails
+    claims_part = page[page.index("## The paper's claims"):]
+    assert claims_part.index(f"### At {STAR}") < claims_part.index("### At 96 px")
+    star_part, old_part = claims_part.split("### At 96 px")
+    lower = "| the image-loss baseline has lower image-space and higher feature-space error than DeePSiM (Table 2"
+    star_row = next(line for line in star_part.splitlines() if line.startswith(lower))
+    old_row = next(line for line in old_part.splitlines() if line.startswith(lower))
+    assert "**holds**" in star_row and "2 seeds; image_error_pct margin 5 above the seed spread 2" in star_row
+    assert "/small-pool5/" not in star_row and "/conv5star" not in old_row
+    assert "**fails**" in old_row and "(1 seed)" in old_row
+
+
+def test_the_conv5star_section_says_when_no_run_is_committed(tmp_path):
+    shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
+    assert "## CONV5*" not in render(tmp_path)
+    (tmp_path / "conv5star" / "candidates").mkdir(parents=True)
+    (tmp_path / "conv5star" / "candidates" / "README.md").write_text("# candidates\n")
+    page = render(tmp_path)
+    assert "## CONV5*" in page and "No CONV5* run is committed yet" in page
