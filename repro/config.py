@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
+from repro.errors import DeepsimError
+
 
 @dataclass(frozen=True)
 class Config:
@@ -211,7 +213,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(DeepsimError, ValueError):
     """A preset or override that does not exist or does not parse."""
 
 

@@ -35,6 +35,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from repro.errors import DeepsimError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -44,7 +46,7 @@ UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.De
 DEFAULT_CACHE_MB = 2048  # Config.data_cache_mb's default: Caltech-101 warped for 227 px is ~1.8 GB
 
 
-class DataError(ValueError):
+class DataError(DeepsimError, ValueError):
     """An image folder cannot be used (missing, empty, or every image unreadable)."""
 
 

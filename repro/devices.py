@@ -6,9 +6,10 @@ import torch
 import torch.distributed as dist
 
 from repro.config import Config
+from repro.errors import DeepsimError
 
 
-class DeviceError(RuntimeError):
+class DeviceError(DeepsimError, RuntimeError):
     """CUDA was asked for (device=cuda, --gpu) and cannot be used; the message says why, in one line."""
 
 

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from repro.errors import DeepsimError
 
-class InvertError(ValueError):
+
+class InvertError(DeepsimError, ValueError):
     """An input the command cannot use; the message is the one line printed."""
 
 

@@ -28,6 +28,7 @@ from repro.config import Config
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
 from repro.comparators import Comparator
 from repro.devices import pick_device
+from repro.errors import DeepsimError
 from repro.figures import write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
@@ -36,7 +37,7 @@ from repro.nets.generator import CONV_LAYERS
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(DeepsimError, FloatingPointError):
     """A loss or gradient became NaN/inf; the message names the term and the last good checkpoint."""
 
 

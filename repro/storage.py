@@ -12,10 +12,12 @@ import re
 import shutil
 from pathlib import Path
 
+from repro.errors import DeepsimError
+
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class StorageError(ValueError):
+class StorageError(DeepsimError, ValueError):
     """A run folder location that cannot work where the run is going."""
 
 
