@@ -385,11 +385,14 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
     DataError, ConversionError), FileNotFoundError or AssetError."""
     from repro import checkpoint as ckpt
     from repro.comparators import NETS, build_net
-    from repro.data import resolve_folder
+    from repro.data import listing, require_one_batch, resolve_folder, resolve_source
     from repro.nets.caffenet import ALEXNET_TV_TAPS, CAFFENET_TAPS
 
     for folder in (config.train_data, config.eval_data):
         resolve_folder(folder, verify=False)
+    # fewer images than one batch: every epoch would be empty and the loader would wait forever
+    require_one_batch(listing(resolve_source(config.train_data)), config.train_data, config.batch_size,
+                      args.num_workers)
     nets = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
     if config.recon_loss == "deepsim" and config.lambda_feat > 0:
         nets.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))

@@ -1,0 +1,50 @@
+"""What a new user trips on with `python -m repro.train`: each bad input gives one line `error: …`, exit 2,
+and leaves nothing behind (no run folder written, an existing one untouched)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repro.data import list_images
+from repro.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_line(stderr: str) -> str:
+    """The one `error: …` line of a refused command: the last line, no traceback, no second error (INFO log
+    lines before it, e.g. a folder being listed, are allowed)."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[-1]
+
+
+@pytest.fixture()
+def two_images(tmp_path, assets):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for f in list_images(assets / "caltech101" / "pizza")[:2]:
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def test_fewer_images_than_one_batch_exits_2_within_seconds(tmp_path, two_images):
+    """It used to hang forever: the loader dropped the incomplete batch and every epoch was empty."""
+    run = tmp_path / "run"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "repro.train", "--preset", "smoke", "--launcher", "local",
+                           "--set", f"train_data={two_images}", "--run-dir", str(run), "--no-progress"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert time.monotonic() - started < 60
+    assert done.returncode == 2, done.stderr
+    line = error_line(done.stderr)
+    assert str(two_images) in line and "one batch of 4" in line
+    assert not run.exists()  # nothing written
