@@ -64,6 +64,21 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
+def has_content(location: str) -> bool:
+    """Whether `location` exists and is not an empty folder (a run folder something was written to)."""
+    if not is_uri(location):
+        path = Path(location)
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+    import pyarrow.fs
+
+    fs, path = filesystem(location)
+    kind = fs.get_file_info(path).type
+    if kind == pyarrow.fs.FileType.NotFound:
+        return False
+    return kind != pyarrow.fs.FileType.Directory or bool(
+        fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
+
+
 def read_text(location: str) -> str | None:
     """The file's text, or None if it does not exist."""
     if not is_uri(location):

@@ -407,10 +407,11 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
             raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
     from repro import storage
 
-    if args.resume is None and storage.exists(storage.join(run, "checkpoint_manager_snapshot.json")):
-        # Ray would silently continue the old run from its registered checkpoints
-        raise ConfigError(f"{run} already holds a Ray run: continue it with --resume {run}, or choose another "
-                          "--run-dir")
+    if args.resume is None and storage.has_content(run):
+        # A new run in an old folder would overwrite its config, interleave two runs' stats and leave its
+        # checkpoints beside the old ones (which a later --resume would pick); Ray would silently continue it.
+        raise ConfigError(f"run folder {run} is not empty: continue that run with --resume {run}, or choose "
+                          "another --run-dir")
     if args.resume is not None and storage.is_uri(run):
         return  # Ray's registry on the storage is what the workers resume from; they check its checksum
     if args.resume is not None:

@@ -48,3 +48,29 @@ def test_fewer_images_than_one_batch_exits_2_within_seconds(tmp_path, two_images
     line = error_line(done.stderr)
     assert str(two_images) in line and "one batch of 4" in line
     assert not run.exists()  # nothing written
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("launcher", ["local", "ray"])
+def test_a_non_empty_run_folder_is_refused_unless_resumed(tmp_path, capsys, launcher):
+    """A second run into the same --run-dir used to overwrite config.json, append its steps to the old
+    stats.jsonl and leave its checkpoints beside the old ones (which --resume then took). Refused before any
+    worker (or Ray) starts, with both launchers; the folder is left exactly as it was."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (run / "config.json").write_text('{"preset": "smoke"}')
+    (run / "stats.jsonl").write_text('{"step": 3}\n{"step": 4}\n')
+    before = snapshot(run)
+    status = main(["--preset", "smoke", "--launcher", launcher, "--no-progress", "--run-dir", str(run)])
+    assert status == 2
+    line = error_line(capsys.readouterr().err)
+    assert f"run folder {run} is not empty" in line and f"--resume {run}" in line
+    assert snapshot(run) == before
+    (tmp_path / "empty").mkdir()  # an empty folder (made beforehand) is no run: accepted up to the launch
+    from repro.train import check_inputs, parse_args, resolve
+
+    args = parse_args(["--preset", "smoke", "--run-dir", str(tmp_path / "empty")])
+    check_inputs(*resolve(args)[:1], args, str(tmp_path / "empty"))
