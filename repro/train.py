@@ -26,6 +26,7 @@ from typing import Any
 
 from repro import provenance
 from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, parse_overrides
+from repro.errors import DeepsimError, cli, report, user_input
 
 log = logging.getLogger("repro.train")
 
@@ -302,7 +303,7 @@ def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str
     if args.resume is not None:
         found = getattr(args, "resume_from", None) or ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
-            raise SystemExit(f"error: no intact checkpoint under {run_dir / 'checkpoints'} to resume from")
+            raise ckpt.CheckpointError(f"no intact checkpoint under {run_dir / 'checkpoints'} to resume from")
         log.info("resuming from %s", found[0])
         resume_state = found[1]
     return train(config, run_dir, Session(resume_state=resume_state, show_progress=not args.no_progress))
@@ -437,30 +438,29 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         args.resume_from = found  # the local launcher need not read it twice
 
 
+def final_step(result: dict[str, Any]) -> int | None:
+    """The last step a launch reached: the local loop's summary, or Ray's last reported metrics."""
+    step = result.get("step", (result.get("metrics") or {}).get("step"))
+    return None if step is None else int(step)
+
+
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     provenance.git_commit()  # pin the commit of the code now running (see git_commit)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        config, run = resolve(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for flag, value in (("--num-workers", args.num_workers), ("--cpus-per-worker", args.cpus_per_worker)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be ≥ 1, got {value}")
+    config, run = resolve(args)
     if args.dry_run:
         print(config.to_json())
         from repro.plan import describe, resource_plan
 
-        try:
+        with user_input():  # e.g. a train_data folder that does not exist
             print(describe(resource_plan(config, args.num_workers)))
-        except (ValueError, OSError) as err:  # e.g. a train_data folder that does not exist
-            print(f"error: {err}", file=sys.stderr)
-            return 2
         return 0
-    for flag, value in (("--num-workers", args.num_workers), ("--cpus-per-worker", args.cpus_per_worker)):
-        if value is not None and value < 1:
-            print(f"error: {flag} must be ≥ 1", file=sys.stderr)
-            return 2
     # --gpu means CUDA: a worker must never fall back to the CPU silently while GPUs are reserved for it, and an
     # unusable CUDA (no device, a driver too old for this torch build) fails here in one line, before any
     # worker starts (a cluster's driver may have no GPU: there each worker's pick_device raises instead).
@@ -469,46 +469,48 @@ def main(argv: list[str] | None = None) -> int:
 
         config = replace(config, device="cuda")
     if config.device == "cuda" and not getattr(args, "address", None):
-        from repro.devices import DeviceError, pick_device
+        from repro.devices import pick_device
 
-        try:
-            pick_device(config)
-        except DeviceError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        pick_device(config)  # DeviceError
     from repro import storage
-    from repro.assets import AssetError
 
-    try:
+    with user_input():  # Config-, Data-, Conversion-, StorageError; a file or a storage that cannot be read
         if args.launcher == "local" and storage.is_uri(run):
             raise ConfigError(f"--launcher local writes to a local path, not {run}; use --launcher ray for a URI")
         check_inputs(config, args, run)
         if args.launcher == "ray":
             connect_ray(args, config, run)  # refuses a run folder the cluster's nodes cannot all reach
-    except (ValueError, OSError, AssetError) as err:  # Config-, Data-, Conversion-, StorageError; a storage unreachable
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     storage.write_text(storage.join(run, "config.json"), config.to_json())
+    print(f"{'resuming' if args.resume else 'run folder'} {run}", flush=True)
     started = time.time()
     from repro.loop import NonFiniteLoss
 
     launch = launch_ray if args.launcher == "ray" else launch_local
-    status = "finished"
+    status, step = "finished", None
     try:
         result = launch(config, run, args)
     except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
+        report(err)
         result, status = {"error": str(err)}, "stopped: non-finite loss"
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DeepsimError, FileNotFoundError, ValueError, RuntimeError) as err:
+        report(err)
         result, status = {"error": str(err)}, f"failed: {type(err).__name__}"
+    else:
+        step = final_step(result)
+        if step is not None and step < config.steps:  # the time limit ended it (the loop's only early stop)
+            status = "stopped"
     wall = time.time() - started
+    stopped = {"stopped_at": step, "reason": f"time limit of {config.time_limit_min:g} min"} if status == "stopped" else {}
     provenance.write(run, provenance.record(provenance.command("repro.train", argv), run_config=config,
                                             device=provenance.device(), started=started, config=config.to_dict(),
-                                            status=status, launcher=args.launcher, num_workers=args.num_workers,
-                                            result=result))
-    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.png')}")
-    return 0 if status == "finished" else 1
+                                            status=status, steps=config.steps, **stopped, launcher=args.launcher,
+                                            num_workers=args.num_workers, result=result))
+    head = {"finished": f"finished {config.steps} steps",
+            "stopped": f"stopped at step {step} of {config.steps} ({stopped.get('reason')})"}.get(status, status)
+    grid = storage.join(run, "grid-latest.png")
+    shown = f"; grid: {grid}" if storage.exists(grid) else ""  # a run that failed before drawing has none
+    print(f"{head}: run folder {run} ({wall:.0f} s){shown}")
+    return 0 if status in ("finished", "stopped") else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 and leaves nothing behind (no run folder written, an existing one untouched)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,3 +75,35 @@ def test_a_non_empty_run_folder_is_refused_unless_resumed(tmp_path, capsys, laun
 
     args = parse_args(["--preset", "smoke", "--run-dir", str(tmp_path / "empty")])
     check_inputs(*resolve(args)[:1], args, str(tmp_path / "empty"))
+
+
+def test_a_run_the_time_limit_stops_says_so_and_records_stopped(tmp_path, capsys):
+    run = tmp_path / "run"
+    status = main(["--preset", "smoke", "--launcher", "local", "--no-progress", "--run-dir", str(run),
+                   "--set", "steps=50", "--set", "time_limit_min=1e-6", "--set", "threads=1",
+                   "--set", "image_every=20", "--set", "checkpoint_every=20", "--set", "log_every=20"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.splitlines()[0] == f"run folder {run}"  # printed at the start, not only at the end
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["status"] == "stopped" and record["stopped_at"] < 50 and record["steps"] == 50
+    assert f"stopped at step {record['stopped_at']} of 50 (time limit of 1e-06 min): run folder {run}" in out
+    assert "finished" not in out
+
+
+def test_a_failed_run_names_no_grid_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    import repro.train
+    from repro.data import DataError
+
+    def fails(config, run, args):
+        raise DataError("every image of the training folder became unreadable")
+
+    monkeypatch.setattr(repro.train, "launch_local", fails)
+    run = tmp_path / "run"
+    status = main(["--preset", "smoke", "--launcher", "local", "--no-progress", "--run-dir", str(run)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert error_line(captured.err) == "error: every image of the training folder became unreadable"
+    assert captured.out.splitlines()[-1].startswith(f"failed: DataError: run folder {run} (")
+    assert "grid" not in captured.out and not (run / "grid-latest.png").exists()
+    assert json.loads((run / "provenance.json").read_text())["status"] == "failed: DataError"
