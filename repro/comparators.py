@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet
+from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet, require_tap
 
 NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx", "squeezenet")
 
@@ -159,8 +159,7 @@ class Comparator(nn.Module):
 
     def __init__(self, net: nn.Module, tap: str, name: str = "", feature_scale: float | None = None):
         super().__init__()
-        if tap not in net.taps:
-            raise ValueError(f"unknown tap {tap!r} for {name or type(net).__name__}; choose from {', '.join(net.taps)}")
+        require_tap(net, tap, name)  # unknown, or without trained weights (the shipped AlexNet's fc6–fc8)
         self.net, self.tap, self.name = net, tap, name
         self.net.eval()
         for p in self.net.parameters():

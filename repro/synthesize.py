@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from repro.errors import UsageError, cli, user_input
 from repro.invert import OneLineParser
 
 
@@ -59,8 +60,9 @@ class Objective(nn.Module):
 
     def __init__(self, net: nn.Module, tap: str, resolution: int | None):
         super().__init__()
-        if tap not in net.taps:
-            raise ValueError(f"unknown tap {tap!r} for this classifier; choose from {', '.join(net.taps)}")
+        from repro.nets.caffenet import require_tap
+
+        require_tap(net, tap, "this classifier")  # unknown, or without trained weights (the shipped AlexNet's fc6–fc8)
         self.net, self.tap, self.resolution = net.eval(), tap, resolution
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -135,8 +137,9 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
 DEFAULT_TAPS = {"squeezenet": "pool_final", "caffenet": "fc8", "caffenet-random": "fc8", "alexnet-random": "fc8"}
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m repro.synthesize", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m repro.synthesize", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
     parser.add_argument("--classifier", default="squeezenet", help="registry name (repro.comparators), e.g. squeezenet, caffenet")
     parser.add_argument("--classifier-weights", help="weights file for caffenet/onnx classifiers (your bvlc_reference_caffenet.caffemodel)")
@@ -163,10 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(args.steps, args.lr, args.end_lr, args.decay, args.bound_multiplier, args.seed)
     t0 = time.time()
     from repro.comparators import build_net
-    from repro.data import DataError, list_images, load_images
-    from repro.generator_file import GeneratorFileError, load_generator
+    from repro.config import USER_WEIGHTS
+    from repro.data import list_images, load_images
+    from repro.devices import user_device
+    from repro.generator_file import load_generator
 
-    try:
+    user_device(args.device)
+    if args.classifier in USER_WEIGHTS and not args.classifier_weights:
+        raise UsageError(f"--classifier {args.classifier} needs your {USER_WEIGHTS[args.classifier]}: pass "
+                         "--classifier-weights FILE")
+    with user_input(ValueError, OSError, RuntimeError):
         loaded = load_generator(args.generator, args.device)
         tap = args.tap or DEFAULT_TAPS.get(args.classifier)
         if tap is None:
@@ -198,9 +207,6 @@ def main(argv: list[str] | None = None) -> int:
             files = list_images(folder)[:64]
             bounds = code_bounds(inverter.encode, load_images(files, loaded.resolution).to(args.device),
                                  settings.bound_multiplier)
-    except (GeneratorFileError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     result = synthesize(loaded.generator, objective, args.unit, settings, args.samples, bounds)
     args.out.mkdir(parents=True, exist_ok=True)
     from torchvision.utils import save_image

@@ -128,10 +128,10 @@ def test_features_cli_rejects_bad_arguments(tmp_path, capsys, assets, record_fau
     out = ["--resolution", "64", "--out", str(tmp_path / "f.npz")]
     cases = [
         (["--net", "vgg", image], "invalid choice: 'vgg'"),
-        (["--net", "alexnet", "--layer", "fc9", image], "unknown layer 'fc9' for alexnet"),
+        (["--net", "alexnet", "--layer", "fc9", image], "unknown tap 'fc9' for alexnet"),
         (["--net", "alexnet", str(tmp_path / "missing.jpg")], "does not exist"),
         (["--net", "alexnet", str(tmp_path)], "holds no .jpg/.jpeg/.png files"),
-        (["--net", "caffenet", image], "needs the original weights"),
+        (["--net", "caffenet", image], "--net caffenet needs your bvlc_reference_caffenet"),
         (["--net", "caffenet", "--weights", str(tmp_path / "missing.caffemodel"), image], "does not exist"),
         (["--net", "caffenet", "--weights", str(TEXT), image], "is not a valid Caffe NetParameter"),
         (["--net", "onnx", "--weights", str(TEXT), image], "cannot read ONNX file"),
