@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -59,10 +59,20 @@ class Session:
         return self.rank == 0
 
 
+class Decision(NamedTuple):
+    """What `Balance.update` decides: whether the next iteration updates D and G, and the switches it made."""
+
+    d: bool
+    g: bool
+    events: list[str]
+
+
 @dataclass
 class Balance:
     """The original balancing rule on raw losses, ratio = L_discr / L_adv (L_discr = real + fake terms before
-    D's update, L_adv = D's loss on the fake labelled real after it).
+    D's update, L_adv = D's loss on the fake labelled real after it). A small object for any loop: after each
+    iteration `step_d, step_g, events = balance.update(ratio)` says which nets the next one updates (the
+    project's loop uses it so; see `repro.losses.DeePSiMLoss` for a loop of your own).
 
     The training script's three rules, applied in its order to the same ratio after every iteration:
       1. D trains and ratio < `pause_d_below` (0.1): pause D — it wins too easily and would overfit — and
@@ -82,8 +92,13 @@ class Balance:
     g_training: bool = True
     d_paused_steps: int = 0  # consecutive steps D has been paused, this one included
     history: list[str] = field(default_factory=list)
+    updates: int = 0  # calls of update so far
 
-    def update(self, ratio: float, step: int) -> list[str]:
+    def update(self, ratio: float, step: int | None = None) -> Decision:
+        """Apply the three rules to this iteration's ratio; `step` (default: the count of updates so far) only
+        labels the events and the warning."""
+        step = self.updates if step is None else step
+        self.updates += 1
         events = []
 
         def switch(net: str, on: bool, why: str) -> None:
@@ -108,7 +123,7 @@ class Balance:
                         "the discriminator may have collapsed; check the adversarial terms in stats.jsonl",
                         step, self.d_paused_steps, ratio, self.resume_d_above)
         self.history.extend(events)
-        return events
+        return Decision(self.d_training, self.g_training, events)
 
     def state_dict(self) -> dict[str, Any]:
         return {"d_training": self.d_training, "g_training": self.g_training, "d_paused_steps": self.d_paused_steps}
@@ -146,7 +161,7 @@ def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
     lambdas = lambdas_of(config)
     return DeePSiMLoss(parts.comparator, lambda_feat=lambdas["feat"], lambda_adv=lambdas["adv"],
                        lambda_img=lambdas["img"], lambda_kl=lambdas["kl"], discriminator=parts.discriminator,
-                       recon=config.recon_loss)
+                       recon=config.recon_loss, check_range=False)  # its own pipeline's images: no host sync
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -599,7 +614,7 @@ class Trainer:
         if self.parts.discriminator is not None:
             ratio = reduced["discr"] / max(reduced["adv"], 1e-12) if "adv" in reduced else float("inf")
             reduced["ratio"] = ratio
-            for event in self.balance.update(ratio, pending.step):
+            for event in self.balance.update(ratio, pending.step).events:
                 log.info(event)
                 if self.session.is_main:
                     tqdm.write(event)
