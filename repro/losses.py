@@ -10,6 +10,8 @@ Nothing here calls backward or touches an optimiser; the loop does. `DeePSiMLoss
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,12 +156,14 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
     return out
 
 
-def minimum_side(comparator: nn.Module, device: torch.device, dtype: torch.dtype, upto: int = 512) -> int | None:
-    """The smallest square side the comparator runs on (bisection on blank images), None if not even `upto`."""
+def minimum_side(network: "Callable[[torch.Tensor], torch.Tensor]", device: torch.device | str,
+                 dtype: torch.dtype = torch.float32, upto: int = 512) -> int | None:
+    """The smallest square side `network` (images → features, e.g. a Comparator) runs on, by bisection on blank
+    images (B = 1; the meta device works for shapes alone); None if not even `upto`."""
     def runs(side: int) -> bool:
         try:
             with torch.no_grad():
-                comparator(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
+                network(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
             return True
         except RuntimeError:
             return False

@@ -22,9 +22,13 @@ def trained_parameters(config: Config) -> dict[str, int]:
     weights are read and no memory is allocated."""
     from repro.models import build_parts
 
+    encoder = SAME_SHAPES.get(config.encoder)
+    # the comparator trains nothing: any stand-in counts the same (an ONNX one's file is not read here)
+    comparator = SAME_SHAPES.get(config.comparator) or "alexnet-random"
     shapes_only = dataclasses.replace(
-        config, encoder=SAME_SHAPES.get(config.encoder, config.encoder), encoder_weights="",
-        comparator=SAME_SHAPES.get(config.comparator, config.comparator), comparator_weights="",
+        config, encoder=encoder or config.encoder, encoder_weights="" if encoder else config.encoder_weights,
+        comparator=comparator, comparator_weights="",
+        comparator_tap=config.comparator_tap if comparator == SAME_SHAPES.get(config.comparator) else "pool5",
         device="cpu", compile=False, channels_last=False)
     with torch.device("meta"):
         parts = build_parts(shapes_only, torch.device("meta"))

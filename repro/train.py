@@ -379,21 +379,22 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
     return config, run_location(args, config.preset)
 
 
-def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
-    """Inputs that could only fail later, inside a worker and after a run folder exists, fail here: unknown
-    networks or taps, missing image folders, weights files that are missing or are not weights, and a
-    --resume folder without an intact checkpoint of this very config. Raises ValueError (ConfigError,
-    DataError, ConversionError), FileNotFoundError or AssetError."""
-    from repro import checkpoint as ckpt
+def check_config(config: Config, world_size: int = 1) -> None:
+    """What a config names, checked before any run folder exists (also by --dry-run): the image folders and
+    one batch of training images, the networks and their taps, the weights files (read now: a file that is
+    not weights fails here, not in a worker), and the resolution each network and D can take. Raises
+    ValueError (ConfigError, DataError, ConversionError), FileNotFoundError or AssetError."""
+    import torch
+
     from repro.comparators import NETS, build_net
     from repro.data import listing, require_one_batch, resolve_folder, resolve_source
-    from repro.nets.caffenet import ALEXNET_TV_TAPS, CAFFENET_TAPS
+    from repro.losses import minimum_side
+    from repro.plan import SAME_SHAPES
 
     for folder in (config.train_data, config.eval_data):
         resolve_folder(folder, verify=False)
     # fewer images than one batch: every epoch would be empty and the loader would wait forever
-    require_one_batch(listing(resolve_source(config.train_data)), config.train_data, config.batch_size,
-                      args.num_workers)
+    require_one_batch(listing(resolve_source(config.train_data)), config.train_data, config.batch_size, world_size)
     nets = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
     if config.recon_loss == "deepsim" and config.lambda_feat > 0:
         nets.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
@@ -401,13 +402,33 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         if name not in NETS:
             raise ConfigError(f"{role}={name!r} is not a known network; choose from {', '.join(NETS)}")
         if weights or name in ("caffenet", "videonet", "onnx", "squeezenet"):  # read files now, not in a worker
-            taps = build_net(name, config.resolution, weights or None).taps
-        else:
-            taps = ALEXNET_TV_TAPS if name.startswith("alexnet") else CAFFENET_TAPS
-        if tap not in taps:
-            raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
+            net, device = build_net(name, config.resolution, weights or None), "cpu"
+        else:  # shapes alone: the same architecture on the meta device (no weights read, nothing allocated)
+            with torch.device("meta"):
+                net, device = build_net(SAME_SHAPES.get(name, name), config.resolution, seed=config.seed), "meta"
+        if tap not in net.taps:
+            raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(net.taps)}")
+
+        def features(images: torch.Tensor, net=net, tap=tap) -> torch.Tensor:
+            return net(net.transform(images), tap=tap)
+
+        try:
+            with torch.no_grad():
+                features(torch.zeros(1, 3, config.resolution, config.resolution, device=device))
+        except RuntimeError as err:  # its pooling shrinks the map to nothing
+            smallest = minimum_side(features, device)
+            raise ConfigError(f"resolution={config.resolution} is too small for the {role} {name}:{tap}"
+                              + (f": it needs at least {smallest} px" if smallest else f" ({err})")) from None
+
+
+def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
+    """`check_config`, then the run folder: a new run needs an empty (or new) folder, and a --resume folder an
+    intact checkpoint of this very config. Raises ValueError (ConfigError, DataError, ConversionError),
+    FileNotFoundError or AssetError."""
+    from repro import checkpoint as ckpt
     from repro import storage
 
+    check_config(config, args.num_workers)
     if args.resume is None and storage.has_content(run):
         # A new run in an old folder would overwrite its config, interleave two runs' stats and leave its
         # checkpoints beside the old ones (which a later --resume would pick); Ray would silently continue it.
@@ -455,11 +476,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{flag} must be ≥ 1, got {value}")
     config, run = resolve(args)
     if args.dry_run:
-        print(config.to_json())
         from repro.plan import describe, resource_plan
 
-        with user_input():  # e.g. a train_data folder that does not exist
-            print(describe(resource_plan(config, args.num_workers)))
+        with user_input():  # e.g. a train_data folder that does not exist, a text file as weights
+            check_config(config, args.num_workers)
+            plan = describe(resource_plan(config, args.num_workers))
+        print(config.to_json())
+        print(plan)
         return 0
     # --gpu means CUDA: a worker must never fall back to the CPU silently while GPUs are reserved for it, and an
     # unusable CUDA (no device, a driver too old for this torch build) fails here in one line, before any

@@ -107,3 +107,59 @@ def test_a_failed_run_names_no_grid_that_does_not_exist(tmp_path, capsys, monkey
     assert captured.out.splitlines()[-1].startswith(f"failed: DataError: run folder {run} (")
     assert "grid" not in captured.out and not (run / "grid-latest.png").exists()
     assert json.loads((run / "provenance.json").read_text())["status"] == "failed: DataError"
+
+
+def tiny_onnx(path: Path) -> Path:
+    """A real ONNX classifier trunk, tiny: Conv(3→8, 3×3, stride 2) → Relu → MaxPool 2×2, taps conv/relu/pool."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.zeros(8, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["data", "w", "b"], ["conv"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 64, 64])],
+                              [helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["N", 8, 15, 15])], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_dry_run_refuses_what_the_run_would_fail_on(tmp_path, capsys):
+    """--dry-run used to accept these (and report `-32 images per rank` for --num-workers -1); each is now one
+    line, exit 2, and nothing printed on stdout (no config, no plan) and no run folder."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights\n")
+    cases = [
+        (["--set", f"encoder_weights={text}"], "notes.txt is not a torch state dict file"),
+        (["--set", "lr=-1"], "lr must be > 0, got -1.0"),
+        (["--set", "lr=0"], "lr must be > 0"),
+        (["--set", "eval_images=0"], "eval_images must be ≥ 1, got 0"),
+        (["--set", "resolution=40"], "below the discriminator's minimum of 63 px"),
+        (["--set", "resolution=40", "--set", "lambda_adv=0"], "too small for the encoder alexnet:pool5: it needs at least 63 px"),
+        (["--set", "num_workers=-2"], "num_workers=-2: data loader workers are ≥ 0, or -1 for automatic"),
+        (["--num-workers", "-1"], "--num-workers must be ≥ 1, got -1"),
+        (["--num-workers", "0"], "--num-workers must be ≥ 1, got 0"),
+    ]
+    for argv, reason in cases:
+        status = main(["--preset", "smoke", "--dry-run", *argv])
+        captured = capsys.readouterr()
+        assert status == 2, argv
+        assert reason in error_line(captured.err), (argv, captured.err)
+        assert captured.out == "", argv
+
+
+def test_dry_run_takes_an_onnx_comparator_file_it_is_given(tmp_path, capsys):
+    """With comparator=onnx and its file given, --dry-run used to claim the file was missing."""
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    argv = ["--preset", "smoke", "--dry-run", "--set", "comparator=onnx", "--set", f"comparator_weights={model}",
+            "--set", "comparator_tap=pool"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f'"comparator_weights": "{model}"' in out and "checkpoint:" in out
+    assert main(argv[:-1] + ["comparator_tap=fc9"]) == 2
+    assert "comparator tap 'fc9' does not exist in onnx; choose from conv, relu, pool" in error_line(capsys.readouterr().err)

@@ -287,8 +287,11 @@ class AlexNetTV(TappedNet):
         except FileNotFoundError:
             raise
         except Exception as err:  # pickle/zip errors of a file that is not a torch checkpoint
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{path} is not a torch state dict file ({reason})") from err
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            # torch's "Weights only load failed" preamble suggests weights_only=False: the reason is further down
+            unpickler = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
+            reason = (unpickler[-1] if unpickler else lines[0]) if lines else type(err).__name__
+            raise ValueError(f"{path} is not a torch state dict file (torch.load: {reason})") from err
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path} is not a torchvision AlexNet state dict (a dict of tensors)")
         net = cls(resolution)
