@@ -163,3 +163,15 @@ def test_dry_run_takes_an_onnx_comparator_file_it_is_given(tmp_path, capsys):
     assert f'"comparator_weights": "{model}"' in out and "checkpoint:" in out
     assert main(argv[:-1] + ["comparator_tap=fc9"]) == 2
     assert "comparator tap 'fc9' does not exist in onnx; choose from conv, relu, pool" in error_line(capsys.readouterr().err)
+
+
+def test_a_missing_assets_folder_is_one_line_for_the_dry_run_and_the_run(tmp_path, capsys, monkeypatch):
+    """AssetError (a RuntimeError) was not caught by --dry-run: a traceback. Both paths: one line, nothing written."""
+    monkeypatch.setenv("DEEPSIM_ASSETS", str(tmp_path / "no-assets"))
+    run = tmp_path / "run"
+    for extra in (["--dry-run"], ["--launcher", "local", "--run-dir", str(run)]):
+        assert main(["--preset", "smoke", *extra]) == 2
+        captured = capsys.readouterr()
+        assert f"shared assets not found at {tmp_path / 'no-assets'}" in error_line(captured.err)
+        assert captured.out == ""
+    assert not run.exists()
