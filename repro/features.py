@@ -4,7 +4,6 @@ The first smoke job of the project: images → network input transform → tappe
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 

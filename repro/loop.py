@@ -50,6 +50,9 @@ class Session:
     report: Callable[[dict[str, Any], Path | None], None] = lambda metrics, ckpt: None
     resume_state: dict[str, Any] | None = None
     show_progress: bool = True
+    # The progress bar's class (tqdm's signature: total, initial, desc, unit, disable, dynamic_ncols; update,
+    # set_postfix, close). Under Ray the launcher gives one that draws a single bar on the driver.
+    progress: Callable[..., Any] = tqdm
     checkpoint_dir: Path | None = None  # default RUN_DIR/checkpoints; under Ray a node-local folder Ray copies to storage
     # Called on the main worker with the in-memory model at each checkpoint; its metrics join the report (Tune's scorer)
     checkpoint_hook: Callable[[nn.Module], dict[str, float]] | None = None
@@ -686,8 +689,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
     eval_images = load_images(eval_files, config.resolution)
     runlog = RunLog(run_dir, session.is_main)
     batches = infinite_batches(loader, start_epoch=trainer.epoch, skip=trainer.batch_in_epoch)
-    progress = tqdm(total=config.steps, initial=trainer.step_count, desc=config.preset, unit="step",
-                    disable=not (session.is_main and session.show_progress), dynamic_ncols=True)
+    progress = session.progress(total=config.steps, initial=trainer.step_count, desc=config.preset, unit="step",
+                                disable=not (session.is_main and session.show_progress), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
     deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min > 0 else math.inf
     values: dict[str, float] = {}

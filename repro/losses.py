@@ -156,7 +156,7 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
     return out
 
 
-def minimum_side(network: "Callable[[torch.Tensor], torch.Tensor]", device: torch.device | str,
+def minimum_side(network: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str,
                  dtype: torch.dtype = torch.float32, upto: int = 512) -> int | None:
     """The smallest square side `network` (images → features, e.g. a Comparator) runs on, by bisection on blank
     images (B = 1; the meta device works for shapes alone); None if not even `upto`."""

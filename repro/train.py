@@ -140,6 +140,8 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     from repro import storage
     from repro.loop import Session, train
 
+    # Ray Train's dictConfig of this worker's loggers (after the setup hook) reset this one: set it again here
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
     run = loop_config["run_dir"]  # a path every node mounts, or a URI
     # config.threads, else the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
@@ -189,7 +191,8 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
             shutil.copytree(unregistered[0], folder)
         report({"step": unregistered[1]["step"]}, folder)
     session = Session(rank=rank, world_size=context.get_world_size(), report=report, resume_state=resume_state,
-                      show_progress=loop_config.get("progress", True), checkpoint_dir=staging)
+                      show_progress=loop_config.get("progress", True), progress=RayProgress,
+                      checkpoint_dir=staging)
     try:
         train(config, run_dir, session)
         if mirror is not None and rank == 0:
@@ -200,11 +203,41 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+class RayProgress:
+    """The loop's progress bar through Ray's tqdm integration (`ray.experimental.tqdm_ray`): a worker's updates
+    are drawn as one live bar on the driver, not as a new log line each (tqdm's carriage returns do not survive
+    Ray's log forwarding). The loop's postfix (loss terms) goes into the bar's description."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", unit: str = "it", disable: bool = False,
+                 **_: Any):
+        self.desc, self.bar = desc, None
+        if not disable:
+            from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+            self.bar = ray_tqdm(total=total, desc=desc, unit=unit)
+            self.bar.n = initial
+
+    def set_postfix(self, values: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def quiet_ray_workers() -> None:
     """Runs in every Ray worker process at start (`worker_process_setup_hook`). We start Ray without its
     dashboard, so Ray Train's placement-group cleaner cannot reach the state API and would print a
-    warning about it every second of the run; only its errors are kept."""
+    warning about it every second of the run; only its errors are kept. A worker's per-report INFO line is
+    kept out of the run's output too."""
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    # "Reporting training result N: …" from a reporting thread, at every checkpoint: Ray's log files keep it
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
 
 
 def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
@@ -223,6 +256,10 @@ def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
     (the shipped package no longer sits beside ../shared/assets): every node must mount it at that path,
     which `connect_ray` checks."""
     env: dict[str, Any] = {"worker_process_setup_hook": quiet_ray_workers}
+    if not args.address:
+        # A local runtime has no node that a cloud could preempt: without Ray Train's preemption watcher its
+        # controller prints no alarming `PreemptionWatcher … max_restarts > 0` error line on every run.
+        env["env_vars"] = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if args.address:
         import converters
         import repro
@@ -247,6 +284,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
 
     if not ray.is_initialized():  # no --address: a new local runtime ("local"), even beside a `ray start` cluster
         ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING,  # not "Started a local Ray instance" etc.: errors still show
                  runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
     nodes = ray.nodes()
@@ -262,7 +300,7 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
     Ray's registered checkpoints are RUN/checkpoints/step-N, and a run started again under the same folder
     (`--resume`, or a restart after a failure) continues from the newest of them."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from repro import storage
@@ -281,7 +319,10 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=args.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None),
+                             # Ray Train's own INFO lines (resources, process group, every checkpoint and report)
+                             # stay in its log files; its warnings and errors still show
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if getattr(result, "error", None):
@@ -327,7 +368,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs (= torch threads) per Ray worker (default: a local "
                         "runtime's cores shared out among the workers; 1 on a cluster)")
     parser.add_argument("--max-failures", type=int, default=2, help="worker failures Ray recovers from")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, the "
+                        "resource plan and a time estimate from a few measured steps, and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return parser.parse_args(argv)
 
@@ -482,7 +524,12 @@ def main(argv: list[str] | None = None) -> int:
             check_config(config, args.num_workers)
             plan = describe(resource_plan(config, args.num_workers))
         print(config.to_json())
-        print(plan)
+        print(plan, flush=True)
+        from repro.plan import estimate_lines, measure_step
+
+        # the threads a worker will get: a Ray worker's share of the cores (cpus_per_worker), else torch's default
+        threads = cpus_per_worker(args, os.cpu_count() or 1) if args.launcher == "ray" else 0
+        print(estimate_lines(config, measure_step(config, args.num_workers, threads)))
         return 0
     # --gpu means CUDA: a worker must never fall back to the CPU silently while GPUs are reserved for it, and an
     # unusable CUDA (no device, a driver too old for this torch build) fails here in one line, before any

@@ -50,3 +50,12 @@ def test_features_cli_refuses_alexnet_fc_taps_without_their_weights(tmp_path, as
         assert len(err) == 1 and err[0].startswith(f"error: tap {layer} has no trained weights"), err
         assert "full torchvision AlexNet state dict" in err[0]
     assert not out.exists()
+
+
+def test_features_help_names_only_flags_that_exist(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--weights" in out and "--onnx" not in out  # it once told users to pass a non-existent --onnx

@@ -175,3 +175,20 @@ def test_a_missing_assets_folder_is_one_line_for_the_dry_run_and_the_run(tmp_pat
         assert f"shared assets not found at {tmp_path / 'no-assets'}" in error_line(captured.err)
         assert captured.out == ""
     assert not run.exists()
+
+
+def test_dry_run_estimates_the_time_from_measured_steps(capsys):
+    started = time.monotonic()
+    assert main(["--preset", "smoke", "--dry-run", "--set", "threads=1", "--set", "steps=1000"]) == 0
+    assert time.monotonic() - started < 30
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("time: ") and "s per step measured here (2 step(s) of 4 images on cpu, 1 thread(s))" in last
+    per_step = float(last.split("time: ")[1].split(" s per step")[0])
+    assert 0 < per_step < 30 and "for 1,000 steps" in last
+    from repro.config import make_config
+    from repro.plan import estimate_lines
+
+    limited = make_config("smoke", {"steps": "3600", "time_limit_min": "14"})
+    line = estimate_lines(limited, {"seconds_per_step": 0.5, "steps_timed": 2, "warm_up_included": False,
+                                    "device": "cpu", "threads": 2, "batch_per_worker": 32})
+    assert "→ ~30 min for 3,600 steps" in line and "the time limit of 14 min stops it near step 1,680" in line
