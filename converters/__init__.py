@@ -51,17 +51,21 @@ def load_caffe(
     return load_onnx_model(conversion.model, taps, source=f"{prototxt} + {caffemodel}")
 
 
-def load_onnx(path: str | Path, taps: Sequence[str] | None = None) -> TappedOnnxNet:
-    """An ONNX file (ours, or model-zoo style of any opset) as a torch module with taps (eval mode)."""
+def read_onnx(path: str | Path):
+    """The ModelProto of an ONNX file; a file that is not one (protobuf's DecodeError, …) is a ConversionError."""
     import onnx
 
-    from converters.torch_convert import load_onnx_model
-
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as err:  # onnx raises DecodeError, OSError, …
         raise ConversionError(f"cannot read ONNX file {path}: {err}") from err
-    return load_onnx_model(model, taps, source=str(path))
+
+
+def load_onnx(path: str | Path, taps: Sequence[str] | None = None) -> TappedOnnxNet:
+    """An ONNX file (ours, or model-zoo style of any opset) as a torch module with taps (eval mode)."""
+    from converters.torch_convert import load_onnx_model
+
+    return load_onnx_model(read_onnx(path), taps, source=str(path))
 
 
 def caffe_blobs(prototxt: str | Path, caffemodel: str | Path) -> dict[str, list[np.ndarray]]:

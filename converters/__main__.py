@@ -151,9 +151,9 @@ def _torch(args, parser) -> int:
             parser.error(f"no such file: {p}")
     prototxt, caffemodel, onnx_path = _model_sources(paths[:-1], parser)
 
-    import onnx
     import torch
 
+    from converters import read_onnx
     from converters.caffe2onnx import convert_caffe
     from converters.torch_convert import load_onnx_model
     from converters.verify import as_records, compare_caffe, compare_onnx, seeded_inputs
@@ -163,7 +163,7 @@ def _torch(args, parser) -> int:
         model, unused = conversion.model, conversion.unused_weights
         sources = {"prototxt": file_record(prototxt), "caffemodel": file_record(caffemodel)}
     else:
-        model, unused, conversion = onnx.load(str(onnx_path)), [], None
+        model, unused, conversion = read_onnx(onnx_path), [], None
         sources = {"onnx": file_record(onnx_path)}
     net = load_onnx_model(model, source=" + ".join(str(p) for p in paths[:-1]))
     x = seeded_inputs(net.input_shape, n=2, seed=0, scale=args.scale)
@@ -199,8 +199,7 @@ def _verify(args, parser) -> int:
         parser.error("--inputs must be at least 1")
     prototxt, caffemodel, onnx_path = _model_sources(args.paths, parser)
 
-    import onnx
-
+    from converters import read_onnx
     from converters.caffe2onnx import convert_caffe
     from converters.torch_convert import load_onnx_model
     from converters.verify import as_records, compare_caffe, compare_onnx, format_table, seeded_inputs
@@ -212,7 +211,7 @@ def _verify(args, parser) -> int:
         if conversion.unused_weights:
             print(f"note: the caffemodel's layers {conversion.unused_weights} are not in the prototxt; ignored, as Caffe does")
     else:
-        model = onnx.load(str(onnx_path))
+        model = read_onnx(onnx_path)
         net = load_onnx_model(model, source=str(onnx_path))
         x = seeded_inputs(net.input_shape, args.inputs, args.seed, args.scale)
         reports, reference = compare_onnx(model, x, net=net, source=str(onnx_path)), None

@@ -3,11 +3,11 @@
 Data flow: images (`data`) → comparator features (`comparators`, `nets.caffenet`) → generator
 (`nets.generator`) → losses (`losses`) → the one loop (`loop`) → results (`evaluate`).
 
-Library use: `from repro import DeePSiMLoss` (see its docstring for a loop of your own).
+Library use: `from repro import Balance, DeePSiMLoss` (see DeePSiMLoss's docstring for a loop of your own).
 """
 from __future__ import annotations
 
-__all__ = ["DeePSiMLoss"]
+__all__ = ["Balance", "DeePSiMLoss"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from repro.losses import DeePSiMLoss
 
         return DeePSiMLoss
+    if name == "Balance":
+        from repro.loop import Balance
+
+        return Balance
     raise AttributeError(f"module 'repro' has no attribute {name!r}")

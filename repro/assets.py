@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from converters.provenance import sha256_file  # noqa: F401 - one definition, re-exported for repro
+from repro.errors import DeepsimError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ FILE_SHA256 = {
 }
 
 
-class AssetError(RuntimeError):
+class AssetError(DeepsimError, RuntimeError):
     """A shared asset is missing or is not the file/folder we expect."""
 
 

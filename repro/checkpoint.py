@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from repro.assets import sha256_file
+from repro.errors import DeepsimError
 
 log = logging.getLogger(__name__)
 STATE, META = "state.pt", "meta.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DeepsimError, RuntimeError):
     """No usable checkpoint where one was required."""
 
 

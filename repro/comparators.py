@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet
+from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet, require_tap
 
 NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx", "squeezenet")
 
@@ -166,8 +166,7 @@ class Comparator(nn.Module):
         if input_size is not None and input_size < 1:
             raise ValueError(f"input_size must be ≥ 1, got {input_size}")
         self.input_size = input_size
-        if tap not in net.taps:
-            raise ValueError(f"unknown tap {tap!r} for {name or type(net).__name__}; choose from {', '.join(net.taps)}")
+        require_tap(net, tap, name)  # unknown, or without trained weights (the shipped AlexNet's fc6–fc8)
         self.net, self.tap, self.name = net, tap, name
         self.net.eval()
         for p in self.net.parameters():

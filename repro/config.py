@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
+from repro.errors import DeepsimError
+
 
 @dataclass(frozen=True)
 class Config:
@@ -275,7 +277,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(DeepsimError, ValueError):
     """A preset or override that does not exist or does not parse."""
 
 
@@ -372,9 +374,17 @@ def validate(config: Config) -> None:
         side = getattr(config, key)
         if side and side < 32:
             raise ConfigError(f"{key}={side} is too small for AlexNet (≥ 32; 0 = the images' resolution)")
-    for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every"):
+    if config.recon_loss == "deepsim" and config.lambda_adv > 0 and config.resolution < DISCRIMINATOR_MIN_RESOLUTION:
+        raise ConfigError(f"resolution={config.resolution} is below the discriminator's minimum of "
+                          f"{DISCRIMINATOR_MIN_RESOLUTION} px (its unpadded convolutions shrink the map to nothing); "
+                          f"use resolution ≥ {DISCRIMINATOR_MIN_RESOLUTION}, or lambda_adv=0 (no D)")
+    for key in ("batch_size", "steps", "log_every", "image_every", "checkpoint_every", "eval_images"):
         if getattr(config, key) < 1:
-            raise ConfigError(f"{key} must be ≥ 1")
+            raise ConfigError(f"{key} must be ≥ 1, got {getattr(config, key)}")
+    if not config.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {config.lr}")
+    if config.num_workers < -1:
+        raise ConfigError(f"num_workers={config.num_workers}: data loader workers are ≥ 0, or -1 for automatic")
     if config.data_cache_mb < 0:
         raise ConfigError("data_cache_mb must be ≥ 0 (0 = nothing cached)")
     if config.micro_batch < 0:
@@ -395,6 +405,10 @@ def validate(config: Config) -> None:
     if missing:
         raise ConfigError(f"{config.preset} needs files that are not obtainable here; give " + "; ".join(missing))
 
+
+# Dconv1–5 of repro.nets.discriminator are unpadded: below this side they leave no map (`min_resolution()`;
+# a test pins the two together). Here as a number so that this module stays free of torch.
+DISCRIMINATOR_MIN_RESOLUTION = 63
 
 # Networks whose weights only the user can give (the original CaffeNet/VideoNet, any ONNX file): file hint.
 USER_WEIGHTS = {"caffenet": "bvlc_reference_caffenet.caffemodel or the model zoo's caffenet ONNX file",

@@ -35,6 +35,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from repro.errors import DeepsimError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -44,7 +46,7 @@ UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.De
 DEFAULT_CACHE_MB = 2048  # Config.data_cache_mb's default: Caltech-101 warped for 227 px is ~1.8 GB
 
 
-class DataError(ValueError):
+class DataError(DeepsimError, ValueError):
     """An image folder cannot be used (missing, empty, or every image unreadable)."""
 
 
@@ -545,6 +547,18 @@ def make_loader(dataset: ImageFolder, batch_size: int, seed: int = 0, shuffle: b
                       generator=torch.Generator().manual_seed(seed))
 
 
+def require_one_batch(files: Sequence, source: str | Path, batch_size: int, world_size: int = 1) -> None:
+    """Refuse a training set smaller than one batch: the loader drops an incomplete batch, so every epoch
+    would be empty and training would wait forever. Each of `world_size` ranks takes batch_size / world_size
+    images per step from its shard of ⌈n / world_size⌉."""
+    per_rank = max(1, batch_size // world_size)
+    if math.ceil(len(files) / world_size) < per_rank:
+        ranks = f" over {world_size} workers ({per_rank} each)" if world_size > 1 else ""
+        raise DataError(f"training data {source} holds {len(files)} image{'s' if len(files) != 1 else ''}, fewer "
+                        f"than one batch of {batch_size}{ranks}: add images, or lower the batch (--set "
+                        f"batch_size=N, N ≤ {len(files)})")
+
+
 def training_loader(config: Any, rank: int = 0, world_size: int = 1,
                     device: torch.device | str = "cpu") -> DataLoader | GpuDecoded:
     """The loop's training batches: uint8 (B, 3, R, R) 0–255, B = batch_size / world_size, this rank's
@@ -557,6 +571,7 @@ def training_loader(config: Any, rank: int = 0, world_size: int = 1,
     device = torch.device(device)
     source = resolve_source(config.train_data)
     files = listing(source)
+    require_one_batch(files, config.train_data, config.batch_size, world_size)
     cache = bool(config.data_cache)
     cache_mb = getattr(config, "data_cache_mb", DEFAULT_CACHE_MB)
     workers = None if config.num_workers < 0 else config.num_workers
@@ -581,8 +596,15 @@ def infinite_batches(loader: DataLoader | GpuDecoded, start_epoch: int = 0, skip
     epoch, first = start_epoch, skip
     while True:
         loader.sampler.set_epoch(epoch, start=first * loader.batch_size)
+        empty = True
         for i, batch in enumerate(loader, start=first):
+            empty = False
             yield epoch, i, batch
+        if empty and first == 0:  # an epoch without a batch: the next ones would be empty too (no endless wait)
+            dataset = loader.loader.dataset if isinstance(loader, GpuDecoded) else loader.dataset
+            root = getattr(dataset, "root", "the training set")
+            raise DataError(f"training data {root} gives no batch of {loader.batch_size} per worker (the "
+                            f"incomplete batch is dropped): add images, or lower batch_size")
         epoch, first = epoch + 1, 0
 
 

@@ -6,9 +6,10 @@ import torch
 import torch.distributed as dist
 
 from repro.config import Config
+from repro.errors import DeepsimError
 
 
-class DeviceError(RuntimeError):
+class DeviceError(DeepsimError, RuntimeError):
     """CUDA was asked for (device=cuda, --gpu) and cannot be used; the message says why, in one line."""
 
 
@@ -41,6 +42,26 @@ def pick_device(config: Config | str) -> torch.device:
     if wanted == "cuda":
         raise DeviceError(f"device=cuda (--gpu) but CUDA is unusable here: {problem}")
     return torch.device("cpu")
+
+
+def user_device(name: str, flag: str = "--device") -> torch.device:
+    """The device a command's `--device` names, checked now: "cpu", "cuda" or "cuda:N" (DeviceError for any
+    other name, for a CUDA that is unusable here, or for a GPU index that does not exist), so that a command
+    fails in one line before it loads anything."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"{flag} {name}: not a device; choose cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise DeviceError(f"{flag} {name}: this command runs on cpu or cuda (cuda:N), not {device.type}")
+    problem = cuda_problem()
+    if problem is not None:
+        raise DeviceError(f"{flag} {name} but CUDA is unusable here: {problem}; use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible here")
+    return device
 
 
 def collective_device() -> torch.device:

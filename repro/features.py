@@ -4,7 +4,6 @@ The first smoke job of the project: images → network input transform → tappe
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -13,7 +12,11 @@ import torch
 from tqdm import tqdm
 
 from repro.comparators import NETS, build_net
+from repro.config import USER_WEIGHTS
 from repro.data import DataError, list_images, load_images
+from repro.errors import UsageError, cli, user_input
+from repro.invert import OneLineParser
+from repro.nets.caffenet import require_tap
 
 
 def readable(files: list[Path], resolution: int) -> tuple[torch.Tensor, list[Path]] | None:
@@ -33,25 +36,25 @@ def readable(files: list[Path], resolution: int) -> tuple[torch.Tensor, list[Pat
     return (torch.cat(images), kept) if kept else None
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.features", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m repro.features", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="+", help="image files or folders (recursive)")
     parser.add_argument("--net", default="alexnet", choices=sorted(NETS), help="network (default: pretrained alexnet)")
-    parser.add_argument("--layer", default="pool5", help="tap, e.g. conv5, pool5, fc6")
+    parser.add_argument("--layer", default="pool5", help="tap, e.g. conv5, pool5 (fc6–fc8 of alexnet need --weights)")
     parser.add_argument("--resolution", type=int, default=227, help="input side in pixels")
-    parser.add_argument("--weights", help="weights file for caffenet/videonet (caffemodel, or ONNX with --onnx)")
+    parser.add_argument("--weights", help="weights file: a .caffemodel or ONNX file for caffenet/videonet/onnx, a full "
+                                          "torchvision AlexNet state dict for alexnet's fc6–fc8")
     parser.add_argument("--prototxt", help="prototxt for a caffemodel given with --weights")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="features.npz", help="output .npz (features, paths)")
     args = parser.parse_args(argv)
-    try:
+    if args.net in USER_WEIGHTS and not args.weights:
+        raise UsageError(f"--net {args.net} needs your {USER_WEIGHTS[args.net]}: pass --weights FILE")
+    with user_input():
         net = build_net(args.net, resolution=args.resolution, weights=args.weights, prototxt=args.prototxt)
-        if args.layer not in net.taps:
-            parser.error(f"unknown layer {args.layer!r} for {args.net}; choose from {', '.join(net.taps)}")
+        require_tap(net, args.layer, args.net)  # unknown, or without trained weights (alexnet fc6–fc8)
         files = [f for p in args.images for f in list_images(p)]
-    except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     chunks, kept = [], []
     with torch.no_grad():
         for start in tqdm(range(0, len(files), args.batch_size), desc=f"{args.net}:{args.layer}", unit="batch"):
@@ -60,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunks.append(net(net.transform(batch[0]), tap=args.layer).numpy())
                 kept.extend(batch[1])
     if not kept:
-        print(f"error: cannot read image{'s' if len(files) > 1 else ''}: none of the {len(files)} given decodes "
-              f"({files[0]}{', …' if len(files) > 1 else ''})", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot read image{'s' if len(files) > 1 else ''}: none of the {len(files)} given decodes "
+                         f"({files[0]}{', …' if len(files) > 1 else ''})")
     files, features = kept, np.concatenate(chunks)
     np.savez_compressed(args.out, features=features, paths=np.array([str(f) for f in files]))
     print(f"{len(files)} images → {args.net}:{args.layer} features {tuple(features.shape)} "

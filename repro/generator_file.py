@@ -33,13 +33,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from repro.errors import DeepsimError
 from repro.nets.generator import Generator
 
 FORMAT = "deepsim-generator/1"
 SUFFIX = ".generator.pt"
 
 
-class GeneratorFileError(ValueError):
+class GeneratorFileError(DeepsimError, ValueError):
     """A file that is not a usable generator file (unreadable, another format, corrupt)."""
 
 

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from repro.errors import DeepsimError, cli, user_input
 
-class InvertError(ValueError):
+
+class InvertError(DeepsimError, ValueError):
     """An input the command cannot use; the message is the one line printed."""
 
 
@@ -103,6 +105,7 @@ def write_outputs(out: Path, names: list[str], reconstructions: torch.Tensor,
     return written
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m repro.invert", description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="*", help="image files or folders (recursive); not with --features")
@@ -118,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either IMAGES or --features FILE.npz (one of the two)")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    from repro.generator_file import GeneratorFileError, load_generator
+    from repro.devices import user_device
+    from repro.generator_file import load_generator
 
-    try:
+    user_device(args.device)  # --device tpu, or cuda where CUDA is unusable: one line before anything loads
+    with user_input(ValueError, FileNotFoundError):
         if args.generator is None:
             from repro.shipped import shipped_generator
 
@@ -135,9 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             inverter = with_encoder(loaded, args.encoder_weights, args.device)
             codes = originals
             decode = lambda x: inverter(x)[0]  # noqa: E731
-    except (GeneratorFileError, InvertError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     outs = []
     with torch.no_grad():
         for start in tqdm(range(0, len(codes), args.batch_size), desc="invert", unit="batch", disable=len(codes) <= args.batch_size):

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
 from repro.comparators import Comparator
 from repro.devices import pick_device
+from repro.errors import DeepsimError
 from repro.figures import write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
@@ -36,7 +37,7 @@ from repro.nets.generator import CONV_LAYERS
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(DeepsimError, FloatingPointError):
     """A loss or gradient became NaN/inf; the message names the term and the last good checkpoint."""
 
 
@@ -49,6 +50,9 @@ class Session:
     report: Callable[[dict[str, Any], Path | None], None] = lambda metrics, ckpt: None
     resume_state: dict[str, Any] | None = None
     show_progress: bool = True
+    # The progress bar's class (tqdm's signature: total, initial, desc, unit, disable, dynamic_ncols; update,
+    # set_postfix, close). Under Ray the launcher gives one that draws a single bar on the driver.
+    progress: Callable[..., Any] = tqdm
     checkpoint_dir: Path | None = None  # default RUN_DIR/checkpoints; under Ray a node-local folder Ray copies to storage
     # Called on the main worker with the in-memory model at each checkpoint; its metrics join the report (Tune's scorer)
     checkpoint_hook: Callable[[nn.Module], dict[str, float]] | None = None
@@ -58,10 +62,20 @@ class Session:
         return self.rank == 0
 
 
+class Decision(NamedTuple):
+    """What `Balance.update` decides: whether the next iteration updates D and G, and the switches it made."""
+
+    d: bool
+    g: bool
+    events: list[str]
+
+
 @dataclass
 class Balance:
     """The original balancing rule on raw losses, ratio = L_discr / L_adv (L_discr = real + fake terms before
-    D's update, L_adv = D's loss on the fake labelled real after it).
+    D's update, L_adv = D's loss on the fake labelled real after it). A small object for any loop: after each
+    iteration `step_d, step_g, events = balance.update(ratio)` says which nets the next one updates (the
+    project's loop uses it so; see `repro.losses.DeePSiMLoss` for a loop of your own).
 
     The training script's three rules, applied in its order to the same ratio after every iteration:
       1. D trains and ratio < `pause_d_below` (0.1): pause D — it wins too easily and would overfit — and
@@ -81,8 +95,13 @@ class Balance:
     g_training: bool = True
     d_paused_steps: int = 0  # consecutive steps D has been paused, this one included
     history: list[str] = field(default_factory=list)
+    updates: int = 0  # calls of update so far
 
-    def update(self, ratio: float, step: int) -> list[str]:
+    def update(self, ratio: float, step: int | None = None) -> Decision:
+        """Apply the three rules to this iteration's ratio; `step` (default: the count of updates so far) only
+        labels the events and the warning."""
+        step = self.updates if step is None else step
+        self.updates += 1
         events = []
 
         def switch(net: str, on: bool, why: str) -> None:
@@ -107,7 +126,7 @@ class Balance:
                         "the discriminator may have collapsed; check the adversarial terms in stats.jsonl",
                         step, self.d_paused_steps, ratio, self.resume_d_above)
         self.history.extend(events)
-        return events
+        return Decision(self.d_training, self.g_training, events)
 
     def state_dict(self) -> dict[str, Any]:
         return {"d_training": self.d_training, "g_training": self.g_training, "d_paused_steps": self.d_paused_steps}
@@ -145,7 +164,7 @@ def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
     lambdas = lambdas_of(config)
     return DeePSiMLoss(parts.comparator, lambda_feat=lambdas["feat"], lambda_adv=lambdas["adv"],
                        lambda_img=lambdas["img"], lambda_kl=lambdas["kl"], discriminator=parts.discriminator,
-                       recon=config.recon_loss)
+                       recon=config.recon_loss, check_range=False)  # its own pipeline's images: no host sync
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -602,7 +621,7 @@ class Trainer:
         if self.parts.discriminator is not None:
             ratio = reduced["discr"] / max(reduced["adv"], 1e-12) if "adv" in reduced else float("inf")
             reduced["ratio"] = ratio
-            for event in self.balance.update(ratio, pending.step):
+            for event in self.balance.update(ratio, pending.step).events:
                 log.info(event)
                 if self.session.is_main:
                     tqdm.write(event)
@@ -674,8 +693,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
     eval_images = load_images(eval_files, config.resolution)
     runlog = RunLog(run_dir, session.is_main)
     batches = infinite_batches(loader, start_epoch=trainer.epoch, skip=trainer.batch_in_epoch)
-    progress = tqdm(total=config.steps, initial=trainer.step_count, desc=config.preset, unit="step",
-                    disable=not (session.is_main and session.show_progress), dynamic_ncols=True)
+    progress = session.progress(total=config.steps, initial=trainer.step_count, desc=config.preset, unit="step",
+                                disable=not (session.is_main and session.show_progress), dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
     deadline = time.monotonic() + 60 * config.time_limit_min if config.time_limit_min > 0 else math.inf
     values: dict[str, float] = {}

@@ -10,11 +10,16 @@ Nothing here calls backward or touches an optimiser; the loop does. `DeePSiMLoss
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.errors import DeepsimError
+
 CAFFE_PIXEL_SCALE = 255.0
+_ALIASES = {"alexnet-tv": "alexnet"}  # registry names of one network (as repro.comparators)
 REAL, FAKE = 1, 0
 
 
@@ -119,54 +124,136 @@ def generator_terms(
     return terms
 
 
+class LossError(DeepsimError, ValueError):
+    """A DeePSiMLoss that cannot be built as asked, or inputs it cannot take; the message says what to pass."""
+
+
+def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[str, float]:
+    """λ_feat, λ_adv and λ_KL at `resolution` by the project's rule (`repro.config.reduced_lambdas`): the
+    paper's at 227 px for any comparator (its feature scale already puts it in the reference's units); at
+    another side λ_adv and λ_KL scale by (R/227)², and λ_feat needs the comparator's measured feature/image
+    ratio there (`FEATURE_IMAGE_RATIO_AT`). Raises LossError naming what is not measured and what to pass."""
+    from repro.config import FEATURE_IMAGE_RATIO_AT, Config, ConfigError, reduced_lambdas
+
+    if resolution == 227:
+        return {"lambda_feat": Config.lambda_feat, "lambda_adv": Config.lambda_adv, "lambda_img": Config.lambda_img,
+                "lambda_kl": Config.lambda_kl}
+    measured = sorted(FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")])
+    try:
+        out = {**reduced_lambdas(resolution), "lambda_img": Config.lambda_img}  # per-sample λ: any comparator
+    except ConfigError:
+        raise LossError(f"the project's λ rule (repro.config.reduced_lambdas) has no measured ratios at {resolution} "
+                        f"px (only at {', '.join(map(str, measured))} px): pass lambda_feat, lambda_adv and "
+                        "lambda_kl explicitly, or use one of those resolutions") from None
+    if comparator is not None:
+        try:
+            out["lambda_feat"] = reduced_lambdas(resolution, comparator)["lambda_feat"]
+        except ConfigError:
+            raise LossError(f"the project's λ rule has no measured feature/image ratio of {comparator[0]}:"
+                            f"{comparator[1]} at {resolution} px (it has one for alexnet:pool5 at "
+                            f"{', '.join(map(str, measured))} px): pass lambda_feat explicitly, or measure the ratio "
+                            "(Comparator.feature_image_ratio) into repro.config.FEATURE_IMAGE_RATIO_AT") from None
+    return out
+
+
+def minimum_side(network: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str,
+                 dtype: torch.dtype = torch.float32, upto: int = 512) -> int | None:
+    """The smallest square side `network` (images → features, e.g. a Comparator) runs on, by bisection on blank
+    images (B = 1; the meta device works for shapes alone); None if not even `upto`."""
+    def runs(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                network(torch.zeros(1, 3, side, side, device=device, dtype=dtype))
+            return True
+        except RuntimeError:
+            return False
+
+    if not runs(upto):
+        return None
+    low, high = 1, upto  # runs(high) is True
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if runs(middle) else (middle + 1, high)
+    return high
+
+
 class DeePSiMLoss(nn.Module):
     """The DeePSiM loss (Eq. 1; Eq. 8 for a VAE) as a module, for any generator in any training loop.
 
     Built from a frozen comparator C (a registry name + tap, or a `Comparator`), the λ in the paper's Caffe
     units and an optional discriminator D. It holds no optimiser and calls no backward: the caller keeps both
     optimisers and runs the two GAN phases, as the project's own loop (`repro.loop.Trainer`) does with this
-    very class. Inputs are pipeline images (B, 3, H, W) RGB in [0, 1].
+    very class; `repro.loop.Balance` is the original rule for which of D and G to update. Inputs are images
+    (B, 3, H, W) RGB float in [0, data_range] (default [0, 1]).
 
-    Example, a generator `G` trained in your own loop (one iteration: (1) update D, (2) update G)::
+    Example, a generator `G` of R×R images trained in your own loop (one iteration: (1) update D, (2) update G,
+    then the balancing rule picks the nets the next iteration updates)::
 
-        from repro import DeePSiMLoss
+        from repro import Balance, DeePSiMLoss
         from repro.nets.discriminator import Discriminator
 
-        D = Discriminator(resolution=227)
-        loss = DeePSiMLoss("alexnet", "pool5", resolution=227, discriminator=D)   # λ: the paper's
+        R = 227
+        D = Discriminator(resolution=R)
+        loss = DeePSiMLoss("alexnet", "pool5", resolution=R, discriminator=D)  # λ: the project's rule at R px
+        balance, step_d, step_g = Balance(), True, True
         opt_g, opt_d = torch.optim.Adam(G.parameters(), 2e-4), torch.optim.Adam(D.parameters(), 2e-4)
         fake = G(code)
-        opt_d.zero_grad()
-        loss.discriminator_loss(fake.detach(), real).backward()           # (1) D phase
-        opt_d.step()
-        terms = loss(fake, real)              # {"feat": …, "adv": …, "img": …, "total": …}
-        opt_g.zero_grad()
-        terms["total"].backward()                                         # (2) G phase
-        opt_g.step()
+        d_loss = loss.discriminator_loss(fake.detach(), real)             # (1) D on real and fake
+        if step_d:
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        terms = loss(fake, real)              # {"feat": …, "adv": …, "img": …, "total": …}, D after its update
+        if step_g:                                                        # (2) G
+            opt_g.zero_grad()
+            terms["total"].backward()
+            opt_g.step()
+        step_d, step_g, events = balance.update(d_loss.item() / terms["adv"].item())
 
     Args:
         comparator: registry name (`repro.comparators.NETS`) or a built `Comparator`; None only when λ_feat = 0.
         tap: the comparator's layer when `comparator` is a name ("pool5" = the paper's CONV5).
-        resolution: image side the comparator is built for (names only).
-        weights: the comparator's weights file when the name needs one (caffenet, onnx, ...).
+        resolution: side R of the images: the comparator is built for it (names only), and λ left as None come
+            from the project's rule at R (`repro.config.reduced_lambdas`; the paper's at 227). With such λ,
+            images of another side are refused (they would get another side's balance of terms).
+        weights: the comparator's weights file when the name needs one (caffenet, onnx, the fc taps of alexnet).
         lambda_feat, lambda_adv, lambda_img, lambda_kl: weights in the paper's Caffe units (`repro.losses`);
-            λ_kl counts only when `mu`/`logvar` are passed.
+            None (the default of the first, second and fourth) = the rule's at `resolution`; λ_img is the
+            paper's 2e-6 at every side. λ_kl counts only when `mu`/`logvar` are passed.
         discriminator: D(images, condition) → (B, 2) logits; required when λ_adv > 0.
         recon: "deepsim" (Eq. 1), or one image-space loss ("se", "l1", "ssim", "ms-ssim": autoencoder baselines).
+        data_range: the images' range, as pytorch_msssim's: 1.0 for [0, 1], 255.0 for 0–255 floats (divided
+            by it here). −1..1 images: pass (x + 1) / 2.
+        check_range: check the targets' values against [0, data_range] on every call (one host sync on a GPU;
+            the project's loop, whose images come from its own pipeline, turns it off).
     """
 
     def __init__(self, comparator: "str | nn.Module | None" = "alexnet", tap: str = "pool5", *, resolution: int = 227,
-                 weights: str | None = None, lambda_feat: float = 0.01, lambda_adv: float = 100.0,
-                 lambda_img: float = 2e-6, lambda_kl: float = 0.0, discriminator: nn.Module | None = None,
-                 recon: str = "deepsim", seed: int = 0):
+                 weights: str | None = None, lambda_feat: float | None = None, lambda_adv: float | None = None,
+                 lambda_img: float = 2e-6, lambda_kl: float | None = None, discriminator: nn.Module | None = None,
+                 recon: str = "deepsim", seed: int = 0, data_range: float = 1.0, check_range: bool = True):
         super().__init__()
         if recon != "deepsim" and recon not in RECONSTRUCTION_LOSSES:
-            raise ValueError(f"recon={recon!r}; choose from deepsim, {', '.join(RECONSTRUCTION_LOSSES)}")
-        self.lambdas = {"feat": float(lambda_feat), "adv": float(lambda_adv), "img": float(lambda_img),
-                        "kl": float(lambda_kl)}
+            raise LossError(f"recon={recon!r}; choose from deepsim, {', '.join(RECONSTRUCTION_LOSSES)}")
+        if not data_range > 0:
+            raise LossError(f"data_range must be > 0 (1.0 for [0, 1] images, 255.0 for 0–255), got {data_range}")
+        given = {"feat": lambda_feat, "adv": lambda_adv, "img": lambda_img, "kl": lambda_kl}
+        self.from_rule = sorted(k for k, v in given.items() if v is None)  # λ the rule gives at `resolution`
+        if self.from_rule:
+            if isinstance(comparator, str):
+                key = (_ALIASES.get(comparator, comparator), tap)
+            else:
+                key = (_ALIASES.get(getattr(comparator, "name", ""), getattr(comparator, "name", "")),
+                       getattr(comparator, "tap", "")) if comparator is not None else None
+            needs_feat = lambda_feat is None and recon == "deepsim" and comparator is not None
+            rule = _rule_lambdas(resolution, key if needs_feat else None)
+            given = {k: rule[f"lambda_{k}"] if v is None else v for k, v in given.items()}
+        self.lambdas = {k: float(v) for k, v in given.items()}
         if any(v < 0 for v in self.lambdas.values()):
-            raise ValueError(f"every λ must be ≥ 0, got {self.lambdas}")
-        self.recon = recon
+            raise LossError(f"every λ must be ≥ 0, got {self.lambdas}")
+        self.recon, self.resolution = recon, resolution
+        self.data_range, self.check_range = float(data_range), check_range
+        lambda_feat, lambda_adv = self.lambdas["feat"], self.lambdas["adv"]
         deepsim = recon == "deepsim"
         if isinstance(comparator, str) and deepsim and lambda_feat > 0:
             from repro.comparators import build_comparator
@@ -175,37 +262,82 @@ class DeePSiMLoss(nn.Module):
         elif isinstance(comparator, str):
             comparator = None  # no feature term: do not build (or load) a network that is never used
         if deepsim and lambda_feat > 0 and comparator is None:
-            raise ValueError("λ_feat > 0 needs a comparator (a registry name + tap, or a Comparator)")
+            raise LossError("λ_feat > 0 needs a comparator (a registry name + tap, or a Comparator)")
         if deepsim and lambda_adv > 0 and discriminator is None:
-            raise ValueError("λ_adv > 0 needs a discriminator; pass discriminator=D or set lambda_adv=0")
+            raise LossError("λ_adv > 0 needs a discriminator; pass discriminator=D or set lambda_adv=0")
         self.comparator = comparator if deepsim and lambda_feat > 0 else None
         self.discriminator = discriminator if deepsim and lambda_adv > 0 else None
+
+    def _images(self, fake: torch.Tensor, real: torch.Tensor, kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the inputs (dtype, shape, the targets' range, the side the rule's λ are for) and bring them to
+        [0, 1]: what a user's loop gets wrong most often fails here with a sentence, not a silent loss."""
+        for name, images in (("fake", fake), ("real", real)):
+            if not isinstance(images, torch.Tensor):
+                raise LossError(f"{name} must be a tensor of images (B, 3, H, W), got {type(images).__name__}")
+            if not images.is_floating_point():
+                raise LossError(f"{name} images are {str(images.dtype).replace('torch.', '')}: DeePSiMLoss takes float "
+                                f"images in [0, {self.data_range:g}]; convert with images.float() / 255 (0–255 bytes)")
+            if images.dtype == torch.float64:
+                raise LossError(f"{name} images are float64: the comparator and D run in float32; pass "
+                                f"{name}.float()")
+            if images.dim() != 4 or images.shape[1] != 3:
+                raise LossError(f"{name} must be images (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        if fake.shape != real.shape:
+            raise LossError(f"fake and real must have the same shape, got {tuple(fake.shape)} and {tuple(real.shape)}")
+        if self.check_range:
+            low, high = (float(v) for v in real.detach().aminmax())
+            slack = 0.01 * self.data_range
+            if low < -slack or high > self.data_range + slack:
+                hint = ("pass data_range=255 for 0–255 images" if high > 2 * self.data_range else
+                        "for −1..1 images pass (x + 1) / 2" if low < -slack else f"clamp them to [0, {self.data_range:g}]")
+                raise LossError(f"real images range over [{low:.3g}, {high:.3g}], outside [0, {self.data_range:g}] "
+                                f"(data_range={self.data_range:g}): {hint}")
+        side = tuple(real.shape[-2:])
+        rule_terms = [k for k in self.from_rule if self.lambdas[k] > 0 and (k != "kl" or kl) and k != "img"]  # λ_img: any side
+        if rule_terms and side != (self.resolution, self.resolution):
+            raise LossError(f"this DeePSiMLoss took λ_{', λ_'.join(rule_terms)} from the project's rule at "
+                            f"{self.resolution} px, but the images are {side[0]}×{side[1]}: build it with "
+                            f"resolution={side[-1]}, or give those λ explicitly")
+        if self.data_range != 1.0:
+            fake, real = fake / self.data_range, real / self.data_range
+        return fake, real
+
+    def _comparator(self, images: torch.Tensor) -> torch.Tensor:
+        """C(images); an image too small for the comparator's pooling is a LossError naming the smallest side."""
+        try:
+            return self.comparator(images)
+        except RuntimeError:
+            smallest = minimum_side(self.comparator, images.device, images.dtype)
+            if smallest is None or images.shape[-1] >= smallest and images.shape[-2] >= smallest:
+                raise
+            name = f"{getattr(self.comparator, 'name', '')}:{getattr(self.comparator, 'tap', '')}".strip(":")
+            raise LossError(f"images of {images.shape[-2]}×{images.shape[-1]} px are too small for the comparator "
+                            f"{name or type(self.comparator).__name__}: it needs at least {smallest}×{smallest}") from None
 
     def comparator_features(self, images: torch.Tensor) -> torch.Tensor | None:
         """C(x) of real images, without gradient (pass it back as `real_features` to compute it once)."""
         if self.comparator is None:
             return None
         with torch.no_grad():
-            return self.comparator(images)
+            return self._comparator(images)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor, real_features: torch.Tensor | None = None,
                 condition: torch.Tensor | None = None, mu: torch.Tensor | None = None,
                 logvar: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Generator terms by name ("feat", "adv", "img", "kl" or "recon") and their λ-weighted "total".
 
-        fake: G's images (B, 3, H, W) [0, 1], with gradient; real: the targets, same shape. real_features:
+        fake: G's images (B, 3, H, W) [0, data_range], with gradient; real: the targets, same shape. real_features:
         C(real) when already known (e.g. the encoder is the comparator); condition: what D is conditioned on
         (the code y, when D sees features). D runs on `fake` labelled "real" (the non-saturating L_adv); its
         own weights get gradients here only if the caller left them requiring grad (the loop switches D's
         `requires_grad_` off for this phase).
         """
-        if fake.shape != real.shape:
-            raise ValueError(f"fake and real must have the same shape, got {tuple(fake.shape)} and {tuple(real.shape)}")
+        fake, real = self._images(fake, real, kl=mu is not None)
         fake_features = logits_fake = None
         if self.comparator is not None:
             if real_features is None:
                 real_features = self.comparator_features(real)
-            fake_features = self.comparator(fake)
+            fake_features = self._comparator(fake)
             real_features = real_features.reshape(fake_features.shape)  # a reused code may come flattened
             # λ_feat is in the reference comparator's balance of terms (repro.comparators, feature_scale)
             scale = getattr(self.comparator, "feature_scale", None)
@@ -221,7 +353,8 @@ class DeePSiMLoss(nn.Module):
                            condition: torch.Tensor | None = None) -> torch.Tensor:
         """L_discr (Eq. 3) for the D phase: D on `real` (label real) and `fake` (label fake; pass fake.detach())."""
         if self.discriminator is None:
-            raise ValueError("this DeePSiMLoss has no discriminator (λ_adv = 0 or none given)")
+            raise LossError("this DeePSiMLoss has no discriminator (λ_adv = 0 or none given)")
+        fake, real = self._images(fake, real)
         logits_real, logits_fake = self.discriminator(real, condition), self.discriminator(fake, condition)
         return discriminator_loss(_fp32(logits_real), _fp32(logits_fake))
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
+from repro.errors import UsageError
 from repro.nets.discriminator import Discriminator
 from repro.nets.generator import Generator
 
@@ -27,6 +28,10 @@ class Inverter(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """y = E(x), shaped as the generator takes it ((B, C) for a global-pooling tap, see feature_shape)."""
+        side = getattr(self.generator, "resolution", None)
+        if side is not None and tuple(images.shape[-2:]) != (side, side):  # codes of another side mean nothing to G
+            raise UsageError(f"this Inverter inverts {side}×{side} images, got shape {tuple(images.shape)}: load them "
+                             f"at its side (repro.data.load_images(paths, {side}) warps and crops as in training)")
         with torch.no_grad():
             code = self.encoder(images)
         return code.reshape(code.shape[0], *self.generator.in_shape)

@@ -22,9 +22,13 @@ def trained_parameters(config: Config) -> dict[str, int]:
     weights are read and no memory is allocated."""
     from repro.models import build_parts
 
+    encoder = SAME_SHAPES.get(config.encoder)
+    # the comparator trains nothing: any stand-in counts the same (an ONNX one's file is not read here)
+    comparator = SAME_SHAPES.get(config.comparator) or "alexnet-random"
     shapes_only = dataclasses.replace(
-        config, encoder=SAME_SHAPES.get(config.encoder, config.encoder), encoder_weights="",
-        comparator=SAME_SHAPES.get(config.comparator, config.comparator), comparator_weights="",
+        config, encoder=encoder or config.encoder, encoder_weights="" if encoder else config.encoder_weights,
+        comparator=comparator, comparator_weights="",
+        comparator_tap=config.comparator_tap if comparator == SAME_SHAPES.get(config.comparator) else "pool5",
         device="cpu", compile=False, channels_last=False)
     with torch.device("meta"):
         parts = build_parts(shapes_only, torch.device("meta"))
@@ -61,6 +65,71 @@ def resource_plan(config: Config, world_size: int = 1) -> dict[str, Any]:
         "checkpoint": {"trained_parameters": params,
                        "bytes": 3 * 4 * sum(params.values())},  # weights + Adam exp_avg + exp_avg_sq, fp32
     }
+
+
+def measure_step(config: Config, world_size: int = 1, threads: int = 0, budget_s: float = 15.0) -> dict[str, Any]:
+    """Seconds per training step, measured in this process: a `Trainer` on the device the run would pick does
+    one worker's step (batch_size / world_size images, its micro-batches) on a random batch — once to warm up,
+    then up to two more within `budget_s`. Data decoding, grids and checkpoints are not in it. On a device
+    this process cannot use (CUDA asked for where it is unusable) nothing is measured ("skipped": why).
+    `threads`: the torch threads a worker of the run would get (0: this process's default)."""
+    import tempfile
+    from pathlib import Path
+
+    from repro.devices import DeviceError, pick_device
+    from repro.loop import Session, Trainer, batch_plan
+
+    per_worker, _ = batch_plan(config, world_size)
+    try:
+        device = pick_device(config)
+    except DeviceError as err:
+        return {"skipped": str(err)}
+    one_worker = dataclasses.replace(config, batch_size=per_worker, compile=False)
+    before = torch.get_num_threads()
+    threads = config.threads if config.threads > 0 else threads or before
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="deepsim-dry-run-") as folder, torch.random.fork_rng(devices=[]):
+            trainer = Trainer(one_worker, Path(folder), Session(show_progress=False))
+            batch = torch.randint(0, 256, (per_worker, 3, config.resolution, config.resolution), dtype=torch.uint8,
+                                  generator=torch.Generator().manual_seed(0))
+            times = []
+            started = time.perf_counter()
+            while len(times) < 3 and (not times or time.perf_counter() - started < budget_s):
+                t0 = time.perf_counter()
+                trainer.step(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    measured = times[1:] or times  # the first step pays one-time costs; alone it is an upper bound
+    return {"seconds_per_step": sum(measured) / len(measured), "steps_timed": len(measured),
+            "warm_up_included": len(times) == 1, "device": str(device),
+            "threads": threads, "batch_per_worker": per_worker}
+
+
+def estimate_lines(config: Config, step: dict[str, Any]) -> str:
+    """The measured step as a duration for the whole schedule (and where a time limit would stop it)."""
+    if "skipped" in step:
+        return f"time: not measured ({step['skipped']})"
+    per_step, total = step["seconds_per_step"], step["seconds_per_step"] * config.steps
+    line = (f"time: {per_step:.3g} s per step measured here ({step['steps_timed']} step(s) of {step['batch_per_worker']} "
+            f"images on {step['device']}, {step['threads']} thread(s){', warm-up included' if step['warm_up_included'] else ''}) "
+            f"→ ~{_duration(total)} for {config.steps:,} steps (training steps only: image decoding, grids and "
+            "checkpoints add to it)")
+    if config.time_limit_min > 0 and total > 60 * config.time_limit_min:
+        line += (f"; the time limit of {config.time_limit_min:g} min stops it near step "
+                 f"{int(60 * config.time_limit_min / per_step):,}")
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def describe(plan: dict[str, Any]) -> str:

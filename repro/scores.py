@@ -18,6 +18,7 @@ from tqdm import tqdm
 from repro import metrics as metric_lib
 from repro.assets import FOLDER_SHA256, REPO_ROOT, sha256_file
 from repro.config import Config
+from repro.errors import DeepsimError
 
 # The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
 # its last conv block; no preset uses it as comparator (repro.config), so no run was trained to win in it.
@@ -27,7 +28,7 @@ INDEPENDENT_NET = ("squeezenet", "fire9/concat")
 # where chance is 0.39 %. A generator that ignores its input sits at chance (results/random-fc6: 0.39 %).
 IDENTIFICATION_FACTOR = 10
 
-class EvalError(ValueError):
+class EvalError(DeepsimError, ValueError):
     """An argument or run folder that cannot be evaluated; the message says what to do."""
 
 

@@ -12,10 +12,12 @@ import re
 import shutil
 from pathlib import Path
 
+from repro.errors import DeepsimError
+
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class StorageError(ValueError):
+class StorageError(DeepsimError, ValueError):
     """A run folder location that cannot work where the run is going."""
 
 
@@ -60,6 +62,21 @@ def exists(location: str) -> bool:
 
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def has_content(location: str) -> bool:
+    """Whether `location` exists and is not an empty folder (a run folder something was written to)."""
+    if not is_uri(location):
+        path = Path(location)
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+    import pyarrow.fs
+
+    fs, path = filesystem(location)
+    kind = fs.get_file_info(path).type
+    if kind == pyarrow.fs.FileType.NotFound:
+        return False
+    return kind != pyarrow.fs.FileType.Directory or bool(
+        fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)))
 
 
 def read_text(location: str) -> str | None:

@@ -293,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     from repro.data import DataError
     from repro.generator_file import GeneratorFileError, load_generator
 
-    try:
+    user_device(args.device)
+    if args.classifier in USER_WEIGHTS and not args.classifier_weights:
+        raise UsageError(f"--classifier {args.classifier} needs your {USER_WEIGHTS[args.classifier]}: pass "
+                         "--classifier-weights FILE")
+    with user_input(ValueError, OSError, RuntimeError):
         loaded = load_generator(args.generator, args.device)
         tap = args.tap or DEFAULT_TAPS.get(args.classifier)
         if tap is None:

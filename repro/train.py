@@ -26,6 +26,7 @@ from typing import Any
 
 from repro import provenance
 from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, parse_overrides
+from repro.errors import DeepsimError, cli, report, user_input
 
 log = logging.getLogger("repro.train")
 
@@ -139,6 +140,8 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     from repro import storage
     from repro.loop import Session, train
 
+    # Ray Train's dictConfig of this worker's loggers (after the setup hook) reset this one: set it again here
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
     run = loop_config["run_dir"]  # a path every node mounts, or a URI
     # config.threads, else the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
@@ -188,7 +191,8 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
             shutil.copytree(unregistered[0], folder)
         report({"step": unregistered[1]["step"]}, folder)
     session = Session(rank=rank, world_size=context.get_world_size(), report=report, resume_state=resume_state,
-                      show_progress=loop_config.get("progress", True), checkpoint_dir=staging)
+                      show_progress=loop_config.get("progress", True), progress=RayProgress,
+                      checkpoint_dir=staging)
     try:
         train(config, run_dir, session)
         if mirror is not None and rank == 0:
@@ -199,11 +203,41 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+class RayProgress:
+    """The loop's progress bar through Ray's tqdm integration (`ray.experimental.tqdm_ray`): a worker's updates
+    are drawn as one live bar on the driver, not as a new log line each (tqdm's carriage returns do not survive
+    Ray's log forwarding). The loop's postfix (loss terms) goes into the bar's description."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", unit: str = "it", disable: bool = False,
+                 **_: Any):
+        self.desc, self.bar = desc, None
+        if not disable:
+            from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+            self.bar = ray_tqdm(total=total, desc=desc, unit=unit)
+            self.bar.n = initial
+
+    def set_postfix(self, values: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def quiet_ray_workers() -> None:
     """Runs in every Ray worker process at start (`worker_process_setup_hook`). We start Ray without its
     dashboard, so Ray Train's placement-group cleaner cannot reach the state API and would print a
-    warning about it every second of the run; only its errors are kept."""
+    warning about it every second of the run; only its errors are kept. A worker's per-report INFO line is
+    kept out of the run's output too."""
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    # "Reporting training result N: …" from a reporting thread, at every checkpoint: Ray's log files keep it
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
 
 
 def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
@@ -222,6 +256,10 @@ def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
     (the shipped package no longer sits beside ../shared/assets): every node must mount it at that path,
     which `connect_ray` checks."""
     env: dict[str, Any] = {"worker_process_setup_hook": quiet_ray_workers}
+    if not args.address:
+        # A local runtime has no node that a cloud could preempt: without Ray Train's preemption watcher its
+        # controller prints no alarming `PreemptionWatcher … max_restarts > 0` error line on every run.
+        env["env_vars"] = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if args.address:
         import converters
         import repro
@@ -246,6 +284,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
 
     if not ray.is_initialized():  # no --address: a new local runtime ("local"), even beside a `ray start` cluster
         ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING,  # not "Started a local Ray instance" etc.: errors still show
                  runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
     nodes = ray.nodes()
@@ -261,7 +300,7 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
     Ray's registered checkpoints are RUN/checkpoints/step-N, and a run started again under the same folder
     (`--resume`, or a restart after a failure) continues from the newest of them."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from repro import storage
@@ -280,7 +319,10 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=args.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None),
+                             # Ray Train's own INFO lines (resources, process group, every checkpoint and report)
+                             # stay in its log files; its warnings and errors still show
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if getattr(result, "error", None):
@@ -302,7 +344,7 @@ def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str
     if args.resume is not None:
         found = getattr(args, "resume_from", None) or ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
-            raise SystemExit(f"error: no intact checkpoint under {run_dir / 'checkpoints'} to resume from")
+            raise ckpt.CheckpointError(f"no intact checkpoint under {run_dir / 'checkpoints'} to resume from")
         log.info("resuming from %s", found[0])
         resume_state = found[1]
     return train(config, run_dir, Session(resume_state=resume_state, show_progress=not args.no_progress))
@@ -310,7 +352,7 @@ def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m repro.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default small-pool5; a resumed run keeps its own)")
+    parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default conv5star; a resumed run keeps its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set steps=100")
     parser.add_argument("--storage", metavar="PATH_OR_URI",
@@ -330,7 +372,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the speed path: fp32 (eager fp32 NCHW, every preset's default), bf16 (autocast of the "
                              "forward passes) or channels_last+bf16; = --set amp=… --set channels_last=…, each equal "
                              "to fp32 within the tolerances of tests/test_fast_paths.py")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, the "
+                        "resource plan and a time estimate from a few measured steps, and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return parser.parse_args(argv)
 
@@ -398,22 +441,26 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
         if changed:
             raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(RESUMABLE)}")
         return resumed, run
-    config = make_config(args.preset or "small-pool5", parse_overrides(args.overrides))
+    config = make_config(args.preset or "conv5star", parse_overrides(args.overrides))
     return config, run_location(args, config.preset)
 
 
-def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
-    """Inputs that could only fail later, inside a worker and after a run folder exists, fail here: unknown
-    networks or taps, missing image folders, weights files that are missing or are not weights, and a
-    --resume folder without an intact checkpoint of this very config. Raises ValueError (ConfigError,
-    DataError, ConversionError), FileNotFoundError or AssetError."""
-    from repro import checkpoint as ckpt
+def check_config(config: Config, world_size: int = 1) -> None:
+    """What a config names, checked before any run folder exists (also by --dry-run): the image folders and
+    one batch of training images, the networks and their taps, the weights files (read now: a file that is
+    not weights fails here, not in a worker), and the resolution each network and D can take. Raises
+    ValueError (ConfigError, DataError, ConversionError), FileNotFoundError or AssetError."""
+    import torch
+
     from repro.comparators import NETS, build_net
-    from repro.data import resolve_folder
-    from repro.nets.caffenet import ALEXNET_TV_TAPS, CAFFENET_TAPS
+    from repro.data import listing, require_one_batch, resolve_folder, resolve_source
+    from repro.losses import minimum_side
+    from repro.plan import SAME_SHAPES
 
     for folder in (config.train_data, config.eval_data):
         resolve_folder(folder, verify=False)
+    # fewer images than one batch: every epoch would be empty and the loader would wait forever
+    require_one_batch(listing(resolve_source(config.train_data)), config.train_data, config.batch_size, world_size)
     nets = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
     if config.recon_loss == "deepsim" and config.lambda_feat > 0:
         nets.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
@@ -421,17 +468,38 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         if name not in NETS:
             raise ConfigError(f"{role}={name!r} is not a known network; choose from {', '.join(NETS)}")
         if weights or name in ("caffenet", "videonet", "onnx", "squeezenet"):  # read files now, not in a worker
-            taps = build_net(name, config.resolution, weights or None).taps
-        else:
-            taps = ALEXNET_TV_TAPS if name.startswith("alexnet") else CAFFENET_TAPS
-        if tap not in taps:
-            raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(taps)}")
+            net, device = build_net(name, config.resolution, weights or None), "cpu"
+        else:  # shapes alone: the same architecture on the meta device (no weights read, nothing allocated)
+            with torch.device("meta"):
+                net, device = build_net(SAME_SHAPES.get(name, name), config.resolution, seed=config.seed), "meta"
+        if tap not in net.taps:
+            raise ConfigError(f"{role} tap {tap!r} does not exist in {name}; choose from {', '.join(net.taps)}")
+
+        def features(images: torch.Tensor, net=net, tap=tap) -> torch.Tensor:
+            return net(net.transform(images), tap=tap)
+
+        try:
+            with torch.no_grad():
+                features(torch.zeros(1, 3, config.resolution, config.resolution, device=device))
+        except RuntimeError as err:  # its pooling shrinks the map to nothing
+            smallest = minimum_side(features, device)
+            raise ConfigError(f"resolution={config.resolution} is too small for the {role} {name}:{tap}"
+                              + (f": it needs at least {smallest} px" if smallest else f" ({err})")) from None
+
+
+def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
+    """`check_config`, then the run folder: a new run needs an empty (or new) folder, and a --resume folder an
+    intact checkpoint of this very config. Raises ValueError (ConfigError, DataError, ConversionError),
+    FileNotFoundError or AssetError."""
+    from repro import checkpoint as ckpt
     from repro import storage
 
-    if args.resume is None and storage.exists(storage.join(run, "checkpoint_manager_snapshot.json")):
-        # Ray would silently continue the old run from its registered checkpoints
-        raise ConfigError(f"{run} already holds a Ray run: continue it with --resume {run}, or choose another "
-                          "--run-dir")
+    check_config(config, args.num_workers)
+    if args.resume is None and storage.has_content(run):
+        # A new run in an old folder would overwrite its config, interleave two runs' stats and leave its
+        # checkpoints beside the old ones (which a later --resume would pick); Ray would silently continue it.
+        raise ConfigError(f"run folder {run} is not empty: continue that run with --resume {run}, or choose "
+                          "another --run-dir")
     if args.resume is not None and storage.is_uri(run):
         return  # Ray's registry on the storage is what the workers resume from; they check its checksum
     if args.resume is not None:
@@ -457,31 +525,37 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         args.resume_from = found  # the local launcher need not read it twice
 
 
+def final_step(result: dict[str, Any]) -> int | None:
+    """The last step a launch reached: the local loop's summary, or Ray's last reported metrics."""
+    step = result.get("step", (result.get("metrics") or {}).get("step"))
+    return None if step is None else int(step)
+
+
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     provenance.git_commit()  # pin the commit of the code now running (see git_commit)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        config, run = resolve(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(config.to_json())
-        from repro.plan import describe, resource_plan
-
-        try:
-            print(describe(resource_plan(config, args.num_workers)))
-        except (ValueError, OSError) as err:  # e.g. a train_data folder that does not exist
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"precision: {precision_of(config)}")
-        return 0
     for flag, value in (("--num-workers", args.num_workers), ("--cpus-per-worker", args.cpus_per_worker)):
         if value is not None and value < 1:
-            print(f"error: {flag} must be ≥ 1", file=sys.stderr)
-            return 2
+            raise ConfigError(f"{flag} must be ≥ 1, got {value}")
+    config, run = resolve(args)
+    if args.dry_run:
+        from repro.plan import describe, resource_plan
+
+        with user_input():  # e.g. a train_data folder that does not exist, a text file as weights
+            check_config(config, args.num_workers)
+            plan = describe(resource_plan(config, args.num_workers))
+        print(config.to_json())
+        print(plan, flush=True)
+        print(f"precision: {precision_of(config)}", flush=True)
+        from repro.plan import estimate_lines, measure_step
+
+        # the threads a worker will get: a Ray worker's share of the cores (cpus_per_worker), else torch's default
+        threads = cpus_per_worker(args, os.cpu_count() or 1) if args.launcher == "ray" else 0
+        print(estimate_lines(config, measure_step(config, args.num_workers, threads)))
+        return 0
     # --gpu means CUDA: a worker must never fall back to the CPU silently while GPUs are reserved for it, and an
     # unusable CUDA (no device, a driver too old for this torch build) fails here in one line, before any
     # worker starts (a cluster's driver may have no GPU: there each worker's pick_device raises instead).
@@ -490,46 +564,48 @@ def main(argv: list[str] | None = None) -> int:
 
         config = replace(config, device="cuda")
     if config.device == "cuda" and not getattr(args, "address", None):
-        from repro.devices import DeviceError, pick_device
+        from repro.devices import pick_device
 
-        try:
-            pick_device(config)
-        except DeviceError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        pick_device(config)  # DeviceError
     from repro import storage
-    from repro.assets import AssetError
 
-    try:
+    with user_input():  # Config-, Data-, Conversion-, StorageError; a file or a storage that cannot be read
         if args.launcher == "local" and storage.is_uri(run):
             raise ConfigError(f"--launcher local writes to a local path, not {run}; use --launcher ray for a URI")
         check_inputs(config, args, run)
         if args.launcher == "ray":
             connect_ray(args, config, run)  # refuses a run folder the cluster's nodes cannot all reach
-    except (ValueError, OSError, AssetError) as err:  # Config-, Data-, Conversion-, StorageError; a storage unreachable
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     storage.write_text(storage.join(run, "config.json"), config.to_json())
+    print(f"{'resuming' if args.resume else 'run folder'} {run}", flush=True)
     started = time.time()
     from repro.loop import NonFiniteLoss
 
     launch = launch_ray if args.launcher == "ray" else launch_local
-    status = "finished"
+    status, step = "finished", None
     try:
         result = launch(config, run, args)
     except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
+        report(err)
         result, status = {"error": str(err)}, "stopped: non-finite loss"
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DeepsimError, FileNotFoundError, ValueError, RuntimeError) as err:
+        report(err)
         result, status = {"error": str(err)}, f"failed: {type(err).__name__}"
+    else:
+        step = final_step(result)
+        if step is not None and step < config.steps:  # the time limit ended it (the loop's only early stop)
+            status = "stopped"
     wall = time.time() - started
+    stopped = {"stopped_at": step, "reason": f"time limit of {config.time_limit_min:g} min"} if status == "stopped" else {}
     provenance.write(run, provenance.record(provenance.command("repro.train", argv), run_config=config,
                                             device=provenance.device(), started=started, config=config.to_dict(),
-                                            status=status, launcher=args.launcher, num_workers=args.num_workers,
-                                            result=result))
-    print(f"{status}: run folder {run} ({wall:.0f} s); grid: {storage.join(run, 'grid-latest.jpg')}")
-    return 0 if status == "finished" else 1
+                                            status=status, steps=config.steps, **stopped, launcher=args.launcher,
+                                            num_workers=args.num_workers, result=result))
+    head = {"finished": f"finished {config.steps} steps",
+            "stopped": f"stopped at step {step} of {config.steps} ({stopped.get('reason')})"}.get(status, status)
+    grid = storage.join(run, "grid-latest.jpg")
+    shown = f"; grid: {grid}" if storage.exists(grid) else ""  # a run that failed before drawing has none
+    print(f"{head}: run folder {run} ({wall:.0f} s){shown}")
+    return 0 if status in ("finished", "stopped") else 1
 
 
 if __name__ == "__main__":

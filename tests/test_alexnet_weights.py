@@ -27,9 +27,30 @@ def test_user_alexnet_file_gives_its_fc_layers(torchvision_alexnet_file):
     with torch.no_grad():
         expected = reference(comparator.net.transform(images))
         assert torch.allclose(comparator(images), expected, atol=1e-4, rtol=1e-4)
-        # without the file the shipped conv weights are used and fc8 is something else entirely
-        shipped = build_comparator("alexnet", "fc8", 224)
-        assert not torch.allclose(shipped(images), expected, atol=1e-2)
+        # the user's conv weights are the file's too, not the shipped ones
+        shipped = build_comparator("alexnet", "conv5", 224)
+        assert not torch.allclose(shipped(images), comparator.net(comparator.net.transform(images), "conv5"), atol=1e-2)
+
+
+def test_shipped_alexnet_refuses_its_untrained_fc_taps_on_every_path():
+    """Only conv1–5 of the pretrained AlexNet ship; its fc6–fc8 are torch's random initialisation (two builds
+    gave fc6 features 2.04 apart). Every path refuses them, in one sentence saying what to give."""
+    from repro import DeePSiMLoss
+    from repro.comparators import build_net
+    from repro.nets.caffenet import UntrainedTapError
+
+    for tap in ("fc6", "fc7", "fc8"):
+        with pytest.raises(UntrainedTapError, match=f"tap {tap} has no trained weights.*full torchvision AlexNet"):
+            build_comparator("alexnet", tap, 96)
+        with pytest.raises(UntrainedTapError, match="has no trained weights"):
+            DeePSiMLoss("alexnet", tap, resolution=227, lambda_adv=0)
+    net = build_net("alexnet-tv", 96)
+    with pytest.raises(UntrainedTapError):
+        net(torch.zeros(1, 3, 96, 96), tap="fc6")  # the network itself, used directly
+    with pytest.raises(UntrainedTapError):
+        net.features(torch.zeros(1, 3, 96, 96), ["pool5", "fc7"])
+    assert net(torch.zeros(1, 3, 96, 96), tap="pool5").shape[1] == 256  # conv taps work as before
+    build_comparator("alexnet-random", "fc6", 96)  # random by name: the user asked for random weights
 
 
 def test_wrong_alexnet_files_are_refused(tmp_path, torchvision_alexnet_file):

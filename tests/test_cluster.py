@@ -97,7 +97,7 @@ def test_a_new_run_refuses_a_folder_ray_already_has_a_run_in(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint_manager_snapshot.json").write_text("{}")
     assert main(["--preset", "smoke", "--run-dir", str(tmp_path / "run")]) == 2
-    assert f"{tmp_path / 'run'} already holds a Ray run: continue it with --resume" in capsys.readouterr().err
+    assert f"run folder {tmp_path / 'run'} is not empty: continue that run with --resume" in capsys.readouterr().err
     assert not (tmp_path / "run" / "config.json").exists()
 
 

@@ -83,3 +83,10 @@ def test_tuned_preset_is_the_committed_searchs_best():
     chosen = json.loads(best.read_text())["preset"]
     tuned = make_config("small-pool5-tuned")
     assert {k: getattr(tuned, k) for k in chosen} == pytest.approx(chosen)
+
+
+def test_the_discriminators_minimum_side_is_the_one_config_checks():
+    from repro.config import DISCRIMINATOR_MIN_RESOLUTION
+    from repro.nets.discriminator import min_resolution
+
+    assert DISCRIMINATOR_MIN_RESOLUTION == min_resolution() == 63

@@ -269,3 +269,20 @@ def test_persistent_workers_give_the_in_process_stream_across_epochs(classes):
     resumed = stream(1, skip=2, n=6)  # a run resumed after 2 batches of epoch 1, one persistent worker
     assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed)) and len(resumed) == 6
     assert not any(torch.equal(full[i], full[i + 4]) for i in range(4))  # epoch 2 is reshuffled
+
+
+def test_fewer_images_than_one_batch_is_an_error_not_an_endless_wait(small_folder):
+    """The loader drops an incomplete batch: with fewer images than one batch every epoch is empty, and
+    `infinite_batches` must say so instead of looping forever."""
+    config = make_config("smoke", {"train_data": str(small_folder), "batch_size": 8})  # 6 images
+    with pytest.raises(DataError, match=r"holds 6 images, fewer than one batch of 8"):
+        training_loader(config)
+    with pytest.raises(DataError, match=r"holds 5 images, fewer than one batch of 8 over 2 workers \(4 each\)"):
+        data.require_one_batch(list_images(small_folder)[:5], small_folder, 8, world_size=2)  # shards of 3
+    data.require_one_batch(list_images(small_folder)[:5], small_folder, 6, world_size=2)  # 3 each: fine
+    loader = make_loader(ImageFolder(small_folder, 64, uint8=True), batch_size=8, num_workers=0)
+    batches = data.infinite_batches(loader)
+    with pytest.raises(DataError, match=r"gives no batch of 8"):
+        next(batches)
+    assert next(data.infinite_batches(make_loader(ImageFolder(small_folder, 64, uint8=True), batch_size=6,
+                                                  num_workers=0)))[2].shape[0] == 6  # exactly one batch: fine

@@ -225,3 +225,25 @@ def test_publish_exports_the_runs_generator(tmp_path):
     code = torch.randn(2, *trained.in_shape)
     with torch.no_grad():
         assert torch.equal(loaded.generator(code), trained(code))
+
+
+def test_invert_cli_refuses_a_device_it_cannot_use_in_one_line(generator_file, images, tmp_path, capsys):
+    path, _ = generator_file
+    out = tmp_path / "out"
+    cases = [("tpu", "--device tpu: not a device; choose cpu, cuda or cuda:N")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "--device cuda but CUDA is unusable here"))
+    for device, reason in cases:
+        assert invert_main([str(images[0]), "--generator", str(path), "--out", str(out), "--device", device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err
+    assert not out.exists()
+
+
+def test_inverter_refuses_images_of_another_side(generator_file, images):
+    from repro.data import load_images
+    from repro.errors import UsageError
+
+    inverter = Inverter.from_file(str(generator_file[0]))
+    with pytest.raises(UsageError, match=r"inverts 64×64 images, got shape \(1, 3, 96, 96\): .*load_images\(paths, 64\)"):
+        inverter(load_images(images[:1], 96))

@@ -16,19 +16,32 @@ from repro.loop import Balance, NonFiniteLoss, Session, Trainer, train
 
 def test_balance_state_machine():
     b = Balance()
-    assert b.update(1.0, 0) == [] and b.d_training and b.g_training
-    assert "pause D" in b.update(0.05, 1)[0] and not b.d_training
-    assert b.update(0.3, 2) == [] and not b.d_training          # hysteresis: 0.1 < ratio < 0.5 keeps D paused
-    assert "resume D" in b.update(0.6, 3)[0] and b.d_training
-    events = b.update(12.0, 4)
+    assert b.update(1.0, 0).events == [] and b.d_training and b.g_training
+    assert "pause D" in b.update(0.05, 1).events[0] and not b.d_training
+    assert b.update(0.3, 2).events == [] and not b.d_training   # hysteresis: 0.1 < ratio < 0.5 keeps D paused
+    assert "resume D" in b.update(0.6, 3).events[0] and b.d_training
+    events = b.update(12.0, 4).events
     assert any("pause G" in e for e in events) and not b.g_training and b.d_training
     # the original resumes G only when the ratio falls below 0.1 again (not as soon as it is ≤ 10) ...
-    assert b.update(2.0, 5) == [] and not b.g_training
-    assert b.update(0.3, 6) == [] and not b.g_training
-    events = b.update(0.05, 7)  # ... and then pauses D in the same breath (rule 1 of the script)
+    assert b.update(2.0, 5).events == [] and not b.g_training
+    assert b.update(0.3, 6).events == [] and not b.g_training
+    events = b.update(0.05, 7).events  # ... and then pauses D in the same breath (rule 1 of the script)
     assert b.g_training and not b.d_training and {e.split(": ")[1].split(" (")[0] for e in events} == {"pause D",
                                                                                                        "resume G"}
     assert len(b.history) == 5
+
+
+def test_balance_tells_a_users_loop_which_nets_to_step():
+    """`step_d, step_g, events = balance.update(ratio)`: the next iteration's updates, for any loop."""
+    from repro import Balance as Exported
+
+    b = Exported()
+    assert Exported is Balance
+    assert b.update(1.0) == (True, True, [])
+    step_d, step_g, events = b.update(0.01)  # D wins by far: pause it
+    assert (step_d, step_g) == (False, True) and events == ["step 1: pause D (L_discr/L_adv = 0.01 < 0.1)"]
+    assert b.update(50.0)[:2] == (True, False)  # D loses badly: it resumes, G pauses
+    assert b.updates == 3
 
 
 def test_balance_rules_apply_in_the_scripts_order():
@@ -126,7 +139,9 @@ def test_loop_terms_equal_deepsim_loss_on_the_same_inputs(tmp_path, batch):
     trainer.balance.d_training = trainer.balance.g_training = False  # nothing updated: inputs stay the same
     d = copy.deepcopy(trainer.parts.discriminator)
     comparator = trainer.parts.comparator
-    loss = DeePSiMLoss(comparator, discriminator=d, lambda_adv=trainer.config.lambda_adv)
+    lambdas = trainer.lambdas
+    loss = DeePSiMLoss(comparator, discriminator=d, lambda_feat=lambdas["feat"], lambda_adv=lambdas["adv"],
+                       lambda_img=lambdas["img"], lambda_kl=0.0)
     torch.manual_seed(5)
     values = trainer.step(batch)
     torch.manual_seed(5)

@@ -82,7 +82,8 @@ def test_deepsim_loss_trains_a_tiny_generator_in_a_hand_written_loop():
     torch.manual_seed(0)
     real, code = torch.rand(4, 3, 64, 64), torch.randn(4, 16)
     generator, discriminator = tiny_generator(), Discriminator(resolution=64, width=0.25)
-    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator, lambda_adv=1.0)
+    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator, lambda_feat=0.01,
+                       lambda_adv=1.0, lambda_kl=0.0)
     opt_g = torch.optim.Adam(generator.parameters(), 1e-2)
     opt_d = torch.optim.Adam(discriminator.parameters(), 2e-4)
     totals, recon = [], []
@@ -114,7 +115,8 @@ def test_deepsim_loss_terms_are_the_pure_functions():
     torch.manual_seed(1)
     real, fake = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     discriminator = Discriminator(resolution=64, width=0.25).eval()
-    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator)
+    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, discriminator=discriminator, lambda_feat=0.01,
+                       lambda_adv=100.0)
     terms = loss(fake, real)
     with torch.no_grad():
         feat = feature_loss(loss.comparator(fake), loss.comparator(real))
@@ -135,7 +137,7 @@ def test_deepsim_loss_refuses_incomplete_setups():
     from repro import DeePSiMLoss
 
     with pytest.raises(ValueError, match="needs a discriminator"):
-        DeePSiMLoss("alexnet-random", "pool5", resolution=64)
+        DeePSiMLoss("alexnet-random", "pool5", resolution=64, lambda_feat=0.01)
     with pytest.raises(ValueError, match="needs a comparator"):
         DeePSiMLoss(None, lambda_adv=0.0)
     loss = DeePSiMLoss(None, lambda_feat=0.0, lambda_adv=0.0)  # image loss only: no network built
@@ -157,3 +159,77 @@ def test_deepsim_loss_docstring_example_runs_as_written():
     exec(compile(example, "DeePSiMLoss docstring", "exec"), scope)
     assert set(scope["terms"]) == {"feat", "adv", "img", "total"}
     assert any(not torch.equal(a, b) for a, b in zip(before, scope["G"].parameters()))  # G was updated
+
+
+def test_deepsim_loss_takes_the_projects_lambda_at_its_resolution():
+    """λ left out come from the project's rule (repro.config.reduced_lambdas) at `resolution`: the paper's at 227
+    px, the reduced ones at 64 px; a side the rule has no measured ratio for is a clear error, and images of
+    another side than the rule's λ were taken for are refused."""
+    from repro import DeePSiMLoss
+    from repro.config import reduced_lambdas
+    from repro.losses import LossError
+    from repro.nets.discriminator import Discriminator
+
+    paper = DeePSiMLoss(None, lambda_feat=0.0, resolution=227, discriminator=Discriminator(227, width=0.25))
+    assert paper.lambdas == {"feat": 0.0, "adv": 100.0, "img": 2e-6, "kl": 20.0}
+    small = DeePSiMLoss("alexnet", "pool5", resolution=64, discriminator=Discriminator(64, width=0.25))
+    rule = reduced_lambdas(64)
+    assert small.lambdas == {"feat": rule["lambda_feat"], "adv": rule["lambda_adv"], "img": 2e-6,
+                             "kl": rule["lambda_kl"]}
+    assert small.lambdas["adv"] == pytest.approx(100 * (64 / 227) ** 2, abs=0.01)
+    with pytest.raises(LossError, match="no measured ratios at 128 px .*pass lambda_feat, lambda_adv and lambda_kl"):
+        DeePSiMLoss("alexnet", "pool5", resolution=128, lambda_adv=0.0)
+    with pytest.raises(LossError, match="no measured feature/image ratio of alexnet-random:pool5 at 64 px"):
+        DeePSiMLoss("alexnet-random", "pool5", resolution=64, lambda_adv=0.0)
+    explicit = DeePSiMLoss("alexnet-random", "pool5", resolution=128, lambda_feat=0.01, lambda_adv=0.0, lambda_kl=0.0)
+    assert explicit.lambdas["feat"] == 0.01 and set(explicit(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))) \
+        == {"feat", "img", "total"}  # explicit λ: any side
+    with pytest.raises(LossError, match=r"λ_feat from the project's rule at 64 px, but the images are 96×96: build "
+                                        r"it with resolution=96"):
+        DeePSiMLoss("alexnet", "pool5", resolution=64, lambda_adv=0.0)(torch.rand(1, 3, 96, 96), torch.rand(1, 3, 96, 96))
+
+
+def test_deepsim_loss_refuses_images_it_would_silently_misread():
+    """uint8, float64, 0–255 floats, −1..1 and too small images: one sentence each, saying what to pass (the
+    0–255 case used to give a feature term of 2,479,785 instead of 76). data_range=255 takes 0–255 floats."""
+    from repro import DeePSiMLoss
+    from repro.losses import LossError
+
+    loss = DeePSiMLoss("alexnet-random", "pool5", resolution=64, lambda_feat=0.01, lambda_adv=0.0, lambda_kl=0.0)
+    torch.manual_seed(2)
+    fake, real = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    cases = [
+        ((fake * 255).to(torch.uint8), (real * 255).to(torch.uint8), r"fake images are uint8: .*images.float\(\) / 255"),
+        (fake.double(), real.double(), r"fake images are float64: .*pass fake.float\(\)"),
+        (fake * 255, real * 255, r"real images range over \[.*\], outside \[0, 1\] .*pass data_range=255"),
+        (fake * 2 - 1, real * 2 - 1, r"for −1..1 images pass \(x \+ 1\) / 2"),
+        (fake[:, :1], real[:, :1], r"must be images \(B, 3, H, W\) RGB, got shape \(2, 1, 64, 64\)"),
+    ]
+    for bad_fake, bad_real, message in cases:
+        with pytest.raises(LossError, match=message):
+            loss(bad_fake, bad_real)
+    in_bytes = DeePSiMLoss("alexnet-random", "pool5", resolution=64, lambda_feat=0.01, lambda_adv=0.0, lambda_kl=0.0,
+                           data_range=255)
+    assert in_bytes(fake * 255, real * 255)["total"].item() == pytest.approx(loss(fake, real)["total"].item(), rel=1e-5)
+    with pytest.raises(LossError, match=r"images of 16×16 px are too small for the comparator alexnet-random:pool5: "
+                                        r"it needs at least 63×63"):
+        loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    loss(torch.rand(1, 3, 63, 63), torch.rand(1, 3, 63, 63))  # the smallest side it named works
+
+
+def test_readme_library_loop_runs_as_written():
+    """The README's library example (DeePSiMLoss + Balance in a user's loop), executed verbatim at its 96 px."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**The DeePSiM loss in your own loop**", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    torch.manual_seed(0)
+    generator = tiny_generator(16, 96)
+    batches = [(torch.randn(2, 16), torch.rand(2, 3, 96, 96)) for _ in range(3)]
+    before = [p.detach().clone() for p in generator.parameters()]
+    scope = {"G": generator, "batches": batches}
+    exec(compile(example, "README library example", "exec"), scope)
+    assert set(scope["terms"]) == {"feat", "adv", "img", "total"} and scope["balance"].updates == 3
+    assert scope["loss"].lambdas["adv"] == pytest.approx(100 * (96 / 227) ** 2, abs=0.01)  # the rule's λ at 96 px
+    assert any(not torch.equal(a, b) for a, b in zip(before, generator.parameters()))

@@ -82,3 +82,31 @@ def test_resume_prefers_a_complete_unregistered_checkpoint_on_the_storage(tmp_pa
     assert newer_on_storage(str(run), checkpoint.load(run / "checkpoints" / "step-00000006")) is None
     assert newer_on_storage(str(run), None)[1]["step"] == 6  # nothing registered yet
     assert newer_on_storage("s3://bucket/run", registered) is None
+
+
+@pytest.mark.slow
+def test_a_default_ray_run_shows_one_live_bar_and_none_of_rays_noise(tmp_path):
+    """Under Ray every tqdm update used to become a log line of its own (1,305 lines for 1,282 steps), Ray
+    Train printed its INFO lines (resources, every checkpoint and report) and an alarming PreemptionWatcher
+    error on every run. Now: the run folder first, one bar drawn on the driver, the closing line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "repro.train", "--preset", "smoke", "--run-dir", str(run),
+                           "--set", "steps=8", "--set", "log_every=1", "--set", "checkpoint_every=4",
+                           "--set", "image_every=8", "--set", "threads=1"],
+                          capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"run folder {run}"
+    assert done.stdout.strip().splitlines()[-1].startswith(f"finished 8 steps: run folder {run}")
+    noise = [n for n in ("PreemptionWatcher", "Reporting training result", "Requesting resources",
+                         "Checkpoint successfully", "Started a local Ray instance", "Setting up process group")
+             if n in output]
+    assert not noise, (noise, output[-4000:])
+    # the bar is drawn by the driver (Ray's tqdm integration), not forwarded as the worker's log lines
+    assert "smoke" in output and not [line for line in output.splitlines() if "(RayTrainWorker" in line and "step" in line]

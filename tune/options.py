@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.config import Config, make_config
+from repro.errors import DeepsimError
 
 SCHEDULERS = ("asha", "pbt", "fifo")
 SEARCHERS = ("random", "optuna")
 
 
-class SearchError(ValueError):
+class SearchError(DeepsimError, ValueError):
     """A search that cannot start or resume; the message says what to do."""
 
 

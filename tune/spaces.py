@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from repro.config import Config
+from repro.errors import DeepsimError
 
 PAPER_LAMBDAS: dict[str, float] = {"lambda_feat": 0.01, "lambda_adv": 100.0, "lambda_img": 2e-6, "lambda_kl": 20.0}
 
@@ -67,7 +68,7 @@ SPACES: dict[str, dict[str, LogRange]] = {
 FAMILY_OF_MODEL = {"inversion": "deepsim", "vae": "vae", "autoencoder": "autoencoder"}
 
 
-class SpaceError(ValueError):
+class SpaceError(DeepsimError, ValueError):
     """A preset whose λ cannot be searched; the message says why."""
 
 

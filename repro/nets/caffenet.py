@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from repro.errors import DeepsimError
+
 # ILSVRC-2012 channel means in BGR (the mean image of ../shared/assets/caffe/ilsvrc_2012_mean.npy,
 # averaged per channel); the training data layer of the original used 104/117/123.
 ILSVRC_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -65,8 +67,19 @@ class TorchvisionInput(nn.Module):
         return (images - self.mean) / self.std
 
 
+class UntrainedTapError(DeepsimError, ValueError):
+    """A tap whose weights are torch's random initialisation, not trained ones (the shipped AlexNet's fc6–fc8):
+    its features would differ from build to build and mean nothing."""
+
+
 class TappedNet(nn.Module):
-    """Stages in order, each named by the Caffe blob it produces; stop at the requested tap."""
+    """Stages in order, each named by the Caffe blob it produces; stop at the requested tap.
+
+    `untrained_taps` (set by a builder that loads only some layers, e.g. `AlexNetTV.pretrained`) are refused
+    by `forward`, `features` and `require_tap`: randomly initialised layers must never pass for trained ones."""
+
+    untrained_taps: tuple[str, ...] = ()
+    untrained_note = ""  # why, and what gives those layers real weights (said in the error)
 
     def __init__(self, stages: "OrderedDict[str, nn.Module]", transform: nn.Module):
         super().__init__()
@@ -81,6 +94,9 @@ class TappedNet(nn.Module):
         for tap in taps:
             if tap not in self.stages:
                 raise ValueError(f"unknown tap {tap!r}; this network has {', '.join(self.taps)}")
+            if tap in self.untrained_taps:
+                raise UntrainedTapError(f"tap {tap} has no trained weights, only torch's random initialisation: "
+                                        f"{self.untrained_note or 'load its weights first'}")
 
     def forward(self, x: torch.Tensor, tap: str = "fc8") -> torch.Tensor:
         """x: network input (already transformed). Runs stages up to and including `tap`, no further."""
@@ -102,6 +118,15 @@ class TappedNet(nn.Module):
                 if len(out) == len(wanted):
                     break
         return out
+
+
+def require_tap(net: nn.Module, tap: str, name: str = "") -> None:
+    """Refuse, before any image is read, a tap that `net` (any tapped network: `net.taps`) cannot give: an
+    unknown one (ValueError naming the choices), or one without trained weights (`UntrainedTapError`)."""
+    if tap not in net.taps:
+        raise ValueError(f"unknown tap {tap!r} for {name or type(net).__name__}; choose from {', '.join(net.taps)}")
+    if isinstance(net, TappedNet):
+        net._check([tap])
 
 
 def _conv_relu(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, groups: int = 1) -> nn.Sequential:
@@ -262,8 +287,11 @@ class AlexNetTV(TappedNet):
         except FileNotFoundError:
             raise
         except Exception as err:  # pickle/zip errors of a file that is not a torch checkpoint
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{path} is not a torch state dict file ({reason})") from err
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            # torch's "Weights only load failed" preamble suggests weights_only=False: the reason is further down
+            unpickler = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
+            reason = (unpickler[-1] if unpickler else lines[0]) if lines else type(err).__name__
+            raise ValueError(f"{path} is not a torch state dict file (torch.load: {reason})") from err
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path} is not a torchvision AlexNet state dict (a dict of tensors)")
         net = cls(resolution)
@@ -290,4 +318,8 @@ class AlexNetTV(TappedNet):
 
         net = cls(resolution)
         net.load_torchvision_convs(alexnet_tv_state_dict())
+        net.untrained_taps = ("fc6", "fc7", "fc8")  # the shipped weights have conv1–conv5 only
+        net.untrained_note = ("the shipped pretrained AlexNet has conv1–conv5 only; give a full torchvision "
+                              "AlexNet state dict as its weights file (torch.save(alexnet.state_dict(), FILE)), "
+                              "or use a tap up to pool5")
         return net

@@ -128,10 +128,10 @@ def test_features_cli_rejects_bad_arguments(tmp_path, capsys, assets, record_fau
     out = ["--resolution", "64", "--out", str(tmp_path / "f.npz")]
     cases = [
         (["--net", "vgg", image], "invalid choice: 'vgg'"),
-        (["--net", "alexnet", "--layer", "fc9", image], "unknown layer 'fc9' for alexnet"),
+        (["--net", "alexnet", "--layer", "fc9", image], "unknown tap 'fc9' for alexnet"),
         (["--net", "alexnet", str(tmp_path / "missing.jpg")], "does not exist"),
         (["--net", "alexnet", str(tmp_path)], "holds no .jpg/.jpeg/.png files"),
-        (["--net", "caffenet", image], "needs the original weights"),
+        (["--net", "caffenet", image], "--net caffenet needs your bvlc_reference_caffenet"),
         (["--net", "caffenet", "--weights", str(tmp_path / "missing.caffemodel"), image], "does not exist"),
         (["--net", "caffenet", "--weights", str(TEXT), image], "is not a valid Caffe NetParameter"),
         (["--net", "onnx", "--weights", str(TEXT), image], "cannot read ONNX file"),
@@ -164,6 +164,8 @@ def lenet(assets):
 def test_converters_cli_rejects_bad_arguments(tmp_path, capsys, lenet, record_fault):
     converters_main = pytest.importorskip("converters.__main__").main
     prototxt, caffemodel = map(str, lenet)
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_text("hello\n")
     cases = [
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["verify", prototxt, str(tmp_path / "missing.caffemodel")], "no such file"),
@@ -173,6 +175,8 @@ def test_converters_cli_rejects_bad_arguments(tmp_path, capsys, lenet, record_fa
         (["verify", prototxt, caffemodel, "--input-shape", "1,x"], "expected comma-separated integers"),
         (["torch", prototxt, str(TEXT), str(tmp_path / "out")], "is not a valid Caffe NetParameter"),
         (["caffe2onnx", prototxt, str(TEXT), str(tmp_path / "x.onnx")], "is not a valid Caffe NetParameter"),
+        (["verify", str(bad_onnx)], "cannot read ONNX file"),  # protobuf's DecodeError used to be a traceback
+        (["torch", str(bad_onnx), str(tmp_path / "out")], "cannot read ONNX file"),
     ]
     for argv, reason in cases:
         assert_rejected(converters_main, argv, capsys, reason)
