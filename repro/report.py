@@ -226,6 +226,8 @@ def runs(root: Path) -> list[str]:
              "weights sha256, device, wall time), stats.jsonl / metrics.csv and grids (`python -m repro.publish`).", ""]
     rows = []
     for path, prov in records:
+        if "config" not in prov:  # not a training run (e.g. results/synthesis: a comparison's own record)
+            continue
         folder = path.parent
         stats = folder / "stats.jsonl"
         step = json.loads(stats.read_text().splitlines()[-1])["step"] if stats.exists() else "?"

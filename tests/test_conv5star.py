@@ -55,11 +55,12 @@ def test_lambda_img_schedule_falls_geometrically_to_the_papers_value():
     assert lambda_img_at(config, 0) == pytest.approx(2e-4)
     assert lambda_img_at(config, 50) == pytest.approx(2e-5)  # halfway in log: √(2e-4 · 2e-6)
     assert lambda_img_at(config, 100) == lambda_img_at(config, 10_000) == pytest.approx(2e-6)
-    assert lambda_img_at(make_config("conv5star"), 0) == 2e-6  # off by default: the paper's constant λ
+    assert lambda_img_at(make_config("conv5star-image"), 0) == 2e-6  # off unless a preset sets it
+    assert lambda_img_at(make_config("conv5star"), 0) == pytest.approx(2e-4)  # the DeePSiM presets' warm start
     with pytest.raises(ConfigError, match="lambda_img_decay_steps"):
-        make_config("conv5star", {"lambda_img_start": "2e-4"})
+        make_config("conv5star-image", {"lambda_img_start": "2e-4"})
     with pytest.raises(ConfigError, match="decays to lambda_img"):
-        make_config("conv5star", {"lambda_img_start": "1e-7", "lambda_img_decay_steps": "10"})
+        make_config("conv5star-image", {"lambda_img_start": "1e-7", "lambda_img_decay_steps": "10"})
 
 
 def test_the_trainer_follows_the_schedule(tmp_path):
