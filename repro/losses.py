@@ -138,7 +138,7 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
     if resolution == 227:
         return {"lambda_feat": Config.lambda_feat, "lambda_adv": Config.lambda_adv, "lambda_img": Config.lambda_img,
                 "lambda_kl": Config.lambda_kl}
-    measured = sorted(FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")])
+    measured = sorted(k for k in FEATURE_IMAGE_RATIO_AT[("alexnet", "pool5")] if isinstance(k, int))
     try:
         out = {**reduced_lambdas(resolution), "lambda_img": Config.lambda_img}  # per-sample λ: any comparator
     except ConfigError:

@@ -293,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from repro.data import DataError
     from repro.generator_file import GeneratorFileError, load_generator
 
-    user_device(args.device)
-    if args.classifier in USER_WEIGHTS and not args.classifier_weights:
-        raise UsageError(f"--classifier {args.classifier} needs your {USER_WEIGHTS[args.classifier]}: pass "
-                         "--classifier-weights FILE")
-    with user_input(ValueError, OSError, RuntimeError):
+    try:
         loaded = load_generator(args.generator, args.device)
         tap = args.tap or DEFAULT_TAPS.get(args.classifier)
         if tap is None:
