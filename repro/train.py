@@ -140,8 +140,6 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     from repro import storage
     from repro.loop import Session, train
 
-    # Ray Train's dictConfig of this worker's loggers (after the setup hook) reset this one: set it again here
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
     run = loop_config["run_dir"]  # a path every node mounts, or a URI
     # config.threads, else the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
@@ -233,11 +231,8 @@ class RayProgress:
 def quiet_ray_workers() -> None:
     """Runs in every Ray worker process at start (`worker_process_setup_hook`). We start Ray without its
     dashboard, so Ray Train's placement-group cleaner cannot reach the state API and would print a
-    warning about it every second of the run; only its errors are kept. A worker's per-report INFO line is
-    kept out of the run's output too."""
+    warning about it every second of the run; only its errors are kept."""
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-    # "Reporting training result N: …" from a reporting thread, at every checkpoint: Ray's log files keep it
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
 
 
 def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
