@@ -279,7 +279,7 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
 
     if not ray.is_initialized():  # no --address: a new local runtime ("local"), even beside a `ray start` cluster
         ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.WARNING,  # not "Started a local Ray instance" etc.: errors still show
+                 logging_level=logging.INFO if args.verbose else logging.WARNING,  # warnings and errors show
                  runtime_env=runtime_env(args),
                  **({} if args.address else {"num_cpus": max(args.num_workers, os.cpu_count() or 1)}))
     nodes = ray.nodes()
@@ -317,7 +317,7 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints or None),
                              # Ray Train's own INFO lines (resources, process group, every checkpoint and report)
                              # stay in its log files; its warnings and errors still show
-                             logging_config=LoggingConfig(log_level="WARNING")),
+                             logging_config=LoggingConfig(log_level="INFO" if args.verbose else "WARNING")),
     )
     result = trainer.fit()
     if getattr(result, "error", None):
@@ -370,6 +370,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, the "
                         "resource plan and a time estimate from a few measured steps, and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument("--verbose", action="store_true", help="also Ray's and Ray Train's INFO lines (resources, "
+                        "workers with their ranks and pids, every checkpoint), which stay in Ray's log files otherwise")
     return parser.parse_args(argv)
 
 

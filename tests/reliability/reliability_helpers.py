@@ -162,7 +162,8 @@ class RayWorkerKill:
         self.run_dir = base / "ray-run"
         self.ray_storage = self.run_dir  # the run folder is Ray's experiment folder (its checkpoint snapshot)
         argv = train_argv(self.run_dir, f"steps={RAY_STEPS}", f"checkpoint_every={RAY_EVERY}",
-                          f"keep_checkpoints={RAY_KEEP}", launcher="ray") + ["--num-workers", "2", "--max-failures", "2"]
+                          f"keep_checkpoints={RAY_KEEP}", launcher="ray") + ["--num-workers", "2", "--max-failures", "2",
+                                                                              "--verbose"]  # Ray's rank ↔ pid lines
         self.command = "python -m repro.train " + " ".join(argv[3:])
         self.run = Cli(argv, base / "ray.log")
         self.killed: dict | None = None
