@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from repro.errors import cli, user_input
 from repro.generator_file import GeneratorFileError, export_run
 
 FOLDER = Path(__file__).resolve().parent / "generators"
@@ -78,9 +79,10 @@ def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str)
     """Write the shipped generator (float16) of `run_dir` at `step` and its model card; returns the file."""
     FOLDER.mkdir(parents=True, exist_ok=True)
     record = export_run(run_dir, SHIPPED, step=step, half=True)
-    if SHIPPED.stat().st_size > MAX_BYTES:
+    size = SHIPPED.stat().st_size
+    if size > MAX_BYTES:
         SHIPPED.unlink()
-        raise GeneratorFileError(f"the generator of {run_dir} takes {SHIPPED.stat().st_size / 2**20:.1f} MB in float16, "
+        raise GeneratorFileError(f"the generator of {run_dir} takes {size / 2**20:.1f} MB in float16, "
                                  f"over the {MAX_BYTES / 2**20:.0f} MB the package may carry")
     provenance = json.loads((run_dir / "provenance.json").read_text())
     evaluated = json.loads(evaluation.read_text()) if evaluation else None
@@ -91,6 +93,7 @@ def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str)
     return SHIPPED
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     from repro.provenance import command
 
@@ -99,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, help="the checkpoint to ship (default: the newest intact one)")
     parser.add_argument("--evaluation", type=Path, help="metrics.json of that step, for the model card")
     args = parser.parse_args(argv)
-    try:
+    with user_input():  # a run folder, step or evaluation file the user named that does not fit
         path = ship(args.run_dir, args.step, args.evaluation, command("repro.shipped", argv or sys.argv[1:]))
-    except (GeneratorFileError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB) and {CARD}")
     return 0
 

@@ -17,26 +17,12 @@ from repro.generator_file import save_generator
 from repro.nets.generator import Generator
 from repro.scorers import FileExchangeScorer, ScorerError, UnitScorer, checked_scores, scorer_from_spec
 from repro.synthesize import main
+from tiny_classifier import Scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-UNIT = 11  # a unit of _Scores that random codes leave near 0.34 ± 0.007 (below)
+UNIT = 11  # a unit of Scores (tiny_classifier) that random codes leave near 0.34 ± 0.007 (below)
 
 
-class _Scores(torch.nn.Module):
-    """A small fixed classifier without dead units (tanh), as in test_synthesize: every unit has a gradient."""
-
-    taps = ("scores",)
-
-    def __init__(self):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(5)
-            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=4), torch.nn.Tanh(),
-                                            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 20))
-        self.transform = torch.nn.Identity()
-
-    def forward(self, x, tap):
-        return self.body(x)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +39,7 @@ def generator():
 
 @pytest.fixture(scope="module")
 def scorer():
-    return UnitScorer(_Scores(), "scores", UNIT, name="scores:11")
+    return UnitScorer(Scores(), "scores", UNIT, name="scores:11")
 
 
 def random_search_best(generator, scorer, budget: int, seed: int = 100) -> tuple[float, float]:

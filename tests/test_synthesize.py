@@ -12,6 +12,7 @@ from repro.generator_file import save_generator
 from repro.models import feature_shape
 from repro.nets.generator import Generator
 from repro.synthesize import Objective, Settings, code_bounds, main, synthesize, unit_activations
+from tiny_classifier import Scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RESOLUTION = 64
@@ -25,27 +26,11 @@ def generator():
         return Generator(feature_shape(encoder, RESOLUTION), resolution=RESOLUTION, width=0.125).eval()
 
 
-class _Scores(torch.nn.Module):
-    """A small fixed classifier without dead units (tanh, no ReLU), so that every unit has a gradient from the
-    start; the real networks are exercised by the command-line tests below."""
-
-    taps = ("scores",)
-
-    def __init__(self):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(5)
-            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=4), torch.nn.Tanh(),
-                                            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 20))
-        self.transform = torch.nn.Identity()
-
-    def forward(self, x, tap):
-        return self.body(x)
 
 
 @pytest.fixture(scope="module")
 def objective():
-    return Objective(_Scores(), "scores", None)
+    return Objective(Scores(), "scores", None)
 
 
 def test_unit_activations_reads_the_unit_and_the_centre_of_maps():
