@@ -158,6 +158,13 @@ def worker(rank: int, world_size: int, init_file: str, out_dir: str, batches: li
         dist.destroy_process_group()
 
 
+def same_gradient(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to float summation order: gloo sums two half-batch gradients where one process sums the whole
+    batch, so an element near zero can differ by ~1e-4 of the tensor's scale (seen in CI: 5.6e-6 on a tensor
+    of scale ~0.03); the tolerance is relative to that scale, not absolute."""
+    return torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-8)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_reduce_to_the_full_batch_gradient(tmp_path):
     torch.manual_seed(0)
@@ -178,10 +185,10 @@ def test_two_gloo_processes_reduce_to_the_full_batch_gradient(tmp_path):
     for update, expected in enumerate(single["grads"]):
         for rank in ranks:
             for got, want in zip(rank["grads"][update], expected):
-                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+                assert same_gradient(got, want), (update, float((got - want).abs().max()), float(want.abs().max()))
     for key, want in single["generator"].items():
         for rank in ranks:
-            torch.testing.assert_close(rank["generator"][key], want, rtol=1e-4, atol=1e-6)
+            assert same_gradient(rank["generator"][key], want), key
     for step in range(2):
         for term in ("feat", "adv", "img", "discr", "total"):
             assert ranks[0]["values"][step][term] == pytest.approx(single["values"][step][term], rel=1e-4)
@@ -193,4 +200,4 @@ def test_two_gloo_processes_reduce_to_the_full_batch_gradient(tmp_path):
     finally:
         loop.optimizer_step = original
         torch.set_num_threads(threads)
-    assert not all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(own["grads"][1], single["grads"][1]))
+    assert not all(same_gradient(a, b) for a, b in zip(own["grads"][1], single["grads"][1]))
