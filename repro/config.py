@@ -45,6 +45,9 @@ class Config:
     generator_width: float = 1.0         # channel multiplier; 1.0 = the released prototxts
     discriminator_width: float = 1.0
     discriminator_features: bool = False  # also feed the inverted features y to D (the paper's option)
+    init_generator: str = ""             # a generator file (repro.generator_file; "shipped" = the packaged one)
+                                         # whose weights start G instead of a random init: warm start from e.g.
+                                         # the image-loss solution (our schedule option, not the paper's)
     # --- loss (Caffe units: ½Σ(a−b)²/N on 0–255 images and raw activations) -------------------
     comparator: str = "alexnet"          # C of the feature loss (repro.comparators)
     comparator_tap: str = "pool5"        # the paper used CONV5 = pool5 in most experiments
@@ -387,6 +390,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"num_workers={config.num_workers}: data loader workers are ≥ 0, or -1 for automatic")
     if config.data_cache_mb < 0:
         raise ConfigError("data_cache_mb must be ≥ 0 (0 = nothing cached)")
+    if config.init_generator and config.model != "inversion":
+        raise ConfigError(f"init_generator warm-starts an inversion's generator; model={config.model} has none to "
+                          "start from a generator file")
     if config.micro_batch < 0:
         raise ConfigError("micro_batch must be ≥ 0 (0 = each worker's whole batch in one pass)")
     for key in ("lambda_feat", "lambda_adv", "lambda_img", "lambda_kl", "freeze_encoder_steps", "lambda_img_start",

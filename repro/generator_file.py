@@ -163,6 +163,24 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                          data.get("config", {}), data.get("source", {}), data["sha256"])
 
 
+def warm_start(generator: Generator, path: str | Path, *, encoder: str, tap: str,
+               encoder_input_size: int | None) -> GeneratorFile:
+    """Copy a generator file's weights into `generator` (Config.init_generator): G starts from, e.g., the image-loss
+    solution, our schedule option. The file must invert the same code (encoder, tap, the side the encoder sees)
+    with the same architecture; `GeneratorFileError` names every difference."""
+    source = load_generator(path)
+    want = {"encoder": encoder, "tap": tap, "encoder input size": encoder_input_size, **generator_args(generator)}
+    have = {"encoder": source.encoder, "tap": source.tap, "encoder input size": source.encoder_input_size,
+            **generator_args(source.generator)}
+    differ = [f"{key} {have[key]} (this run: {want[key]})" for key in want if have[key] != want[key]]
+    if differ:
+        raise GeneratorFileError(f"init_generator {path} does not fit this run's generator: {'; '.join(differ)}")
+    with torch.no_grad():
+        for name, tensor in generator.state_dict().items():
+            tensor.copy_(source.generator.state_dict()[name])
+    return source
+
+
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None, half: bool = False) -> dict[str, Any]:
     """The generator of a training run (newest intact checkpoint, or `step`) as a generator file."""
     from repro.models import Inverter

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -69,6 +70,15 @@ def input_size(side: int, config: Config) -> int | None:
     return side if side and side != config.resolution else None
 
 
+def init_generator_path(value: str) -> Path:
+    """Config.init_generator as a file: "shipped" names the generator that ships with the package."""
+    if value == "shipped":
+        from repro.shipped import shipped_generator  # local: shipped reads generator files, a heavier module
+
+        return shipped_generator()
+    return Path(value)
+
+
 def lambdas_of(config: Config) -> dict[str, float]:
     return {"feat": config.lambda_feat, "adv": config.lambda_adv, "img": config.lambda_img,
             "kl": config.lambda_kl if config.model == "vae" else 0.0}
@@ -103,6 +113,11 @@ def _build_parts(config: Config, device: torch.device) -> Parts:
                                    seed=config.seed, input_size=input_size(config.encoder_resolution, config))
         generator = Generator(feature_shape(encoder, config.resolution), resolution=config.resolution,
                               width=config.generator_width)
+        if config.init_generator:  # a resumed run's checkpoint overwrites this afterwards
+            from repro.generator_file import warm_start  # local: generator_file imports models' neighbours
+
+            warm_start(generator, init_generator_path(config.init_generator), encoder=config.encoder,
+                       tap=config.layer, encoder_input_size=input_size(config.encoder_resolution, config))
         model = Inverter(encoder, generator)
     needs_comparator = config.recon_loss == "deepsim" and lambdas["feat"] > 0
     comparator_size = input_size(config.comparator_resolution, config)

@@ -87,6 +87,11 @@ def weights(config: Config) -> dict[str, str]:
             out[role] = " + ".join(f"{path} sha256={sha256_file(path)}" for path in default_paths())
         else:
             out[role] = f"{name} (seeded random, seed {config.seed})"
+    if config.init_generator:  # the warm start's weights (Config.init_generator)
+        from repro.models import init_generator_path
+
+        path = init_generator_path(config.init_generator)
+        out["init_generator"] = f"{path} sha256={sha256_file(path) if path.exists() else 'missing'}"
     return out
 
 

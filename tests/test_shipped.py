@@ -65,3 +65,25 @@ def test_invert_without_a_generator_uses_the_shipped_one_and_follows_each_photo(
     # the plausible wrong results fail the same check: one image for every photo, and noise
     assert not passes(follows_its_photos(originals, recon[:1].expand_as(recon)))
     assert not passes(follows_its_photos(originals, torch.rand(recon.shape, generator=torch.Generator().manual_seed(0))))
+
+
+def test_init_generator_warm_starts_from_the_shipped_file_and_refuses_a_misfit():
+    """Config.init_generator: G of a fresh CONV5* run is the shipped generator, weight for weight; a run whose
+    generator differs (another side, width and code) gets one error naming the differences, not a silent init."""
+    from repro.config import ConfigError, make_config
+    from repro.generator_file import GeneratorFileError
+    from repro.models import build_parts
+
+    shipped = load_generator(SHIPPED).generator
+    parts = build_parts(make_config("conv5star", {"init_generator": "shipped", "amp": "off",
+                                                  "channels_last": "false"}), torch.device("cpu"))
+    started = parts.model.generator.state_dict()
+    for name, tensor in shipped.state_dict().items():
+        assert torch.equal(started[name], tensor), name
+    random_init = build_parts(make_config("conv5star", {"amp": "off", "channels_last": "false"}), torch.device("cpu"))
+    assert not all(torch.equal(tensor, started[name])
+                   for name, tensor in random_init.model.generator.state_dict().items() if tensor.is_floating_point())
+    with pytest.raises(GeneratorFileError, match="width|resolution|in_shape"):
+        build_parts(make_config("smoke", {"init_generator": "shipped"}), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="init_generator"):
+        make_config("vae", {"init_generator": "shipped"})
