@@ -265,6 +265,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # results/autoencoders/20261204-cpu/vae-long/NOTE.md). 4800 iterations: the published run.
     "vae": dict(_AE_SMALL, model="vae", recon_loss="deepsim", fine_tune_trunk=False, steps=4800, image_every=600,
                 checkpoint_every=1200, keep_checkpoints=4),
+    # The principle of protocol CONV5* for the DeePSiM autoencoder and VAE: their comparator sees a 227 px copy
+    # of each 64 px image, so the feature term compares pool5 maps of 6×6 (at 64 px pool5 is 1×1, one value per
+    # channel: no layout left to compare); λ by the rule with the ratio measured for 64 px images seen at 227
+    # px. The encoder, G and D keep working at 64 px. (The published vae / ae-deepsim runs predate these.)
+    "ae-deepsim-conv5star": dict(_AE_SMALL, model="autoencoder", recon_loss="deepsim", comparator_resolution=227,
+                                 **reduced_lambdas(64, comparator_resolution=227)),
+    "vae-conv5star": dict(_AE_SMALL, model="vae", recon_loss="deepsim", fine_tune_trunk=False, steps=4800,
+                          image_every=600, checkpoint_every=1200, keep_checkpoints=4, comparator_resolution=227,
+                          **reduced_lambdas(64, comparator_resolution=227)),
     # Protocol CONV5* (above): the full DeePSiM loss, its image-loss baseline (Dosovitskiy & Brox 2016a) and
     # the ablations of Fig. 1, all on one schedule so that they compare at equal steps.
     # (no-img has no image term to warm-start with; the image loss alone gains nothing from a scale on its λ).

@@ -95,3 +95,18 @@ def test_d_loss_weight_scales_ds_gradient_before_its_decay(tmp_path):
     for a, b in zip(raw, weighted):
         assert float((b - 100 * a).norm() / b.norm()) < 1e-4
     assert make_config("conv5star").d_loss_weight == 100.0
+
+
+@pytest.mark.parametrize("preset", ["ae-deepsim-conv5star", "vae-conv5star"])
+def test_the_autoencoders_deepsim_comparator_sees_a_map_of_at_least_4x4(preset):
+    """The CONV5* principle for the autoencoder and the VAE: their 64 px images reach the comparator as 227 px
+    copies, so the feature term compares 6×6 pool5 maps; the older presets compare 1×1 (the wrong result)."""
+    x = torch.rand(2, 3, 64, 64)
+    shapes = {}
+    for name in (preset, preset.replace("-conv5star", "") if preset.startswith("ae") else "vae"):
+        parts = build_parts(make_config(name, {"generator_width": "0.125", "discriminator_width": "0.25"}),
+                            torch.device("cpu"))
+        with torch.no_grad():
+            shapes[name] = tuple(parts.comparator(x).shape[-2:])
+    assert shapes[preset] == (6, 6)
+    assert min(shapes[name] for name in shapes if name != preset) == (1, 1)
