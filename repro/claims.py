@@ -59,13 +59,14 @@ def metrics_files(root: Path = RESULTS) -> list[Path]:
 def scale_of(protocol: dict) -> str:
     """The scale a metrics.json's protocol was measured at: its image resolution and the one the encoder saw the
     images at (metrics.json files older than `encoder_resolution` saw them as they were). Encoder at 227 px beside
-    smaller images is protocol CONV5* (`repro.config`): the paper's code from reduced images."""
+    smaller images is protocol CONV5* (`repro.config`): the paper's code from reduced images. Runs whose G started
+    from a generator file (`Config.init_generator`) form a scale of their own: a different schedule."""
     resolution = protocol["resolution"]
     encoder_side = protocol.get("encoder_resolution") or resolution
-    if encoder_side == resolution:
-        return f"{resolution} px"
     seen = f"{resolution} px images, encoder at {encoder_side} px"
-    return f"CONV5* ({seen})" if encoder_side == 227 else seen
+    scale = f"{resolution} px" if encoder_side == resolution else f"CONV5* ({seen})" if encoder_side == 227 else seen
+    start = protocol.get("init_generator")
+    return f"{scale}, G warm-started from {start.split()[0]}" if start else scale
 
 
 def scales(records: list[dict]) -> list[str]:
@@ -93,7 +94,7 @@ def measured_records(root: Path = RESULTS) -> list[dict]:
         protocol = data["protocol"]
         group = (protocol.get("encoder"), protocol.get("encoder_weights"), protocol.get("resolution"),
                  protocol.get("encoder_resolution") or protocol.get("resolution"), protocol.get("eval_data"),
-                 protocol.get("n_images"))
+                 protocol.get("n_images"), protocol.get("init_generator", ""))
         for result in data["results"]:
             out.append({"source": f"{root.name}/{path.relative_to(root).as_posix()} [{result['method']}]", "path": path,
                         "preset": data["preset"], "layer": data["layer"], "layer_depth": protocol.get("layer_depth"),
@@ -125,7 +126,8 @@ def representatives(records: list[dict]) -> list[dict]:
 
 
 def comparable(a: dict, b: dict) -> bool:
-    """Same evaluation images, encoder (and its weights), resolution, encoder resolution and inverted layer,
+    """Same evaluation images, encoder (and its weights), resolution, encoder resolution, warm start (the
+    generator file G started from, if any) and inverted layer,
     and, for two trained generators, the same number of training steps and the same seed: a method trained
     longer must not win by that, and seeds are compared like with like. M&V (step None) optimises per image and
     is comparable with every generator of its setting; a record without a seed with every seed."""

@@ -118,6 +118,13 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
                        f"{config.generator_width}, {config.steps:,} steps scheduled (paper: ILSVRC-2012, batch 64, "
                        "width 1, ~1M iterations)")
     differences.append(f"{n_images} images of {config.eval_data!r} instead of the ILSVRC-2012 validation set")
+    start = ""
+    if config.init_generator:  # a warm-started G is compared only with runs started from the same file
+        from repro.models import init_generator_path
+
+        path = init_generator_path(config.init_generator)
+        start = f"{path.name} sha256={sha256_file(path)}"
+        differences.append(f"G started from the generator file {path.name}, not from a random initialisation")
     weights = config.encoder_weights
     return {
         "encoder": config.encoder,
@@ -131,6 +138,7 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
         "resolution": config.resolution,
         "eval_data": config.eval_data,
         "n_images": n_images,
+        "init_generator": start,
         "seed": config.seed,  # runs of one setting differing only by seed measure the spread claims must exceed
         "paper_protocol": config.encoder == "caffenet" and bool(weights) and config.resolution == 227,
         "differences_from_paper": differences,
