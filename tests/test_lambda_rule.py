@@ -63,7 +63,9 @@ def test_reduced_lambdas_keep_the_papers_balance_of_terms(images, alexnet_ratios
 
 # Reduced presets whose λ are not the rule's, and why.
 RULE_EXEMPT = {"small-pool5-tuned": "the λ a committed Ray Tune search chose",
-               "smoke": "a two-step test configuration"}
+               "smoke": "a two-step test configuration",
+               "conv5star-warm": "λ_feat 100× the rule's, chosen by a probe (results/conv5star-warm/README.md)",
+               "conv5star-warm-no-adv": "the ablation of conv5star-warm, same λ_feat"}
 
 
 def test_every_reduced_preset_takes_its_lambdas_from_the_rule():
