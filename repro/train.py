@@ -347,7 +347,7 @@ def launch_local(config: Config, run: str, args: argparse.Namespace) -> dict[str
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m repro.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default conv5star; a resumed run keeps its own)")
+    parser.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default conv5star-warm; a resumed run keeps its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (repeatable), e.g. --set steps=100")
     parser.add_argument("--storage", metavar="PATH_OR_URI",
@@ -438,7 +438,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
         if changed:
             raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(RESUMABLE)}")
         return resumed, run
-    config = make_config(args.preset or "conv5star", parse_overrides(args.overrides))
+    config = make_config(args.preset or "conv5star-warm", parse_overrides(args.overrides))
     return config, run_location(args, config.preset)
 
 
