@@ -34,7 +34,7 @@ want of time) in `gpu_check.json` as soon as it ends, so a later failure or the 
    failure does not fail the check.
 
 Outputs in `--out` ($OUT on the device): `gpu_check.json` (every figure + provenance), `summary.md`,
-`grid-paper-pool5.jpg`, and the shell wrapper's `gpu_check.log`.
+`grid-paper-pool5.webp`, and the shell wrapper's `gpu_check.log`.
 """
 from __future__ import annotations
 
@@ -513,6 +513,7 @@ def loader_section(images: Path, device, smoke: bool, allowed_s: float, gpu_deco
 
 def paper_run_section(images: Path, device, smoke: bool, allowed_s: float, work: Path, out_dir: Path,
                       shared: dict[str, Any]) -> dict[str, Any]:
+    from repro.figures import FIGURE_SUFFIX
     from repro.weights import weights_path
 
     pretrained = weights_path("alexnet_tv").exists()
@@ -538,9 +539,9 @@ def paper_run_section(images: Path, device, smoke: bool, allowed_s: float, work:
     wall = time.monotonic() - started
     stats = run_dir / "stats.jsonl"
     rows = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
-    grid = run_dir / "grid-latest.jpg"
+    grid = run_dir / f"grid-latest{FIGURE_SUFFIX}"
     if grid.exists():
-        shutil.copy(grid, out_dir / "grid-paper-pool5.jpg")
+        shutil.copy(grid, out_dir / f"grid-paper-pool5{FIGURE_SUFFIX}")
     shared["paper_run"] = run_dir
     output = done.stdout + done.stderr
     record = {"command": shlex.join(["python", *argv[1:]]), "rc": done.returncode, "process_wall_s": round(wall, 1),
@@ -549,7 +550,7 @@ def paper_run_section(images: Path, device, smoke: bool, allowed_s: float, work:
               "last": rows[-1] if rows else None,
               "images_per_s_last_window": rows[-1].get("images_per_s") if rows else None,
               "balance_events": [line for line in output.splitlines() if "pause" in line or "resume" in line][:20],
-              "grid": "grid-paper-pool5.jpg" if grid.exists() else None, "tail": output[-1500:]}
+              "grid": f"grid-paper-pool5{FIGURE_SUFFIX}" if grid.exists() else None, "tail": output[-1500:]}
     if done.returncode != 0:
         raise RuntimeError(f"repro.train exited {done.returncode}: {output.strip().splitlines()[-1:]}")
     return record

@@ -357,7 +357,7 @@ CONTRADICTED = {(key, OLD_SCALE): reason for key, reason in {
         "at 96 px and 2400 CPU steps (results/ablation-no-adv, results/small-pool5) the run without the adversarial "
         "term beats the full loss on every metric (LPIPS 0.53 vs 0.57, image/feature error 57.7/59.2 vs "
         "60.0/69.8 %): the full loss's adversarial term is still in its texture phase (see "
-        "results/figures/pool5-ablations-2400-steps.jpg), and LPIPS (AlexNet backbone) shares the pretrained "
+        "results/figures/pool5-ablations-2400-steps.webp), and LPIPS (AlexNet backbone) shares the pretrained "
         "AlexNet with the comparator the no-adv run matches directly; the paper's Fig. 1(d) was trained for 500k+ "
         "steps"),
     "no-img-similar": (
@@ -374,11 +374,11 @@ CONTRADICTED = {(key, OLD_SCALE): reason for key, reason in {
         "fire9 75.6 vs 75.1 %)"),
     "blur": (
         "at 96 px and 2400 CPU steps DeePSiM's reconstructions are textures, not the originals' edges "
-        "(results/figures/pool5-deepsim-vs-image-loss-2400-steps.jpg): gradient error 127 % vs the image loss's "
+        "(results/figures/pool5-deepsim-vs-image-loss-2400-steps.webp): gradient error 127 % vs the image loss's "
         "103 % (both above a flat image's 100 %); the image loss is blurrier (sharpness 28 vs 83 %) but the "
         "structure DeePSiM adds is invented, which is what the gradient-error score is built to catch; twice "
         "the training does not change it (4800 steps: 126.7 vs 103.1 %, "
-        "results/figures/pool5-deepsim-vs-image-loss-4800-steps.jpg)"),
+        "results/figures/pool5-deepsim-vs-image-loss-4800-steps.webp)"),
 }.items()}
 CONV5_STAR_SCALE = "CONV5* (96 px images, encoder at 227 px)"
 CONTRADICTED.update({(key, CONV5_STAR_SCALE): reason for key, reason in {

@@ -9,12 +9,12 @@ deepsim, then measured on held-out images (`imagenet-1k-256`, never seen in trai
 §4.2), and writes a grid of samples z ~ N(0, I) for each.
 
 Writes into OUT:
-- `reconstructions.jpg`: rows = originals, then one row per model (labelled), columns = held-out images;
+- `reconstructions.webp`: rows = originals, then one row per model (labelled), columns = held-out images;
 - `metrics.json` + `metrics.md`: PSNR, SSIM, MS-SSIM, LPIPS and the paper's normalised image-space error
   ‖a − b‖₂ / N (N = mean distance between all pairs of different evaluation images), with provenance;
   measured by `repro.scores.measure`, the one measurement of every model kind, so metrics.json also holds
   its other numbers (feature error in the model's own code, gradient error, sharpness, nearest neighbours);
-- `samples-vae-se.jpg`, `samples-vae-deepsim.jpg` (with `--vae`);
+- `samples-vae-se.webp`, `samples-vae-deepsim.webp` (with `--vae`);
 and keeps each model's run folder (config.json, stats.jsonl, grids, final checkpoint: large, so outside the
 results) in `--runs-dir` (default runs/autoencoders/<id>), so `python -m repro.sample RUNS/vae-deepsim`
 works afterwards.
@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from repro.config import Config, ConfigError, make_config, parse_overrides
-from repro.figures import labelled_rows, save_figure
+from repro.figures import FIGURE_SUFFIX, labelled_rows, save_figure
 from repro.tables import markdown_table, metric_cells, metric_headings
 
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
@@ -115,7 +115,7 @@ def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
         from repro.sample import sample_images, write_samples
 
         samples = sample_images(model, options.n_samples, seed=0)
-        path = options.out / f"samples-{name}.jpg"
+        path = options.out / f"samples-{name}{FIGURE_SUFFIX}"
         write_samples(path, samples)
         result["samples"] = path.name
     return result, reconstructions
@@ -145,7 +145,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines += ["", "Image error: ‖a − b‖₂ / N in %, N = mean Euclidean distance between all pairs of different "
               "evaluation images (the paper's normalisation; 100 % = a random evaluation image). VAE rows decode "
               "μ (no sampling). Reconstructions are clamped to [0, 1] before measuring.", "",
-              f"Command: `{prov['command']}`", "", "![reconstructions](reconstructions.jpg)", ""]
+              f"Command: `{prov['command']}`", "", f"![reconstructions](reconstructions{FIGURE_SUFFIX})", ""]
     lines += [f"![samples of {name}]({r['samples']})" for name, r in record["results"].items() if "samples" in r]
     return "\n".join(lines) + "\n"
 
@@ -177,7 +177,7 @@ def compare(options: Options) -> dict[str, Any]:
     for name in configs:
         results[name], reconstructions = measure_trained(name, trained[name], images, image_metrics, options)
         rows.append((name, reconstructions[: options.grid_images]))
-    save_figure(labelled_rows(rows), options.out / "reconstructions.jpg")
+    save_figure(labelled_rows(rows), options.out / f"reconstructions{FIGURE_SUFFIX}")
 
     record = {
         "results": results,
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({name: config.to_dict() for name, config in configs.items()}, indent=2))
         return 0
     record = compare(options)
-    print(f"wrote {options.out / 'metrics.md'} and {options.out / 'reconstructions.jpg'} "
+    print(f"wrote {options.out / 'metrics.md'} and {options.out / f'reconstructions{FIGURE_SUFFIX}'} "
           f"({record['provenance']['wall_time_s']:.0f} s)")
     return 0
 

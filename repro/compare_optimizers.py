@@ -11,8 +11,8 @@ The default budget, 480 images, is a whole number of generations for all three: 
 20, 20 of CMA-ES's 24 (a 1024-dimensional code), 480 gradient steps of one image (each a forward and a
 backward pass: the gradient method is given the network's gradient, which the others never see).
 
-Writes DIR/results.md (the table), DIR/curves.png (the plot: one panel per unit, the mean over seeds with the
-range of seeds shaded, the natural reference dashed), DIR/best-images.png (per unit: its top natural image, then
+Writes DIR/results.md (the table), DIR/curves.webp (the plot: one panel per unit, the mean over seeds with the
+range of seeds shaded, the natural reference dashed), DIR/best-images.webp (per unit: its top natural image, then
 each optimiser's best image over the seeds), DIR/curves.jsonl (every run's curve) and DIR/provenance.json
 (command, commit, generator and network sha256, data, device, wall time). Any generator file works; the lead
 may re-run this command with a better one.
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from repro.code_search import search, settings_record
     from repro.comparators import build_net
     from repro.data import DataError, list_images, load_images, resolve_folder
+    from repro.figures import FIGURE_SUFFIX, save_figure, save_images
     from repro.generator_file import GeneratorFileError, load_generator
     from repro.scorers import ScorerError, UnitScorer
     from repro.synthesize import bounds_from_encoder, build_parser, make_optimizer
@@ -234,10 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(map(str, args.seeds))} · budget {args.budget} images per run · scores are the unit's value "
         f"before softmax on images at {loaded.resolution} px · genetic and cmaes see scores only; gradient is "
         "given the network's gradient (a forward and a backward pass per image) · provenance in `provenance.json`\n\n"
-        + text + "\n![best score vs images scored](curves.png)\n\n![per unit: top natural image, then the best image "
-        "of genetic, cmaes, gradient](best-images.png)\n")
-    plot(curves, reference, names, args.budget).save(args.out / "curves.png")
-    from torchvision.utils import save_image
+        + text + f"\n![best score vs images scored](curves{FIGURE_SUFFIX})\n\n![per unit: top natural image, then the "
+        f"best image of genetic, cmaes, gradient](best-images{FIGURE_SUFFIX})\n")
+    save_figure(plot(curves, reference, names, args.budget), args.out / f"curves{FIGURE_SUFFIX}")
 
     tiles = []
     for unit in args.units:
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.optimizers:
             with torch.no_grad():
                 tiles.append(loaded.generator(best_images[name, unit][1][None].to(args.device)).clamp(0, 1)[0].cpu())
-    save_image(torch.stack(tiles), args.out / "best-images.png", nrow=1 + len(args.optimizers), padding=2, pad_value=1.0)
+    save_images(torch.stack(tiles), args.out / f"best-images{FIGURE_SUFFIX}", columns=1 + len(args.optimizers))
     from converters.squeezenet_dc import default_paths
 
     from repro.assets import FOLDER_SHA256
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizers=settings, gradient_bounds=bounds_info, reference=reference,
         run_wall_s={name: round(sum(c["wall_s"] for c in curves if c["optimizer"] == name), 1) for name in args.optimizers})
     provenance.write(args.out, record)
-    print(f"{args.out / 'results.md'}, {args.out / 'curves.png'} ({time.time() - t0:.0f} s)")
+    print(f"{args.out / 'results.md'}, {args.out / f'curves{FIGURE_SUFFIX}'} ({time.time() - t0:.0f} s)")
     return 0
 
 

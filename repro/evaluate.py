@@ -41,7 +41,7 @@ from repro import metrics as metric_lib
 from repro.assets import REPO_ROOT, AssetError, sha256_file
 from repro.config import Config, ConfigError
 from repro.data import DataError
-from repro.figures import FIGURE_CAPTIONS, write_figures, write_grid
+from repro.figures import FIGURE_CAPTIONS, FIGURE_SUFFIX, write_figures, write_grid
 from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, image_metric_fn, independent_network,
                           load_eval_images, measure, reference_of, score)
 from repro.tables import markdown_table, metric_cells, metric_headings
@@ -271,8 +271,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         mv_result, mv_images = measure_mahendran_vedaldi(model, ref, options, device, image_metrics, independent)
         results.append(mv_result)
         shown = min(2 * options.figure_images, images.shape[0])
-        write_grid(options.out / "mv-reconstructions.jpg", images[:shown], mv_images[:shown], columns=4)
-        figures["mv_reconstructions"] = "mv-reconstructions.jpg"
+        figures["mv_reconstructions"] = f"mv-reconstructions{FIGURE_SUFFIX}"
+        write_grid(options.out / figures["mv_reconstructions"], images[:shown], mv_images[:shown], columns=4)
 
     record = {
         "run": display_path(options.run_dir),

@@ -29,7 +29,7 @@ from repro.data import infinite_batches, list_images, load_images, resolve_folde
 from repro.comparators import Comparator
 from repro.devices import pick_device
 from repro.errors import DeepsimError
-from repro.figures import write_grid
+from repro.figures import FIGURE_SUFFIX, write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
 from repro.nets.generator import CONV_LAYERS
@@ -724,8 +724,8 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
             progress.update(1)
             if session.is_main and (step % config.image_every == 0 or last):
                 recon = trainer.reconstruct(eval_images)
-                write_grid(run_dir / "grids" / f"step-{step:08d}.jpg", eval_images, recon)
-                write_grid(run_dir / "grid-latest.jpg", eval_images, recon)
+                write_grid(run_dir / "grids" / f"step-{step:08d}{FIGURE_SUFFIX}", eval_images, recon)
+                write_grid(run_dir / f"grid-latest{FIGURE_SUFFIX}", eval_images, recon)
             ckpt_dir = None
             if step % config.checkpoint_every == 0 or last:
                 if session.is_main:

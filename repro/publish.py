@@ -6,8 +6,8 @@ statistics, the latest and a few intermediate grids, and evaluation metrics/figu
 copied to `results/<preset>/<run name>/` so every committed number points back to the command that made it.
 `--generator` also writes the trained generator alone as `generator.pt` (`repro.generator_file`: G's weights,
 its architecture, the encoder name/tap it inverts, sha256), for `python -m repro.invert` and
-`python -m repro.synthesize`; `--half` stores it in float16. Figures of a run trained before they were JPEG are
-re-encoded on the way (`repro.compress_figures`), so that what is committed stays small.
+`python -m repro.synthesize`; `--half` stores it in float16. Figures of a run trained before they were WebP (JPEG
+or PNG) are re-encoded on the way (`repro.compress_figures`), so that what is committed stays small.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 from repro.assets import REPO_ROOT
 
 # provenance.json holds the run's config too, so the published folder needs no separate config.json.
-FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.jpg", "grid-latest.png")  # .png: older runs
+FILES = ("provenance.json", "stats.jsonl", "metrics.csv",
+         "grid-latest.webp", "grid-latest.jpg", "grid-latest.png")  # .jpg, .png: runs trained before WebP figures
 
 
 def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: bool = False,

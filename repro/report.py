@@ -12,7 +12,7 @@ Nothing here measures; it only arranges committed records, so every number on th
   measurable at this scale / not measured / not covered, with the comparisons behind it (`repro.claims`, the rules
   `tests/test_paper_numbers.py` asserts);
 - the published runs (`results/<preset>/<run>/provenance.json`, `python -m repro.publish`);
-- side-by-side figures (`results/figures/*.jpg` + their `.json`, `python -m repro.figures`);
+- side-by-side figures (`results/figures/*.webp` + their `.json`, `python -m repro.figures`);
 - the autoencoder / VAE comparison (`results/autoencoders/*/metrics.json`, `python -m repro.compare_autoencoders`),
   with which loss each perceptual metric prefers, read off the table;
 - λ searches (`results/tune/*/best.json`, `python -m tune.search`), performance (`results/perf.md`) and
@@ -30,6 +30,7 @@ from typing import Any
 from repro.assets import REPO_ROOT
 from repro.claims import scale_of, seed_of
 from repro.compare_autoencoders import METRIC_COLUMNS as AE_METRICS
+from repro.figures import FIGURE_SUFFIX, existing_figure
 from repro.scores import IDENTIFICATION_FACTOR, identification
 from repro.metrics import METRICS
 from repro.tables import markdown_table, metric_cells, metric_headings
@@ -159,11 +160,11 @@ def conv5star(root: Path) -> list[str]:
         run = _rel(path.parents[1], root)
         protocols.setdefault(star_protocol(path, record), []).append(run)
         seed = seed_of(path, record["protocol"])
-        figure = path.parent / "reconstructions.jpg"
+        figure = existing_figure(path.parent / "reconstructions")
         for result in record["results"]:
             rows.append([f"[{run}]({_rel(path, root)})", result["method"], "–" if seed is None else str(seed),
                          "–" if result["step"] is None else str(result["step"]), *metric_cells(result, STAR_METRICS),
-                         f"[figure]({_rel(figure, root)})" if figure.exists() else "–"])
+                         f"[figure]({_rel(figure, root)})" if figure else "–"])
             by_method.setdefault((result["method"], result.get("comparator"), result["step"]), []).append((seed, result))
     if len(protocols) == 1:
         lines += [f"Protocol: {next(iter(protocols))}.", ""]
@@ -231,7 +232,8 @@ def runs(root: Path) -> list[str]:
         folder = path.parent
         stats = folder / "stats.jsonl"
         step = json.loads(stats.read_text().splitlines()[-1])["step"] if stats.exists() else "?"
-        grid = f"[grid]({_rel(folder / 'grid-latest.jpg', root)})" if (folder / "grid-latest.jpg").exists() else "-"
+        latest = existing_figure(folder / "grid-latest")
+        grid = f"[grid]({_rel(latest, root)})" if latest else "-"
         rows.append([f"[{_rel(folder, root)}]({_rel(folder, root)})", f"`{prov['config']['preset']}`", str(step),
                      f"{prov.get('wall_time_s', 0) / 60:.1f} min", prov["device"], prov.get("launcher", "?"), grid])
     return lines + markdown_table(["run", "preset", "steps", "wall time", "device", "launcher", "last grid"], rows) + [""]
@@ -246,7 +248,7 @@ def figures(root: Path) -> list[str]:
     for path, record in records:
         rows = ", ".join(f"`{r['preset']}` ({r['method']}, step {r['step']})" for r in record["rows"])
         lines += [f"**{path.stem}**: {rows}. Command: `{record['command']}` at commit `{record['commit'][:12]}`.", "",
-                  f"![{path.stem}]({_rel(path.with_suffix('.jpg'), root)})", ""]
+                  f"![{path.stem}]({_rel(existing_figure(path) or path.with_suffix(FIGURE_SUFFIX), root)})", ""]
         lines += figure_metrics(root, record["rows"])
     return lines
 
@@ -308,7 +310,8 @@ def autoencoders(root: Path) -> list[str]:
         for label, names in (("Autoencoders", ae), ("VAEs", vae)):
             if len(names) > 1:
                 lines.append(f"- {label}: " + "; ".join(preferred(results, names)) + ".")
-        lines += ["", f"![reconstructions]({_rel(path.parent / 'reconstructions.jpg', root)})", ""]
+        figure = existing_figure(path.parent / "reconstructions") or path.parent / f"reconstructions{FIGURE_SUFFIX}"
+        lines += ["", f"![reconstructions]({_rel(figure, root)})", ""]
         for name, result in results.items():
             if "samples" in result:
                 lines += [f"Samples of {name}:", "", f"![samples of {name}]({_rel(path.parent / result['samples'], root)})", ""]

@@ -1,4 +1,4 @@
-"""`python -m repro.sample RUN_DIR --n 64 [--seed 0] [--out FILE.jpg]`: samples of a trained VAE.
+"""`python -m repro.sample RUN_DIR --n 64 [--seed 0] [--out FILE.webp]`: samples of a trained VAE.
 
 As the paper samples its VAEs (§4.2, Fig. 8): z = ε ~ N(0, I), decoded by the decoder. The latent draws
 come from a `torch.Generator` seeded with `--seed`, so the same run and seed give the same grid.
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run folder of a model=vae run (config.json + checkpoints/)")
     parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws z ~ N(0, I)")
-    parser.add_argument("--out", type=Path, help="figure to write (default RUN_DIR/samples-seed<SEED>.jpg; .png for lossless)")
+    parser.add_argument("--out", type=Path, help="figure to write (default RUN_DIR/samples-seed<SEED>.webp; .png for lossless)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the run's device rule)")
     args = parser.parse_args(argv)
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2
     from repro.checkpoint import CheckpointError
+    from repro.figures import FIGURE_SUFFIX
     from repro.runs import load_run
 
     try:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     images = sample_images(run.parts.model, args.n, args.seed)
-    out = args.out or args.run_dir / f"samples-seed{args.seed}.jpg"
+    out = args.out or args.run_dir / f"samples-seed{args.seed}{FIGURE_SUFFIX}"
     write_samples(out, images)
     print(f"{args.n} samples of {args.run_dir} (step {run.step}, seed {args.seed}) → {out}")
     return 0

@@ -565,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pick_device(config)  # DeviceError
     from repro import storage
+    from repro.figures import FIGURE_SUFFIX
 
     with user_input():  # Config-, Data-, Conversion-, StorageError; a file or a storage that cannot be read
         if args.launcher == "local" and storage.is_uri(run):
@@ -599,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                                             num_workers=args.num_workers, result=result))
     head = {"finished": f"finished {config.steps} steps",
             "stopped": f"stopped at step {step} of {config.steps} ({stopped.get('reason')})"}.get(status, status)
-    grid = storage.join(run, "grid-latest.jpg")
+    grid = storage.join(run, f"grid-latest{FIGURE_SUFFIX}")
     shown = f"; grid: {grid}" if storage.exists(grid) else ""  # a run that failed before drawing has none
     print(f"{head}: run folder {run} ({wall:.0f} s){shown}")
     return 0 if status in ("finished", "stopped") else 1

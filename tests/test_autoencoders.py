@@ -139,7 +139,7 @@ def test_sample_cli_on_a_vae_run_and_rejects_other_runs(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "config.json").write_text(config.to_json())
     train(config, run_dir, Session(show_progress=False))
-    out = tmp_path / "samples.jpg"
+    out = tmp_path / "samples.webp"
     assert main([str(run_dir), "--n", "4", "--seed", "0", "--out", str(out)]) == 0
     first = out.read_bytes()
     assert Image.open(out).size == (2 * R + 3 * 2, 2 * R + 3 * 2)  # 2×2 grid, padding 2

@@ -217,7 +217,7 @@ def test_two_worker_run_survives_a_lost_node(cluster):
     assert provenance["status"] == "finished" and provenance["result"]["metrics"]["step"] == STEPS
     # the run folder is complete, on the storage: config, provenance, logs, grids, Ray's registered checkpoints
     assert {"config.json", "provenance.json", "stats.jsonl", "metrics.csv", "tensorboard", "grids",
-            "grid-latest.jpg", "checkpoints", "checkpoint_manager_snapshot.json"} <= {p.name for p in run_dir.iterdir()}
+            "grid-latest.webp", "checkpoints", "checkpoint_manager_snapshot.json"} <= {p.name for p in run_dir.iterdir()}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         f"step-{s:08d}" for s in (STEPS - EVERY, STEPS)]
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
@@ -250,7 +250,7 @@ def test_two_trial_search_keeps_artefacts_under_the_storage(cluster):
     assert len(rows) == 2 and all(r["status"] == "finished" for r in rows), rows
     for row in rows:
         run_dir = experiment / row["run_dir"]
-        assert {"config.json", "provenance.json", "stats.jsonl", "grid-latest.jpg"} <= set(os.listdir(run_dir))
+        assert {"config.json", "provenance.json", "stats.jsonl", "grid-latest.webp"} <= set(os.listdir(run_dir))
     print(f"2-trial search on the cluster: {time.monotonic() - started:.1f} s")
 
 
@@ -276,7 +276,7 @@ def test_uri_storage_holds_the_whole_run_folder(cluster):
     assert f"run folder {uri}/run " in out
     run_dir = base / "uri-storage" / "run"
     assert {"config.json", "provenance.json", "stats.jsonl", "metrics.csv", "tensorboard", "grids",
-            "grid-latest.jpg", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+            "grid-latest.webp", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
     assert [json.loads(line)["step"] for line in (run_dir / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     assert checkpoint.load_latest(run_dir / "checkpoints")[1]["step"] == 4
     print(f"2-worker run on a file:// URI: {time.monotonic() - started:.1f} s")

@@ -369,6 +369,8 @@ def test_comparison_table_and_plot_from_curves():
 def test_comparison_command_end_to_end(generator_file, assets, tmp_path):
     import shutil
 
+    from PIL import Image
+
     from repro.compare_optimizers import OPTIMIZERS
     from repro.compare_optimizers import main as compare_main
 
@@ -384,5 +386,5 @@ def test_comparison_command_end_to_end(generator_file, assets, tmp_path):
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert {c["optimizer"] for c in curves} == set(OPTIMIZERS) and all(c["images"][-1] <= 24 for c in curves)
     assert "1 goldfish" in (out / "results.md").read_text()
-    assert (out / "curves.png").is_file() and (out / "best-images.png").is_file()
+    assert Image.open(out / "curves.webp").format == Image.open(out / "best-images.webp").format == "WEBP"
 

@@ -136,7 +136,7 @@ def test_reduced_paper_run_stays_under_the_memory_bound(tmp_path, assets):
     output, _ = process.communicate(timeout=600)
     watcher.join()
     assert process.returncode == 0, output[-3000:]
-    assert (tmp_path / "run" / "grid-latest.jpg").exists()
+    assert (tmp_path / "run" / "grid-latest.webp").exists()
     assert any((tmp_path / "cache" / "listings").glob("*.txt"))  # the index every rank reads was written
     print(f"peak PSS of the run's processes: {peak:.0f} MB; largest RSS of one: {largest:.0f} MB")
     assert 300 < peak < TREE_PSS_BOUND_MB, f"peak PSS of the run's processes {peak:.0f} MB"

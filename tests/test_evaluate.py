@@ -39,8 +39,8 @@ def evaluated(run_dir, tmp_path_factory):
 
 def test_writes_metrics_tables_and_figures(evaluated):
     out, record = evaluated
-    for name in ("metrics.json", "metrics.md", "reconstructions.jpg", "reencoding.jpg", "interpolation.jpg",
-                 "neighbours.jpg", "mv-reconstructions.jpg"):
+    for name in ("metrics.json", "metrics.md", "reconstructions.webp", "reencoding.webp", "interpolation.webp",
+                 "neighbours.webp", "mv-reconstructions.webp"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert record["preset"] == "smoke" and record["layer"] == "pool5"
     assert [r["method"] for r in record["results"]] == ["deepsim", "mahendran-vedaldi"]
@@ -151,10 +151,10 @@ def test_figure_layouts(evaluated):
     tile = 64 + 2  # 64 px images, 2 px padding
     columns = min(8, N_IMAGES)
     rows = figures.REENCODE_ITERATIONS + 1
-    assert Image.open(out / "reencoding.jpg").size == (columns * tile + 2, rows * tile + 2)
-    width, height = Image.open(out / "interpolation.jpg").size
+    assert Image.open(out / "reencoding.webp").size == (columns * tile + 2, rows * tile + 2)
+    width, height = Image.open(out / "interpolation.webp").size
     assert width == (figures.INTERPOLATION_STEPS + 2) * tile + 2 and height == 4 * tile + 2
-    assert Image.open(out / "neighbours.jpg").size == ((figures.NEIGHBOURS + 2) * tile + 2, 8 * tile + 2)
+    assert Image.open(out / "neighbours.webp").size == ((figures.NEIGHBOURS + 2) * tile + 2, 8 * tile + 2)
 
 
 def test_reencoding_and_interpolation_mechanics(run_dir):

@@ -30,7 +30,7 @@ def runs(tmp_path_factory, assets):
 
 def test_rows_of_each_run_on_the_same_images(runs, tmp_path, capsys):
     deepsim, image, _ = runs
-    out = tmp_path / "side.jpg"
+    out = tmp_path / "side.webp"
     assert main([str(deepsim), str(image), "--n", "3", "--out", str(out)]) == 0
     width, height = Image.open(out).size
     side = 64 + 2  # smoke resolution plus the grid's padding

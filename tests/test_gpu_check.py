@@ -114,4 +114,4 @@ def test_cpu_smoke_passes_with_ray_onnx2torch_and_lpips_unimportable(tmp_path):
     assert step["bf16"]["peak_kind"] == "bf16" and step["bf16"]["fraction_of_matmul_peak"] > 0
     assert results["sections"]["paper-pool5"]["encoder"] == "alexnet", "the carried weights were used"
     assert results["sections"]["resume-on-cpu"]["weights_equal_after_load"] is True
-    assert (out / "grid-paper-pool5.jpg").is_file() and (out / "gpu_check.log").is_file()
+    assert (out / "grid-paper-pool5.webp").is_file() and (out / "gpu_check.log").is_file()

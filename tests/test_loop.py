@@ -251,7 +251,7 @@ def test_resume_continues_exactly(tmp_path):
     for key in a["discriminator"]:
         assert torch.equal(a["discriminator"][key], b["discriminator"][key]), key
     assert full["step"] == 4
-    assert (tmp_path / "full" / "grid-latest.jpg").exists() and (tmp_path / "full" / "stats.jsonl").exists()
+    assert (tmp_path / "full" / "grid-latest.webp").exists() and (tmp_path / "full" / "stats.jsonl").exists()
 
 
 def test_nonfinite_loss_stops_with_the_term_named(tmp_path, batch):
@@ -290,7 +290,7 @@ def test_time_limit_stops_with_the_last_step_logged_checkpointed_and_drawn(tmp_p
     logged = [json.loads(line)["step"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert logged[-1] == summary["step"]
     assert (tmp_path / "checkpoints" / f"step-{summary['step']:08d}").is_dir()
-    assert (tmp_path / "grids" / f"step-{summary['step']:08d}.jpg").exists()
+    assert (tmp_path / "grids" / f"step-{summary['step']:08d}.webp").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA is unusable")

@@ -105,7 +105,7 @@ def test_a_failed_run_names_no_grid_that_does_not_exist(tmp_path, capsys, monkey
     assert status == 1
     assert error_line(captured.err) == "error: every image of the training folder became unreadable"
     assert captured.out.splitlines()[-1].startswith(f"failed: DataError: run folder {run} (")
-    assert "grid" not in captured.out and not (run / "grid-latest.png").exists()
+    assert "grid" not in captured.out and not (run / "grid-latest.webp").exists()
     assert json.loads((run / "provenance.json").read_text())["status"] == "failed: DataError"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import PRESETS
+from repro.figures import FIGURE_SUFFIXES
 from repro.metrics import METRICS
 from repro.tables import markdown_table
 from tune.spaces import PAPER_LAMBDAS
@@ -129,11 +130,13 @@ def export(results, experiment: str, out: Path, record: dict[str, Any]) -> list[
         provenance = storage.read_text(storage.join(experiment, row["run_dir"], "provenance.json"))
         if provenance is not None:
             devices.add(json.loads(provenance)["device"])
-        grid = storage.join(experiment, row["run_dir"], "grid-latest.jpg")
-        if elsewhere and storage.exists(grid):
+        # the trial's last grid in the format its code wrote (WebP; trials run before it: JPEG or PNG)
+        grids = (storage.join(experiment, row["run_dir"], f"grid-latest{suffix}") for suffix in FIGURE_SUFFIXES)
+        grid = next((grid for grid in grids if storage.exists(grid)), None) if elsewhere else None
+        if grid is not None:
             (out / "grids").mkdir(exist_ok=True)
             fs, path = storage.filesystem(grid)
-            with fs.open_input_stream(path) as src, open(out / "grids" / f"{row['trial']}.jpg", "wb") as dst:
+            with fs.open_input_stream(path) as src, open(out / "grids" / f"{row['trial']}{Path(path).suffix}", "wb") as dst:
                 shutil.copyfileobj(src, dst)
     record["devices"] = sorted(devices)
     write_table(rows, out, record, lambda_names)
