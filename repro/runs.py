@@ -10,7 +10,6 @@ import torch
 from repro import checkpoint
 from repro.config import Config, from_dict
 from repro.devices import pick_device
-from repro.loop import load_model_state
 from repro.models import Parts, build_parts
 
 
@@ -44,7 +43,7 @@ def load_run(folder: str | Path, device: str | torch.device | None = None, step:
         ckpt_folder, state = found
     device = torch.device(device) if device else pick_device(config)
     parts = build_parts(config, device)
-    load_model_state(parts.model, state["model"])  # strict, but checkpoints leave out the frozen encoder
+    checkpoint.load_model_state(parts.model, state["model"])  # strict, but checkpoints leave out the frozen encoder
     if parts.discriminator is not None and state.get("discriminator"):
         parts.discriminator.load_state_dict(state["discriminator"], strict=True)
     parts.model.eval()
