@@ -38,12 +38,12 @@ from typing import Any, Callable
 import torch
 
 from repro import metrics as metric_lib
-from repro.assets import REPO_ROOT, AssetError, sha256_file
+from repro.assets import REPO_ROOT, AssetError, display_path, sha256_file
 from repro.config import Config, ConfigError
 from repro.data import DataError
 from repro.figures import FIGURE_CAPTIONS, write_figures, write_grid
-from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, image_metric_fn, independent_network,
-                          load_eval_images, measure, reference_of, score)
+from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, comparator_of, image_metric_fn,
+                          independent_network, load_eval_images, measure, method_of, reference_of, score)
 from repro.tables import markdown_table, metric_cells, metric_headings
 from repro.weights import WeightsError
 
@@ -65,21 +65,6 @@ class EvalOptions:
 # ---------------------------------------------------------------------------------------------------
 # What was measured: method and protocol, as data
 # ---------------------------------------------------------------------------------------------------
-def method_of(config: Config) -> str:
-    """The run's name in tables: deepsim, image-loss (Table 2's 'Our image loss'), or the ablation."""
-    if config.model != "inversion":
-        return f"{config.model}-{config.recon_loss}"
-    terms = {"feat": config.lambda_feat > 0, "adv": config.lambda_adv > 0, "img": config.lambda_img > 0}
-    if terms == {"feat": False, "adv": False, "img": True}:
-        return "image-loss"
-    missing = [name for name, used in terms.items() if not used]
-    return "deepsim" + "".join(f"-no-{name}" for name in missing)
-
-
-def comparator_of(config: Config) -> str | None:
-    return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
-
-
 # The code the paper inverts at each tap of CaffeNet (227 px): what a reduced protocol's code is set beside.
 PAPER_CODE = {"pool5": (256, 6, 6), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
 
@@ -191,12 +176,6 @@ def markdown(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------------
-def display_path(path: Path) -> str:
-    """Relative to the repository when inside it, so committed results do not name one machine's folders."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
-
-
 def check_run_folder(folder: Path) -> None:
     if not folder.exists():
         raise EvalError(f"run folder {folder} does not exist")

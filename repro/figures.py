@@ -20,10 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from repro import provenance as prov
+from repro.assets import display_path
+from repro.checkpoint import CheckpointError
+from repro.data import DataError
+from repro.runs import load_run
+from repro.scores import Reference, load_eval_images, method_of
+
 if TYPE_CHECKING:
     from PIL import Image
-
-    from repro.scores import Reference
 
 # Figures are JPEG: a sheet of 96 px reconstructions is a fifth of its PNG at quality 90, which still shows the
 # generators' fine textures and checkerboards (85 visibly smooths them); a `.png` path still writes PNG.
@@ -78,9 +83,6 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
                  step: int | None = None) -> tuple["Image.Image", list[dict]]:
     """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images, and
     what each row shows (run folder, preset, method, checkpoint step)."""
-    from repro.evaluate import display_path, load_eval_images, method_of
-    from repro.runs import load_run
-
     runs = [load_run(folder, device, step) for folder in run_dirs]
     resolutions = {run.config.resolution for run in runs}
     if len(resolutions) > 1:
@@ -99,8 +101,6 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
 
 def provenance(argv: list[str], n: int, runs: list[dict]) -> dict:
     """How the figure was made: command, commit, the rows' runs and steps, the images shown."""
-    from repro import provenance as prov
-
     return prov.record(prov.command("repro.figures", argv),
                        images=f"the first {n} of the first run's eval_data (sorted paths)", rows=runs)
 
@@ -190,9 +190,7 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.provenance import git_commit
-
-    git_commit()  # pin the commit of the code now running
+    prov.git_commit()  # pin the commit of the code now running
     parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders written by python -m repro.train")
     parser.add_argument("--out", type=Path, required=True, help="figure to write (.jpg; .png for lossless)")
@@ -200,9 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: each run's own choice")
     parser.add_argument("--step", type=int, help="each run's checkpoint of this step (default: its newest)")
     args = parser.parse_args(argv)
-    from repro.checkpoint import CheckpointError
-    from repro.data import DataError
-
     if args.n < 1:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2

@@ -47,6 +47,21 @@ def identification(result: dict[str, Any], n_images: int) -> dict[str, Any]:
     return {"rate_pct": rate, "chance_pct": chance, "threshold_pct": threshold, "above_chance": rate >= threshold}
 
 
+def method_of(config: Config) -> str:
+    """The run's name in tables: deepsim, image-loss (Table 2's 'Our image loss'), or the ablation."""
+    if config.model != "inversion":
+        return f"{config.model}-{config.recon_loss}"
+    terms = {"feat": config.lambda_feat > 0, "adv": config.lambda_adv > 0, "img": config.lambda_img > 0}
+    if terms == {"feat": False, "adv": False, "img": True}:
+        return "image-loss"
+    missing = [name for name, used in terms.items() if not used]
+    return "deepsim" + "".join(f"-no-{name}" for name in missing)
+
+
+def comparator_of(config: Config) -> str | None:
+    return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
+
+
 def load_eval_images(config: Config, n: int) -> tuple[torch.Tensor, list[Path], dict[str, Any]]:
     """The first n evaluation images (sorted paths), centre-cropped at the run's resolution, and their sha."""
     from repro.data import list_images, load_images
