@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     natural_id = (f"../shared/assets/{args.natural} sha256={FOLDER_SHA256[args.natural]}" if args.natural in FOLDER_SHA256
                   else f"{folder} listing sha256={listing_sha256(str(folder))}")
-    weights = {"scored_net": " + ".join(f"{p} sha256={provenance.sha256_file(p)}" for p in default_paths())
+    weights = {"scored_net": " + ".join(f"{p} sha256={provenance.weights_sha256(p)}" for p in default_paths())
                if args.net == "squeezenet" else args.net}
     record = provenance.record(
         provenance.command("repro.compare_optimizers", argv), dev=args.device, started=t0,

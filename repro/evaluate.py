@@ -41,6 +41,7 @@ from repro import metrics as metric_lib
 from repro.assets import REPO_ROOT, AssetError, display_path, sha256_file
 from repro.config import Config, ConfigError
 from repro.data import DataError
+from repro.generator_file import init_generator_path
 from repro.figures import FIGURE_CAPTIONS, write_figures, write_grid
 from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, comparator_of, image_metric_fn,
                           independent_network, load_eval_images, measure, method_of, reference_of, score)
@@ -105,8 +106,6 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
     differences.append(f"{n_images} images of {config.eval_data!r} instead of the ILSVRC-2012 validation set")
     start = ""
     if config.init_generator:  # a warm-started G is compared only with runs started from the same file
-        from repro.models import init_generator_path
-
         path = init_generator_path(config.init_generator)
         start = f"{path.name} sha256={sha256_file(path)}"
         differences.append(f"G started from the generator file {path.name}, not from a random initialisation")

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 from repro.assets import REPO_ROOT
+from repro.compress_figures import compress_figures
+from repro.provenance import command
+from repro.runs import export_run
 
 # provenance.json holds the run's config too, so the published folder needs no separate config.json.
 FILES = ("provenance.json", "stats.jsonl", "metrics.csv", "grid-latest.jpg", "grid-latest.png")  # .png: older runs
@@ -42,12 +45,7 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: 
     if (run_dir / "eval").is_dir():
         shutil.copytree(run_dir / "eval", dest / "eval", dirs_exist_ok=True)
     if generator:
-        from repro.generator_file import export_run
-
         export_run(run_dir, dest / "generator.pt", half=half)
-    from repro.compress_figures import compress_figures
-    from repro.provenance import command
-
     compress_figures(dest, command("repro.publish", [str(run_dir), str(dest)]))
     return dest
 
