@@ -245,9 +245,14 @@ def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
     return max(1, cluster_cpus // args.num_workers)
 
 
+# The code a cluster's workers import (tune's trials run this loop too), found beside this package by path: repro
+# does not import tune to locate it.
+CLUSTER_PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in ("repro", "converters", "tune"))
+
+
 def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
     """What every Ray worker process gets. On a cluster (`--address`) the code travels with the job
-    (`py_modules`: repro, converters, tune, as imported here), and the assets folder is named explicitly
+    (`py_modules`: the packages in CLUSTER_PACKAGES), and the assets folder is named explicitly
     (the shipped package no longer sits beside ../shared/assets): every node must mount it at that path,
     which `connect_ray` checks."""
     env: dict[str, Any] = {"worker_process_setup_hook": quiet_ray_workers}
@@ -256,12 +261,9 @@ def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
         # controller prints no alarming `PreemptionWatcher … max_restarts > 0` error line on every run.
         env["env_vars"] = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if args.address:
-        import converters
-        import repro
-        import tune
         from repro.assets import assets_root
 
-        env["py_modules"] = [str(Path(m.__file__).parent) for m in (repro, converters, tune)]
+        env["py_modules"] = [str(path) for path in CLUSTER_PACKAGES]
         env["env_vars"] = {"DEEPSIM_ASSETS": str(assets_root())}
     return env
 
