@@ -37,12 +37,15 @@ from typing import Any, Callable
 
 import torch
 
-from repro import metrics as metric_lib
+from repro import metrics as metric_lib, provenance
 from repro.assets import REPO_ROOT, AssetError, display_path, sha256_file
+from repro.baselines import config_for_layer, invert_images
+from repro.checkpoint import CheckpointError
 from repro.config import Config, ConfigError
 from repro.data import DataError
-from repro.generator_file import init_generator_path
 from repro.figures import FIGURE_CAPTIONS, write_figures, write_grid
+from repro.generator_file import init_generator_path
+from repro.runs import load_run
 from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, comparator_of, image_metric_fn,
                           independent_network, load_eval_images, measure, method_of, reference_of, score)
 from repro.tables import markdown_table, metric_cells, metric_headings
@@ -185,9 +188,6 @@ def check_run_folder(folder: Path) -> None:
 
 def open_run(options: EvalOptions) -> Any:
     """The run (config + model from its newest intact checkpoint), or an EvalError saying what to do."""
-    from repro.checkpoint import CheckpointError
-    from repro.runs import load_run
-
     check_run_folder(options.run_dir)
     try:
         run = load_run(options.run_dir, options.device, options.step)
@@ -208,8 +208,6 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
                               image_metrics: Callable, independent: Any | None = None
                               ) -> tuple[dict[str, Any], torch.Tensor]:
     """M&V's optimisation on the same images and encoder as the generator, scored the same way."""
-    from repro.baselines import config_for_layer, invert_images
-
     mv_config = config_for_layer(model.encoder.tap, steps=options.mv_steps, batch_size=options.batch_size)
     mv = invert_images(model.encoder, ref.images.to(device), mv_config, progress=options.progress)
     mv_images = mv.images.clamp(0, 1).cpu()
@@ -224,8 +222,6 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
-    from repro import provenance
-
     started = time.time()
     provenance.git_commit()  # pin the commit of the code now running
     run = open_run(options)

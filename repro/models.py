@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from repro.autoencoders import build_model
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
 from repro.errors import UsageError
@@ -101,8 +102,6 @@ def build_parts(config: Config, device: torch.device) -> Parts:
 def _build_parts(config: Config, device: torch.device) -> Parts:
     lambdas = lambdas_of(config)
     if config.model != "inversion":
-        from repro.autoencoders import build_model  # VAE / autoencoder presets
-
         model, encoder = build_model(config)
     else:
         encoder = build_comparator(config.encoder, config.layer, config.resolution, config.encoder_weights or None,
