@@ -56,6 +56,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from repro.assets import asset_folder, sha256_file
+from repro.config import from_dict, make_config
+from repro import provenance
+from repro.provenance import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".carry" / "gpu-check"
 CARRY_IMAGES = 320             # evaluation images carried (~7 MB); the loader cycles over them
@@ -93,9 +98,7 @@ EAGER = [name for name in VARIANTS if "compile" not in name]
 def prepare_carry(dest: Path, n_images: int = CARRY_IMAGES) -> dict[str, Any]:
     """Fill `dest` afresh with the first `n_images` evaluation images, the pretrained AlexNet and the commit;
     returns its manifest. Raises ValueError when the folder would pass CARRY_LIMIT."""
-    from repro.assets import asset_folder, sha256_file
     from repro.data import list_images, listing_sha256
-    from repro.provenance import git_commit
     from repro.weights import weights_path
 
     source = asset_folder("imagenet-1k-256")  # its manifest hash checked: the carried images are those
@@ -323,8 +326,6 @@ def matmul_peak(device, smoke: bool) -> dict[str, Any]:
 
 def step_config(smoke: bool, **options: str):
     """The paper's pool5 inversion on the CaffeNet architecture, the balancing rule held open."""
-    from repro.config import make_config
-
     overrides = {"encoder": "caffenet-random", "comparator": "caffenet-random", "train_data": "unused",
                  "pause_d_below": "0", "pause_g_above": "inf", "verify_data": "false", **options}
     if smoke:
@@ -466,7 +467,6 @@ def loader_section(images: Path, device, smoke: bool, allowed_s: float, gpu_deco
     torchvision's CPU decoder (training_loader refuses gpu_decode without CUDA)."""
     import torch
 
-    from repro.config import make_config
     from repro.data import EncodedFolder, GpuDecoded, listing, make_loader, resolve_source, training_loader
 
     workers, resolution = loader_workers(smoke), 64 if smoke else 227
@@ -565,7 +565,6 @@ def resume_section(shared: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from repro import checkpoint
-    from repro.config import from_dict
     from repro.loop import Session, Trainer
 
     run_dir = shared.get("paper_run")
@@ -681,7 +680,6 @@ def main(argv: list[str] | None = None) -> int:
     notes = use_carried(args.carry)
     import torch
 
-    from repro import provenance
     from repro.devices import DeviceError, pick_device
 
     budget = args.budget_s or (1000 if args.cpu_smoke else BUDGET_S)

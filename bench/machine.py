@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from repro import provenance as prov
+
 
 def cpu_model() -> str:
     try:
@@ -42,8 +44,6 @@ def contended(load: list[float]) -> bool:
 def provenance(device: torch.device) -> dict[str, Any]:
     """repro.provenance's record (command, commit, device, torch, created), the CPU model, threads, cores and the
     load average now (`load_average_after` is added when the measurement ends)."""
-    from repro import provenance as prov
-
     return prov.record(prov.command("bench.throughput", sys.argv[1:]), dev=device, device_type=device.type,
                        processor=device_name(device), threads=torch.get_num_threads(), cores=os.cpu_count(),
                        load_average_before=load_average())

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from repro.assets import asset_folder
+
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def ray_scaling(args: argparse.Namespace) -> dict[str, Any]:
     """The four runs on the first `args.scaling_images` Caltech-101 images (a small folder, so the caches are
     warm after a few steps) and their ratios."""
-    from repro.assets import asset_folder
     from repro.data import list_images
 
     work = Path(tempfile.mkdtemp(prefix="deepsim-scaling-"))

@@ -37,14 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
+from repro import provenance as prov
+from repro.config import make_config
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 PYTHON = sys.executable
 
 
 def provenance() -> dict:
-    from repro import provenance as prov
-
     return prov.record(" ".join(sys.argv), dev="cpu", machine=platform.node(), python=platform.python_version(),
                        loadavg=os.getloadavg())
 
@@ -254,7 +255,6 @@ def loader_bench(sources: dict[str, str], workers: list[int], batches: int, cach
 def loader_child(source: str, workers: int, batches: int) -> None:
     import torch
 
-    from repro.config import make_config
     from repro.data import infinite_batches, training_loader
 
     torch.set_num_threads(1)

@@ -23,9 +23,9 @@ from repro.comparators import build_comparator
 from repro.config import make_config
 from repro.data import list_images, load_images
 from repro.errors import cli
-from repro.generator_file import load_generator
+from repro.generator_file import init_generator_path, load_generator
 from repro.losses import adversarial_loss, feature_loss, image_loss
-from repro.models import Inverter, init_generator_path
+from repro.models import Inverter
 from repro.runs import load_run
 
 
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         path = init_generator_path(args.generator)
         loaded = load_generator(path)
-        inverter = Inverter.from_generator_file(loaded) if hasattr(Inverter, "from_generator_file") \
-            else loaded.inverter()
+        inverter = Inverter.from_file(loaded)
         source, resolution = f"{path} sha256={loaded.sha256}", loaded.resolution
     inverter.eval()
     images = load_images(list_images(asset_folder("imagenet-1k-256", verify=False))[: args.n], resolution)

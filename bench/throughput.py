@@ -35,6 +35,7 @@ from bench.ray_scaling import ray_scaling
 from bench.record import bench_one
 from bench.report import markdown, scaling_markdown, write_summary
 from bench.variants import variant_overrides
+from repro.provenance import git_commit
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     if args.memory_probe:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from converters.caffe_net import declared_inputs
+from converters.caffemodel import write_caffemodel
 from converters.errors import ConversionError
 from converters.provenance import file_record, sha256_file
 
@@ -136,7 +138,6 @@ def _input_shapes(args, prototxt) -> dict | None:
     """--input-shape applies to the network's one input, whatever its name."""
     if not args.input_shape:
         return None
-    from converters.caffe_net import declared_inputs
 
     return {name: args.input_shape for name in declared_inputs(prototxt)}
 
@@ -228,7 +229,6 @@ def _verify(args, parser) -> int:
 
 
 def _squeezenet_dc(args, parser) -> int:
-    from converters.caffemodel import write_caffemodel
     from converters.squeezenet_dc import decode, default_paths
 
     prototxt, compressed = default_paths()

@@ -84,3 +84,9 @@ def asset_folder(name: str, verify: bool = True) -> Path:
                 f"!= expected {FOLDER_SHA256[name][:12]}…; restore it from the original assets"
             )
     return path
+
+
+def display_path(path: Path) -> str:
+    """Relative to the repository when inside it, so committed results do not name one machine's folders."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)

@@ -26,6 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from repro.comparators import build_net
 from repro.config import Config
 from repro.nets.caffenet import AlexNetTV, CaffeNet, TappedNet, TorchvisionInput
 from repro.nets.generator import Generator, scaled
@@ -190,8 +191,6 @@ def vae_trunk(config: Config) -> tuple[TappedNet, str]:
     if arch == "alexnet" and config.comparator == "alexnet":
         return AlexNetTV.pretrained(resolution), "pretrained alexnet (the comparator's weights)"
     if arch == "caffenet" and config.comparator == "caffenet":
-        from repro.comparators import build_net
-
         return (build_net("caffenet", resolution, config.comparator_weights or None),
                 f"pretrained caffenet ({config.comparator_weights})")
     seed = config.seed + ENCODER_SEED_OFFSET

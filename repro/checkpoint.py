@@ -5,6 +5,9 @@ hidden temporary folder, fsynced, its sha256 recorded in meta.json, then renamed
 atomic on one filesystem). A folder without meta.json, or whose state.pt does not match its checksum,
 is partial or corrupt: `load_latest` reports it and falls back to the previous one. The temporary
 folder of a writer that was killed is removed by the next `save`.
+
+What a checkpoint keeps of a model (`model_state`) leaves out its frozen encoder, whose weights come from the
+registry or the user's file; `load_model_state` is strict on everything else.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from repro.assets import sha256_file
+from repro.comparators import Comparator
 from repro.errors import DeepsimError
 
 log = logging.getLogger(__name__)
@@ -115,3 +120,28 @@ def load_latest(directory: Path, after_step: int = -1) -> tuple[Path, dict[str, 
             return folder, load(folder)
         log.warning("checkpoint %s is unusable: %s; falling back to the previous one", folder, reason)
     return None
+
+
+def frozen_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the model's frozen networks (encoders that are Comparators): their weights come
+    from the registry or the user's file, never from a checkpoint."""
+    return tuple(f"{name}." for name, module in model.named_modules() if name and isinstance(module, Comparator))
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the model: everything but the frozen encoder's weights."""
+    frozen = frozen_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `model_state` output (or an older checkpoint that still holds the frozen encoder, whose copy is
+    ignored): strict on everything that is not frozen — a missing or unexpected key fails with its name."""
+    frozen = frozen_prefixes(model)
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(frozen)},
+                                                strict=False)
+    missing = [k for k in missing if not k.startswith(frozen)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")

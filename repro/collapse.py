@@ -20,8 +20,13 @@ from typing import Any
 
 import torch
 
-from repro.scores import IDENTIFICATION_FACTOR, nearest_is_own
+from repro import provenance
+from repro.checkpoint import CheckpointError
+from repro.data import DataError
 from repro.metrics import pairwise_mean_distance
+from repro.runs import load_run
+from repro.sample import sample_images
+from repro.scores import IDENTIFICATION_FACTOR, load_eval_images, nearest_is_own
 
 MIN_SPREAD = 0.25  # below a quarter of the originals' own spread, the outputs are variations of one image
 
@@ -57,10 +62,6 @@ def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None
                 step: int | None = None) -> dict[str, Any]:
     """Load an autoencoder/VAE run (newest intact checkpoint, or the one of `step`: collapse over training)
     and measure it on the first `n_images` evaluation images of its config; μ is decoded (eval mode)."""
-    from repro.scores import load_eval_images
-    from repro.runs import load_run
-    from repro.sample import sample_images
-
     run = load_run(run_dir, device, step)
     model = run.parts.model
     if run.config.model == "inversion":
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoints of these steps (default: each run's newest)")
     parser.add_argument("--out", type=Path, help="write the records as JSON here (with the command)")
     args = parser.parse_args(argv)
-    from repro.checkpoint import CheckpointError
-    from repro.data import DataError
 
     try:
         records = [measure_run(folder, args.n, args.samples, step=step)
@@ -100,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['run']} step {r['step']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), "
               f"recon spread {r['recon_spread']:.3f}{spread} → {'COLLAPSED: ' + r['why'] if r['collapsed'] else 'not collapsed'}")
     if args.out:
-        from repro import provenance
-
         record = provenance.record(provenance.command("repro.collapse", sys.argv[1:] if argv is None else argv),
                                    min_spread=MIN_SPREAD, identification_factor=IDENTIFICATION_FACTOR, records=records)
         provenance.write(args.out.parent, record, args.out.name)

@@ -20,7 +20,10 @@ from typing import Any
 
 import torch
 
+from repro import provenance
+from repro.data import list_images, load_images, resolve_folder
 from repro.errors import cli, user_input
+from repro.runs import load_run
 
 GREEN = 0.04  # of the [0, 1] range (≈ 10 of 255): a visibly green pixel / image
 
@@ -48,8 +51,6 @@ def green_pixel_share(images: torch.Tensor) -> float:
 
 def data_shares(config: Any, n: int) -> dict[str, float]:
     """Share of green pixels in `n` training images (spread over the listing) and in the evaluation images."""
-    from repro.data import list_images, load_images, resolve_folder
-
     train = list_images(resolve_folder(config.train_data, False))
     picks = [train[i * len(train) // n] for i in range(min(n, len(train)))]
     evaluation = list_images(resolve_folder(config.eval_data, False))[:n]
@@ -58,9 +59,6 @@ def data_shares(config: Any, n: int) -> dict[str, float]:
 
 
 def check(run_dirs: list[Path], step: int | None, n: int) -> dict[str, Any]:
-    from repro.data import list_images, load_images, resolve_folder
-    from repro.runs import load_run
-
     runs, shares = [], None
     for folder in run_dirs:
         run = load_run(folder, "cpu", step)
@@ -77,8 +75,6 @@ def check(run_dirs: list[Path], step: int | None, n: int) -> dict[str, Any]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from repro import provenance
-
     parser = argparse.ArgumentParser(prog="python -m repro.colour_check", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--step", type=int, help="the checkpoint of this step in every run (default: newest)")

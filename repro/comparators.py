@@ -25,6 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from converters import caffe_blobs, load_caffe, load_onnx
+from converters.means import load_mean
+from repro.assets import asset_file, asset_folder
+from repro.data import list_images, load_images
 from repro.nets.caffenet import AlexNetTV, CaffeInput, CaffeNet, require_tap
 
 NETS = ("alexnet", "alexnet-tv", "alexnet-random", "caffenet", "caffenet-random", "videonet", "onnx", "squeezenet")
@@ -58,24 +62,18 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
         path = _needs_file(name, weights)
         if path.suffix == ".onnx":
             return _onnx_net(path, CaffeInput())
-        from converters import caffe_blobs
-        from repro.assets import asset_file
-
         net = CaffeNet(resolution)
         blobs = caffe_blobs(prototxt or asset_file("caffe/bvlc_reference_caffenet_deploy.prototxt"), path)
         net.load_caffe_blobs({k: v for k, v in blobs.items() if k in CaffeNet.LAYERS})
         return net
     if name == "videonet":
         path = _needs_file(name, weights)
-        from converters import load_caffe
-        from converters.means import load_mean
-        from repro.assets import asset_file
-
         mean = torch.as_tensor(load_mean(asset_file("videonet/video_mean.binaryproto")), dtype=torch.float32)
         net = load_caffe(prototxt or asset_file("videonet/unsup_net_deploy.prototxt"), path)
         net.transform = CaffeInput(mean.mean(dim=(1, 2)))
         return net
     if name == "squeezenet":
+        # local: squeezenet_dc loads onnx and onnx2torch (seconds), which no other network here needs
         from converters.squeezenet_dc import MEAN_BGR, default_paths, load_squeezenet
 
         net = load_squeezenet(*default_paths())
@@ -87,8 +85,6 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
 
 
 def _onnx_net(path: Path, transform: nn.Module) -> nn.Module:
-    from converters import load_onnx
-
     net = load_onnx(path)
     net.transform = transform
     return net
@@ -132,9 +128,6 @@ def feature_scale_of(name: str, tap: str) -> float:
 
 def measure_ratios(n: int = 256, resolution: int = 227) -> dict[tuple[str, str], float]:
     """Measure `FEATURE_IMAGE_RATIO` again (prints one line per comparator; the table's command)."""
-    from repro.assets import asset_folder
-    from repro.data import list_images, load_images
-
     images = load_images(list_images(asset_folder("imagenet-1k-256"))[:n], resolution)
     out = {}
     for name, tap in FEATURE_IMAGE_RATIO:

@@ -33,8 +33,16 @@ from typing import Any, Callable
 
 import torch
 
+from repro import metrics as metric_lib, provenance
+from repro.assets import display_path
 from repro.config import Config, ConfigError, make_config, parse_overrides
+from repro.devices import pick_device
 from repro.figures import FIGURE_SUFFIX, labelled_rows, save_figure
+from repro.loop import Session, train
+from repro.provenance import git_commit
+from repro.runs import load_run
+from repro.sample import sample_images, write_samples
+from repro.scores import image_metric_fn, load_eval_images, measure, reference_of
 from repro.tables import markdown_table, metric_cells, metric_headings
 
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
@@ -76,10 +84,6 @@ def device_override(options: Options) -> str | None:
 
 def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
     """Train one model through the one loop in OUT/runs/<name>; returns its summary and wall time."""
-    from repro import provenance
-    from repro.devices import pick_device
-    from repro.loop import Session, train
-
     run_dir = options.runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json())
@@ -98,10 +102,6 @@ def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
                     options: Options) -> tuple[dict[str, Any], torch.Tensor]:
     """A trained model (its newest checkpoint) scored on the held-out images by `repro.scores.measure`, the
     feature space being the model's own code (a VAE's μ); returns its record and reconstructions."""
-    from repro.evaluate import display_path
-    from repro.scores import measure, reference_of
-    from repro.runs import load_run
-
     run = load_run(trained["run_dir"], device_override(options))
     model = run.parts.model
     reference = reference_of(model, images, MEASURE_BATCH, options.progress)
@@ -112,8 +112,6 @@ def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
                    "final_train_losses": {k: v for k, v in trained["summary"]["last"].items()
                                           if k in ("total", "recon", "feat", "adv", "img", "kl", "discr")}})
     if config.model == "vae":
-        from repro.sample import sample_images, write_samples
-
         samples = sample_images(model, options.n_samples, seed=0)
         path = options.out / f"samples-{name}{FIGURE_SUFFIX}"
         write_samples(path, samples)
@@ -152,11 +150,6 @@ def markdown(record: dict[str, Any]) -> str:
 
 def compare(options: Options) -> dict[str, Any]:
     """Train every model, then write the grid and the metrics table; returns the metrics record."""
-    from repro import metrics as metric_lib
-    from repro import provenance
-    from repro.scores import image_metric_fn, load_eval_images
-    from repro.devices import pick_device
-
     started = time.time()
     threads = options.overrides.get("threads")
     if threads is not None and int(threads) > 0:
@@ -231,7 +224,6 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     try:

@@ -28,6 +28,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from repro import provenance
+from repro.assets import FOLDER_SHA256, asset_file
+from repro.code_search import search, settings_record
+from repro.comparators import build_net
+from repro.data import DataError, list_images, listing_sha256, load_images, resolve_folder
+from repro.figures import FIGURE_SUFFIX, save_figure, save_images
+from repro.generator_file import GeneratorFileError, load_generator
+from repro.invert import OneLineParser
+from repro.scorers import ScorerError, UnitScorer, unit_activations
+from repro.synthesize import bounds_from_encoder, build_parser, make_optimizer
+
 OPTIMIZERS = ("genetic", "cmaes", "gradient")
 COLOURS = {"genetic": "#1b9e77", "cmaes": "#d95f02", "gradient": "#7570b3"}
 DEFAULT_UNITS = (1, 309, 417, 945)  # goldfish, bee, balloon, bell pepper
@@ -35,16 +46,12 @@ DEFAULT_UNITS = (1, 309, 417, 945)  # goldfish, bee, balloon, bell pepper
 
 def class_names() -> list[str]:
     """ILSVRC class names by index (the first name of each synset_words.txt line)."""
-    from repro.assets import asset_file
-
     return [line.split(" ", 1)[1].split(",")[0] for line in asset_file("caffe/synset_words.txt").read_text().splitlines()]
 
 
 def natural_reference(objective, images: torch.Tensor, files: list[Path], units: list[int],
                       batch_size: int = 50) -> dict[int, dict[str, Any]]:
     """Per unit: the best score over `images` and which file gave it (scored as the generated images are)."""
-    from repro.scorers import unit_activations
-
     with torch.no_grad():
         scores = torch.cat([torch.stack([unit_activations(out, torch.full((len(out),), u)) for u in units], 1)
                             for out in (objective(images[i : i + batch_size])
@@ -162,8 +169,6 @@ def plot(curves: list[dict], reference: dict[int, dict], names: dict[int, str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from repro.invert import OneLineParser
-
     parser = OneLineParser(prog="python -m repro.compare_optimizers", description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
     parser.add_argument("--net", default="squeezenet", help="registry name of the scored network")
@@ -178,16 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
-    from repro import provenance
 
     provenance.git_commit()  # the commit of the code that runs, asked before it runs
-    from repro.code_search import search, settings_record
-    from repro.comparators import build_net
-    from repro.data import DataError, list_images, load_images, resolve_folder
-    from repro.figures import FIGURE_SUFFIX, save_figure, save_images
-    from repro.generator_file import GeneratorFileError, load_generator
-    from repro.scorers import ScorerError, UnitScorer
-    from repro.synthesize import bounds_from_encoder, build_parser, make_optimizer
 
     try:
         loaded = load_generator(args.generator, args.device)
@@ -248,12 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     save_images(torch.stack(tiles), args.out / f"best-images{FIGURE_SUFFIX}", columns=1 + len(args.optimizers))
     from converters.squeezenet_dc import default_paths
 
-    from repro.assets import FOLDER_SHA256
-    from repro.data import listing_sha256
-
     natural_id = (f"../shared/assets/{args.natural} sha256={FOLDER_SHA256[args.natural]}" if args.natural in FOLDER_SHA256
                   else f"{folder} listing sha256={listing_sha256(str(folder))}")
-    weights = {"scored_net": " + ".join(f"{p} sha256={provenance.sha256_file(p)}" for p in default_paths())
+    weights = {"scored_net": " + ".join(f"{p} sha256={provenance.weights_sha256(p)}" for p in default_paths())
                if args.net == "squeezenet" else args.net}
     record = provenance.record(
         provenance.command("repro.compare_optimizers", argv), dev=args.device, started=t0,

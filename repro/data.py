@@ -35,6 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from repro.assets import FOLDER_SHA256, asset_folder, assets_root
 from repro.errors import DeepsimError
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,6 @@ def listing_sha256(train_data: str | Path) -> str:
 
 def resolve_source(name_or_path: str | Path) -> Path:
     """A shared asset folder's path by name, else the path as given (not checked here)."""
-    from repro.assets import FOLDER_SHA256, assets_root
-
     return assets_root() / str(name_or_path) if str(name_or_path) in FOLDER_SHA256 else Path(name_or_path)
 
 
@@ -625,8 +624,6 @@ def load_images(paths: Sequence[str | Path], resolution: int) -> torch.Tensor:
 
 def resolve_folder(name_or_path: str, verify: bool) -> Path:
     """A shared asset folder by name (sha256-checked) or any folder path the user gives."""
-    from repro.assets import FOLDER_SHA256, asset_folder
-
     if name_or_path in FOLDER_SHA256:
         return asset_folder(name_or_path, verify=verify)
     path = Path(name_or_path)

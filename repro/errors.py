@@ -21,6 +21,8 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
+from converters.errors import ConversionError
+
 
 class DeepsimError(Exception):
     """Root of the project's user-facing errors: the message is one sentence saying what was wrong (which
@@ -33,8 +35,6 @@ class UsageError(DeepsimError, ValueError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions `cli` reports in one line: DeepsimError and the converters' own root."""
-    from converters.errors import ConversionError
-
     return (DeepsimError, ConversionError)
 
 

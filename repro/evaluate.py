@@ -37,13 +37,17 @@ from typing import Any, Callable
 
 import torch
 
-from repro import metrics as metric_lib
-from repro.assets import REPO_ROOT, AssetError, sha256_file
+from repro import metrics as metric_lib, provenance
+from repro.assets import REPO_ROOT, AssetError, display_path, sha256_file
+from repro.baselines import config_for_layer, invert_images
+from repro.checkpoint import CheckpointError
 from repro.config import Config, ConfigError
 from repro.data import DataError
 from repro.figures import FIGURE_CAPTIONS, FIGURE_SUFFIX, write_figures, write_grid
-from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, image_metric_fn, independent_network,
-                          load_eval_images, measure, reference_of, score)
+from repro.generator_file import init_generator_path
+from repro.runs import load_run
+from repro.scores import (IDENTIFICATION_FACTOR, EvalError, Reference, batched, comparator_of, image_metric_fn,
+                          independent_network, load_eval_images, measure, method_of, reference_of, score)
 from repro.tables import markdown_table, metric_cells, metric_headings
 from repro.weights import WeightsError
 
@@ -65,21 +69,6 @@ class EvalOptions:
 # ---------------------------------------------------------------------------------------------------
 # What was measured: method and protocol, as data
 # ---------------------------------------------------------------------------------------------------
-def method_of(config: Config) -> str:
-    """The run's name in tables: deepsim, image-loss (Table 2's 'Our image loss'), or the ablation."""
-    if config.model != "inversion":
-        return f"{config.model}-{config.recon_loss}"
-    terms = {"feat": config.lambda_feat > 0, "adv": config.lambda_adv > 0, "img": config.lambda_img > 0}
-    if terms == {"feat": False, "adv": False, "img": True}:
-        return "image-loss"
-    missing = [name for name, used in terms.items() if not used]
-    return "deepsim" + "".join(f"-no-{name}" for name in missing)
-
-
-def comparator_of(config: Config) -> str | None:
-    return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
-
-
 # The code the paper inverts at each tap of CaffeNet (227 px): what a reduced protocol's code is set beside.
 PAPER_CODE = {"pool5": (256, 6, 6), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
 
@@ -120,8 +109,6 @@ def protocol_of(config: Config, n_images: int, encoder_taps: tuple[str, ...] = (
     differences.append(f"{n_images} images of {config.eval_data!r} instead of the ILSVRC-2012 validation set")
     start = ""
     if config.init_generator:  # a warm-started G is compared only with runs started from the same file
-        from repro.models import init_generator_path
-
         path = init_generator_path(config.init_generator)
         start = f"{path.name} sha256={sha256_file(path)}"
         differences.append(f"G started from the generator file {path.name}, not from a random initialisation")
@@ -191,12 +178,6 @@ def markdown(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------------
-def display_path(path: Path) -> str:
-    """Relative to the repository when inside it, so committed results do not name one machine's folders."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
-
-
 def check_run_folder(folder: Path) -> None:
     if not folder.exists():
         raise EvalError(f"run folder {folder} does not exist")
@@ -207,9 +188,6 @@ def check_run_folder(folder: Path) -> None:
 
 def open_run(options: EvalOptions) -> Any:
     """The run (config + model from its newest intact checkpoint), or an EvalError saying what to do."""
-    from repro.checkpoint import CheckpointError
-    from repro.runs import load_run
-
     check_run_folder(options.run_dir)
     try:
         run = load_run(options.run_dir, options.device, options.step)
@@ -230,8 +208,6 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
                               image_metrics: Callable, independent: Any | None = None
                               ) -> tuple[dict[str, Any], torch.Tensor]:
     """M&V's optimisation on the same images and encoder as the generator, scored the same way."""
-    from repro.baselines import config_for_layer, invert_images
-
     mv_config = config_for_layer(model.encoder.tap, steps=options.mv_steps, batch_size=options.batch_size)
     mv = invert_images(model.encoder, ref.images.to(device), mv_config, progress=options.progress)
     mv_images = mv.images.clamp(0, 1).cpu()
@@ -246,8 +222,6 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
     """Measure one run; writes metrics.json, metrics.md and the figures into `options.out`; returns the record."""
-    from repro import provenance
-
     started = time.time()
     provenance.git_commit()  # pin the commit of the code now running
     run = open_run(options)

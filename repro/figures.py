@@ -20,10 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from repro import provenance as prov
+from repro.assets import display_path
+from repro.checkpoint import CheckpointError
+from repro.data import DataError
+from repro.runs import load_run
+from repro.scores import Reference, load_eval_images, method_of
+
 if TYPE_CHECKING:
     from PIL import Image
-
-    from repro.scores import Reference
 
 # Figures are WebP: a sheet of 96 px reconstructions at quality 85 is 60–70 % of the JPEG at quality 90 that figures
 # were before, and keeps the generators' fine textures and checkerboards better (grey pixel noise: mean error ~0.014
@@ -97,9 +102,6 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
                  step: int | None = None) -> tuple["Image.Image", list[dict]]:
     """Originals and each run's reconstructions (clamped to [0, 1]) of the same n evaluation images, and
     what each row shows (run folder, preset, method, checkpoint step)."""
-    from repro.evaluate import display_path, load_eval_images, method_of
-    from repro.runs import load_run
-
     runs = [load_run(folder, device, step) for folder in run_dirs]
     resolutions = {run.config.resolution for run in runs}
     if len(resolutions) > 1:
@@ -118,8 +120,6 @@ def side_by_side(run_dirs: list[Path], n: int, device: str | None = None,
 
 def provenance(argv: list[str], n: int, runs: list[dict]) -> dict:
     """How the figure was made: command, commit, the rows' runs and steps, the images shown."""
-    from repro import provenance as prov
-
     return prov.record(prov.command("repro.figures", argv),
                        images=f"the first {n} of the first run's eval_data (sorted paths)", rows=runs)
 
@@ -210,9 +210,7 @@ def write_figures(out: Path, model: Any, ref: Reference, reconstructions: torch.
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.provenance import git_commit
-
-    git_commit()  # pin the commit of the code now running
+    prov.git_commit()  # pin the commit of the code now running
     parser = argparse.ArgumentParser(prog="python -m repro.figures", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="run folders written by python -m repro.train")
     parser.add_argument("--out", type=Path, required=True, help="figure to write (.webp; .png for lossless)")
@@ -220,9 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: each run's own choice")
     parser.add_argument("--step", type=int, help="each run's checkpoint of this step (default: its newest)")
     args = parser.parse_args(argv)
-    from repro.checkpoint import CheckpointError
-    from repro.data import DataError
-
     if args.n < 1:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
     from repro.generator_file import load_generator
     g = load_generator("pool5-96px.generator.pt")        # GeneratorFile: .generator (eval mode), .encoder, .tap
     images = g.generator(code)                           # code (B, *g.in_shape) → (B, 3, R, R) RGB ≈[0, 1]
-    inverter = g.inverter()                              # + the encoder named in the file: images → images
+    inverter = Inverter.from_file(g)                     # repro.models: + the encoder the file names
 
 Why a file of its own: a run's checkpoint holds G, D, both optimisers and RNG states (tens of MB) and
 `repro.runs.load_run` rebuilds encoder, comparator and D and reseeds the global RNG. Inverting features or
@@ -18,6 +18,10 @@ synthesising images needs only G. The file is a `torch.save`d dict of plain data
     source         where the weights came from (a run folder and step, or converted Caffe files)
     state_dict     the generator's tensors, float16 or float32 as written
     sha256         of the state dict's names, dtypes, shapes and bytes; checked on every load
+
+A run's generator becomes a file with `repro.runs.export_run` (`python -m repro.publish RUN --generator`); the
+file that ships with the package (`SHIPPED`, made by `python -m repro.shipped`) is what Config.init_generator
+"shipped" names.
 
 Loading builds the generator on the meta device and assigns the stored tensors (`load_state_dict(...,
 assign=True, strict=True)`): no random initialisation runs, so the caller's global RNG is untouched, and
@@ -38,6 +42,10 @@ from repro.nets.generator import Generator
 
 FORMAT = "deepsim-generator/1"
 SUFFIX = ".generator.pt"
+# The generator that ships with the package (made by `python -m repro.shipped`, Config.init_generator="shipped")
+SHIPPED_FOLDER = Path(__file__).resolve().parent / "generators"
+SHIPPED_NAME = "conv5star-96px"
+SHIPPED = SHIPPED_FOLDER / f"{SHIPPED_NAME}{SUFFIX}"
 
 
 class GeneratorFileError(DeepsimError, ValueError):
@@ -116,17 +124,6 @@ class GeneratorFile:
         side = int(self.config.get("encoder_resolution", 0) or 0)
         return side if side and side != self.resolution else None
 
-    def inverter(self, encoder_weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
-        """`repro.models.Inverter` of this generator and the encoder the file names (built from the registry;
-        `encoder_weights` for encoders that need the user's file, e.g. caffenet). No D, no comparator."""
-        from repro.comparators import build_comparator
-        from repro.models import Inverter
-
-        weights = encoder_weights or (self.config.get("encoder_weights") or None)
-        encoder = build_comparator(self.encoder, self.tap, self.resolution, weights,
-                                   seed=int(self.config.get("seed", 0)), input_size=self.encoder_input_size)
-        return Inverter(encoder, self.generator).to(device).eval()
-
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> GeneratorFile:
     """Read a generator file (see the module docstring); `GeneratorFileError` says why one is unusable."""
@@ -163,6 +160,19 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                          data.get("config", {}), data.get("source", {}), data["sha256"])
 
 
+def shipped_generator() -> Path:
+    """The shipped generator file; a clear error when the package was installed without it."""
+    if not SHIPPED.is_file():
+        raise GeneratorFileError(f"the shipped generator {SHIPPED} is missing (a package installed without its data?): "
+                                 "give --generator FILE (make one with python -m repro.publish RUN --generator --half)")
+    return SHIPPED
+
+
+def init_generator_path(value: str) -> Path:
+    """Config.init_generator as a file: "shipped" names the generator that ships with the package."""
+    return shipped_generator() if value == "shipped" else Path(value)
+
+
 def warm_start(generator: Generator, path: str | Path, *, encoder: str, tap: str,
                encoder_input_size: int | None) -> GeneratorFile:
     """Copy a generator file's weights into `generator` (Config.init_generator): G starts from, e.g., the image-loss
@@ -179,22 +189,3 @@ def warm_start(generator: Generator, path: str | Path, *, encoder: str, tap: str
         for name, tensor in generator.state_dict().items():
             tensor.copy_(source.generator.state_dict()[name])
     return source
-
-
-def export_run(run_dir: str | Path, out: str | Path, step: int | None = None, half: bool = False) -> dict[str, Any]:
-    """The generator of a training run (newest intact checkpoint, or `step`) as a generator file."""
-    from repro.models import Inverter
-    from repro.runs import load_run
-
-    run = load_run(run_dir, device="cpu", step=step)
-    if not isinstance(run.parts.model, Inverter):
-        raise ValueError(f"{run_dir} is a model={run.config.model} run; only inversion runs have a feature generator")
-    config = run.config
-    weights_sha = ""
-    if config.encoder_weights:
-        from repro.assets import sha256_file
-
-        weights_sha = sha256_file(config.encoder_weights)
-    source = {"run": str(Path(run_dir).name), "step": run.step, "checkpoint": run.checkpoint.name}
-    return save_generator(out, run.parts.model.generator, encoder=config.encoder, tap=config.layer,
-                          encoder_weights_sha256=weights_sha, config=config.to_dict(), source=source, half=half)

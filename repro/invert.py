@@ -1,6 +1,7 @@
 """`python -m repro.invert IMAGES... [--generator FILE] --out DIR`: reconstruct images from their features.
 
-Without `--generator`, the generator shipped with the package is used (`repro.shipped`: AlexNet pool5 → 96 px).
+Without `--generator`, the generator shipped with the package is used (`repro.generator_file.SHIPPED`: AlexNet
+pool5 → 96 px).
 Each image goes through the encoder the generator file names (`repro.comparators`, at the file's tap and
 resolution) and back through the generator; `DIR/<name>.png` shows original | reconstruction side by side
 and `DIR/grid.png` all pairs. `--features FILE.npz` inverts given features instead (the `features` array of
@@ -20,7 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from repro.data import DataError, list_images, load_images
+from repro.devices import user_device
 from repro.errors import DeepsimError, cli, user_input
+from repro.generator_file import load_generator, shipped_generator
+from repro.models import Inverter
 
 
 class InvertError(DeepsimError, ValueError):
@@ -59,8 +64,6 @@ def read_features(path: Path, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
 
 def read_images(inputs: list[str], resolution: int) -> tuple[torch.Tensor, list[str]]:
     """Pipeline images (N, 3, R, R) of every file under `inputs`; any file that does not decode is an error."""
-    from repro.data import DataError, list_images, load_images
-
     try:
         files = [f for p in inputs for f in list_images(p)]
         return load_images(files, resolution), [f.stem for f in files]
@@ -71,7 +74,7 @@ def read_images(inputs: list[str], resolution: int) -> tuple[torch.Tensor, list[
 def with_encoder(loaded, encoder_weights: str | None, device: str):
     """The file's Inverter; an encoder that needs the user's weights file says which option gives it."""
     try:
-        return loaded.inverter(encoder_weights, device)
+        return Inverter.from_file(loaded, encoder_weights, device)
     except ValueError as err:
         if "needs the original weights" in str(err):
             raise InvertError(f"the generator inverts {loaded.encoder}:{loaded.tap}, whose weights are yours to "
@@ -121,14 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either IMAGES or --features FILE.npz (one of the two)")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    from repro.devices import user_device
-    from repro.generator_file import load_generator
-
     user_device(args.device)  # --device tpu, or cuda where CUDA is unusable: one line before anything loads
     with user_input(ValueError, FileNotFoundError):
         if args.generator is None:
-            from repro.shipped import shipped_generator
-
             args.generator = shipped_generator()
         loaded = load_generator(args.generator, args.device)
         if args.features:

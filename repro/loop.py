@@ -26,7 +26,6 @@ from tqdm import tqdm
 from repro import checkpoint, provenance
 from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
-from repro.comparators import Comparator
 from repro.devices import pick_device
 from repro.errors import DeepsimError
 from repro.figures import FIGURE_SUFFIX, write_grid
@@ -270,31 +269,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
         optimizer.step()
 
 
-def frozen_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """State-dict prefixes of the model's frozen networks (encoders that are Comparators): their weights come
-    from the registry or the user's file, never from a checkpoint."""
-    return tuple(f"{name}." for name, module in model.named_modules() if name and isinstance(module, Comparator))
-
-
-def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint keeps of the model: everything but the frozen encoder's weights."""
-    frozen = frozen_prefixes(model)
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
-
-
-def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `model_state` output (or an older checkpoint that still holds the frozen encoder, whose copy is
-    ignored): strict on everything that is not frozen — a missing or unexpected key fails with its name."""
-    frozen = frozen_prefixes(model)
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(frozen)},
-                                                strict=False)
-    missing = [k for k in missing if not k.startswith(frozen)]
-    if missing or unexpected:
-        raise checkpoint.CheckpointError(
-            f"checkpoint does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
-
-
 def generator_param_groups(model: nn.Module, map_decay: float) -> list[dict[str, Any]]:
     """G's trainable parameters; the weights of Rconv6–8 (the pool5 generator's map head) get weight decay
     `map_decay`: generator_pool5.prototxt gives them decay_mult 1 under the solver's weight_decay 4e-4, every
@@ -405,7 +379,7 @@ class Trainer:
             "weights": self.weights,  # what --resume compares: the frozen nets' sha256, not their paths
             "step": self.step_count, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "skipped": self.skipped,
-            "model": model_state(self.parts.model),
+            "model": checkpoint.model_state(self.parts.model),
             "discriminator": d.state_dict() if d is not None else {},
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else {},
@@ -427,7 +401,7 @@ class Trainer:
                 f"checkpoint was made with a different architecture ({', '.join(sorted(mismatched))} differ); "
                 "resume it with its own config.json"
             )
-        load_model_state(self.parts.model, state["model"])
+        checkpoint.load_model_state(self.parts.model, state["model"])
         if self.parts.discriminator is not None:
             self.parts.discriminator.load_state_dict(state["discriminator"], strict=True)
             self.opt_d.load_state_dict(state["opt_d"])

@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.comparators import build_comparator
+from repro.config import Config, ConfigError, FEATURE_IMAGE_RATIO_AT, reduced_lambdas
 from repro.errors import DeepsimError
+from repro.ssim import ms_ssim, ssim
 
 CAFFE_PIXEL_SCALE = 255.0
 _ALIASES = {"alexnet-tv": "alexnet"}  # registry names of one network (as repro.comparators)
@@ -70,15 +73,11 @@ def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """1 − SSIM (Ridgeway/Snell's perceptual loss), images clamped to the data range first."""
-    from repro.ssim import ssim
-
     return 1.0 - ssim(fake.clamp(0, 1), real, data_range=1.0)
 
 
 def ms_ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """1 − MS-SSIM; scales that do not fit small images are dropped (see repro.ssim)."""
-    from repro.ssim import ms_ssim
-
     return 1.0 - ms_ssim(fake.clamp(0, 1), real, data_range=1.0)
 
 
@@ -133,8 +132,6 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
     paper's at 227 px for any comparator (its feature scale already puts it in the reference's units); at
     another side λ_adv and λ_KL scale by (R/227)², and λ_feat needs the comparator's measured feature/image
     ratio there (`FEATURE_IMAGE_RATIO_AT`). Raises LossError naming what is not measured and what to pass."""
-    from repro.config import FEATURE_IMAGE_RATIO_AT, Config, ConfigError, reduced_lambdas
-
     if resolution == 227:
         return {"lambda_feat": Config.lambda_feat, "lambda_adv": Config.lambda_adv, "lambda_img": Config.lambda_img,
                 "lambda_kl": Config.lambda_kl}
@@ -256,8 +253,6 @@ class DeePSiMLoss(nn.Module):
         lambda_feat, lambda_adv = self.lambdas["feat"], self.lambdas["adv"]
         deepsim = recon == "deepsim"
         if isinstance(comparator, str) and deepsim and lambda_feat > 0:
-            from repro.comparators import build_comparator
-
             comparator = build_comparator(comparator, tap, resolution, weights, seed=seed)
         elif isinstance(comparator, str):
             comparator = None  # no feature term: do not build (or load) a network that is never used

@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from repro.autoencoders import build_model
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
 from repro.errors import UsageError
+from repro.generator_file import GeneratorFile, init_generator_path, load_generator, warm_start
 from repro.nets.discriminator import Discriminator
 from repro.nets.generator import Generator
 
@@ -45,12 +47,16 @@ class Inverter(nn.Module):
         return self.generator(code)
 
     @classmethod
-    def from_file(cls, path: str, encoder_weights: str | None = None, device: str = "cpu") -> "Inverter":
-        """A generator file (`repro.generator_file`) with the encoder it names; builds no D or comparator and
-        leaves the global RNG alone. `encoder_weights`: the user's file for encoders that need one (caffenet)."""
-        from repro.generator_file import load_generator
-
-        return load_generator(path).inverter(encoder_weights, device)
+    def from_file(cls, source: str | Path | GeneratorFile, encoder_weights: str | None = None,
+                  device: str | torch.device = "cpu") -> "Inverter":
+        """A generator file (`repro.generator_file`: a path, or one already loaded) with the encoder it names,
+        built from the registry; builds no D or comparator and leaves the global RNG alone (eval mode).
+        `encoder_weights`: the user's file for encoders that need one (caffenet); default: the file's config's."""
+        loaded = source if isinstance(source, GeneratorFile) else load_generator(source)
+        weights = encoder_weights or (loaded.config.get("encoder_weights") or None)
+        encoder = build_comparator(loaded.encoder, loaded.tap, loaded.resolution, weights,
+                                   seed=int(loaded.config.get("seed", 0)), input_size=loaded.encoder_input_size)
+        return cls(encoder, loaded.generator).to(device).eval()
 
 
 def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
@@ -68,15 +74,6 @@ def feature_shape(net: nn.Module, resolution: int) -> tuple[int, ...]:
 def input_size(side: int, config: Config) -> int | None:
     """The side a frozen network is to see when it differs from the images' (`Comparator.input_size`)."""
     return side if side and side != config.resolution else None
-
-
-def init_generator_path(value: str) -> Path:
-    """Config.init_generator as a file: "shipped" names the generator that ships with the package."""
-    if value == "shipped":
-        from repro.shipped import shipped_generator  # local: shipped reads generator files, a heavier module
-
-        return shipped_generator()
-    return Path(value)
 
 
 def lambdas_of(config: Config) -> dict[str, float]:
@@ -105,8 +102,6 @@ def build_parts(config: Config, device: torch.device) -> Parts:
 def _build_parts(config: Config, device: torch.device) -> Parts:
     lambdas = lambdas_of(config)
     if config.model != "inversion":
-        from repro.autoencoders import build_model  # VAE / autoencoder presets
-
         model, encoder = build_model(config)
     else:
         encoder = build_comparator(config.encoder, config.layer, config.resolution, config.encoder_weights or None,
@@ -114,8 +109,6 @@ def _build_parts(config: Config, device: torch.device) -> Parts:
         generator = Generator(feature_shape(encoder, config.resolution), resolution=config.resolution,
                               width=config.generator_width)
         if config.init_generator:  # a resumed run's checkpoint overwrites this afterwards
-            from repro.generator_file import warm_start  # local: generator_file imports models' neighbours
-
             warm_start(generator, init_generator_path(config.init_generator), encoder=config.encoder,
                        tap=config.layer, encoder_input_size=input_size(config.encoder_resolution, config))
         model = Inverter(encoder, generator)

@@ -11,6 +11,9 @@ import torch
 
 from repro.config import Config
 from repro.data import default_workers, listing, resolve_source, warp_size
+from repro.devices import DeviceError, pick_device
+from repro.loop import Session, Trainer, batch_plan
+from repro.models import build_parts
 
 # Networks whose weights only the user has: their architecture's seeded-random twin has the same shapes.
 SAME_SHAPES = {"caffenet": "caffenet-random", "videonet": "caffenet-random", "alexnet": "alexnet-random",
@@ -20,8 +23,6 @@ SAME_SHAPES = {"caffenet": "caffenet-random", "videonet": "caffenet-random", "al
 def trained_parameters(config: Config) -> dict[str, int]:
     """Parameters that training updates (G, or the VAE/autoencoder, and D), counted on the meta device: no
     weights are read and no memory is allocated."""
-    from repro.models import build_parts
-
     encoder = SAME_SHAPES.get(config.encoder)
     # the comparator trains nothing: any stand-in counts the same (an ONNX one's file is not read here)
     comparator = SAME_SHAPES.get(config.comparator) or "alexnet-random"
@@ -75,9 +76,6 @@ def measure_step(config: Config, world_size: int = 1, threads: int = 0, budget_s
     `threads`: the torch threads a worker of the run would get (0: this process's default)."""
     import tempfile
     from pathlib import Path
-
-    from repro.devices import DeviceError, pick_device
-    from repro.loop import Session, Trainer, batch_plan
 
     per_worker, _ = batch_plan(config, world_size)
     try:

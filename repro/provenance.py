@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import time
@@ -28,6 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repro import storage
+from repro.assets import FOLDER_SHA256, sha256_file
+
+# Modules that load torch (weights, data, generator_file, converters.squeezenet_dc) are imported where used: a
+# record written by a light command (a benchmark's, Tune's driver) does not load torch for it.
 if TYPE_CHECKING:
     import torch
 
@@ -57,12 +63,10 @@ def command(module: str, argv: list[str]) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from repro.assets import sha256_file
-
     return sha256_file(path)
 
 
-def sha256_file(path: str | Path) -> str:
+def weights_sha256(path: str | Path) -> str:
     """A file's sha256, hashed once per process while its size and mtime stay the same (a Trainer records
     its weights' identity in every checkpoint)."""
     stat = os.stat(path)
@@ -77,35 +81,32 @@ def weights(config: Config) -> dict[str, str]:
     for role, name, user in (("encoder", config.encoder, config.encoder_weights),
                              ("comparator", config.comparator, config.comparator_weights)):
         if user:
-            out[role] = f"{user} sha256={sha256_file(user)}"
+            out[role] = f"{user} sha256={weights_sha256(user)}"
         elif name in ("alexnet", "alexnet-tv"):
             path = weights_path("alexnet_tv")
-            out[role] = f"{path} sha256={sha256_file(path) if path.exists() else 'missing'}"
+            out[role] = f"{path} sha256={weights_sha256(path) if path.exists() else 'missing'}"
         elif name == "squeezenet":
             from converters.squeezenet_dc import default_paths
 
-            out[role] = " + ".join(f"{path} sha256={sha256_file(path)}" for path in default_paths())
+            out[role] = " + ".join(f"{path} sha256={weights_sha256(path)}" for path in default_paths())
         else:
             out[role] = f"{name} (seeded random, seed {config.seed})"
     if config.init_generator:  # the warm start's weights (Config.init_generator)
-        from repro.models import init_generator_path
+        from repro.generator_file import init_generator_path
 
         path = init_generator_path(config.init_generator)
-        out["init_generator"] = f"{path} sha256={sha256_file(path) if path.exists() else 'missing'}"
+        out["init_generator"] = f"{path} sha256={weights_sha256(path) if path.exists() else 'missing'}"
     return out
 
 
 def weight_identity(config: Config) -> dict[str, str]:
     """role → the sha256(s) of its weights, or how a seeded random net was drawn: what a resume compares (the
     same file may lie at another path on another node; another file may replace one at the same path)."""
-    import re
-
     return {role: " + ".join(re.findall(r"sha256=(\w+)", text)) or text for role, text in weights(config).items()}
 
 
 def data(config: Config) -> dict[str, str]:
     """The train and eval data by content: a shared folder's manifest hash, a user folder's listing hash."""
-    from repro.assets import FOLDER_SHA256
     from repro.data import listing_sha256
 
     def describe(name: str) -> str:
@@ -150,6 +151,4 @@ def record(cmd: str, *, run_config: Config | None = None, dev: torch.device | st
 
 def write(folder: str | Path, rec: dict[str, Any], name: str = "provenance.json") -> None:
     """`folder/name` as indented JSON; `folder` may be a storage URI (see repro.storage)."""
-    from repro import storage
-
     storage.write_text(storage.join(str(folder), name), json.dumps(rec, indent=2, default=str) + "\n")

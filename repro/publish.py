@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 from repro.assets import REPO_ROOT
+from repro.compress_figures import compress_figures
+from repro.provenance import command
 
 # provenance.json holds the run's config too, so the published folder needs no separate config.json.
 FILES = ("provenance.json", "stats.jsonl", "metrics.csv",
@@ -43,12 +45,9 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: 
     if (run_dir / "eval").is_dir():
         shutil.copytree(run_dir / "eval", dest / "eval", dirs_exist_ok=True)
     if generator:
-        from repro.generator_file import export_run
+        from repro.runs import export_run  # local: loads torch, which copying a run folder does not need
 
         export_run(run_dir, dest / "generator.pt", half=half)
-    from repro.compress_figures import compress_figures
-    from repro.provenance import command
-
     compress_figures(dest, command("repro.publish", [str(run_dir), str(dest)]))
     return dest
 

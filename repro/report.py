@@ -27,12 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from repro import claims
 from repro.assets import REPO_ROOT
 from repro.claims import scale_of, seed_of
 from repro.compare_autoencoders import METRIC_COLUMNS as AE_METRICS
 from repro.figures import FIGURE_SUFFIX, existing_figure
-from repro.scores import IDENTIFICATION_FACTOR, identification
 from repro.metrics import METRICS
+from repro.scores import IDENTIFICATION_FACTOR, identification
 from repro.tables import markdown_table, metric_cells, metric_headings
 
 RESULTS = REPO_ROOT / "results"
@@ -192,8 +193,6 @@ def conv5star(root: Path) -> list[str]:
 # Claims
 # ---------------------------------------------------------------------------------------------------
 def claims_section(root: Path) -> list[str]:
-    from repro import claims
-
     records = claims.measured_records(root)
     if not records:
         return []

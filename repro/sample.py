@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 
 from repro.autoencoders import VAE
+from repro.checkpoint import CheckpointError
+from repro.figures import FIGURE_SUFFIX, save_images
+from repro.runs import load_run
 
 
 def sample_images(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
@@ -27,8 +30,6 @@ def sample_images(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
 
 def write_samples(path: Path, images: torch.Tensor, columns: int | None = None) -> None:
     """A square-ish grid of images (N, 3, R, R) RGB [0, 1] in the format `path`'s suffix names."""
-    from repro.figures import save_images
-
     save_images(images, path, columns or math.ceil(math.sqrt(images.shape[0])))
 
 
@@ -52,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1:
         print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
         return 2
-    from repro.checkpoint import CheckpointError
-    from repro.figures import FIGURE_SUFFIX
-    from repro.runs import load_run
 
     try:
         run = load_run(args.run_dir, device=args.device)

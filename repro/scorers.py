@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.comparators import NETS, build_net
+
 DEFAULT_TAPS = {"squeezenet": "pool_final", "caffenet": "fc8", "caffenet-random": "fc8", "alexnet-random": "fc8"}
 
 
@@ -218,8 +220,6 @@ def scorer_from_spec(spec: str, *, weights: str | None = None, resolution: int |
     caffenet, else the images' own side); image_side: the side of the images it will get (checks the unit's
     range up front); timeout_s: the file exchange's wait for each scores file.
     """
-    from repro.comparators import NETS, build_net
-
     head, _, rest = spec.partition(":")
     if head == "files":
         if not rest:

@@ -17,8 +17,11 @@ from tqdm import tqdm
 
 from repro import metrics as metric_lib
 from repro.assets import FOLDER_SHA256, REPO_ROOT, sha256_file
+from repro.comparators import build_comparator
 from repro.config import Config
+from repro.data import list_images, load_images, resolve_folder
 from repro.errors import DeepsimError
+from repro.weights import alexnet_tv_state_dict
 
 # The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
 # its last conv block; no preset uses it as comparator (repro.config), so no run was trained to win in it.
@@ -47,11 +50,23 @@ def identification(result: dict[str, Any], n_images: int) -> dict[str, Any]:
     return {"rate_pct": rate, "chance_pct": chance, "threshold_pct": threshold, "above_chance": rate >= threshold}
 
 
+def method_of(config: Config) -> str:
+    """The run's name in tables: deepsim, image-loss (Table 2's 'Our image loss'), or the ablation."""
+    if config.model != "inversion":
+        return f"{config.model}-{config.recon_loss}"
+    terms = {"feat": config.lambda_feat > 0, "adv": config.lambda_adv > 0, "img": config.lambda_img > 0}
+    if terms == {"feat": False, "adv": False, "img": True}:
+        return "image-loss"
+    missing = [name for name, used in terms.items() if not used]
+    return "deepsim" + "".join(f"-no-{name}" for name in missing)
+
+
+def comparator_of(config: Config) -> str | None:
+    return f"{config.comparator}:{config.comparator_tap}" if config.lambda_feat > 0 else None
+
+
 def load_eval_images(config: Config, n: int) -> tuple[torch.Tensor, list[Path], dict[str, Any]]:
     """The first n evaluation images (sorted paths), centre-cropped at the run's resolution, and their sha."""
-    from repro.data import list_images, load_images
-    from repro.data import resolve_folder
-
     folder = resolve_folder(config.eval_data, verify=True)
     files = list_images(folder)[:n]
     if len(files) < 2:
@@ -185,8 +200,6 @@ def measure(model: Any, ref: Reference, image_metrics: Callable[[torch.Tensor, t
 def independent_network(config: Config, resolution: int) -> tuple[Any | None, str]:
     """The network of the independent feature error, or None and why not (when it is the run's own
     comparator or encoder, its space is not independent of what the run was trained or built on)."""
-    from repro.comparators import build_comparator
-
     name, tap = INDEPENDENT_NET
     used = {config.encoder} | ({config.comparator} if config.lambda_feat > 0 else set())
     if name in used:
@@ -197,8 +210,6 @@ def independent_network(config: Config, resolution: int) -> tuple[Any | None, st
 def image_metric_fn(device: torch.device, batch_size: int, progress: bool
                     ) -> Callable[[torch.Tensor, torch.Tensor], dict[str, float]]:
     """PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone from repro.weights), averaged over the images."""
-    from repro.weights import alexnet_tv_state_dict
-
     lpips = metric_lib.LPIPSMetric(alexnet_tv_state_dict()).to(device).eval()
 
     def measure(reconstructions: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:

@@ -1,7 +1,7 @@
-"""The generator that ships with the package, so that `python -m repro.invert photo.jpg --out DIR` works on a
-fresh clone without training; `python -m repro.shipped RUN_DIR --step N` makes it from a run.
+"""`python -m repro.shipped RUN_DIR --step N`: make the generator that ships with the package, and its card.
 
-The shipped file is a float16 generator file (`repro.generator_file`, ≤ 8 MB: the one tracked file allowed past
+The shipped generator lets `python -m repro.invert photo.jpg --out DIR` work on a fresh clone without training.
+It is a float16 generator file (`repro.generator_file.SHIPPED`, ≤ 8 MB: the one tracked file allowed past
 5 MB) of a protocol CONV5* run (`repro.config`): it inverts AlexNet pool5 (256×6×6, the encoder seeing the image
 resized to 227 px) into 96 px images. Beside it, `<name>.md` is its model card, written from the run's
 provenance and its evaluation (`python -m repro.evaluate RUN --step N`): data, steps, schedule, metrics, sha256.
@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import cli, user_input
-from repro.generator_file import GeneratorFileError, export_run
+from repro.generator_file import SHIPPED, SHIPPED_FOLDER, SHIPPED_NAME, GeneratorFileError
+from repro.provenance import command
+from repro.runs import export_run
 
-FOLDER = Path(__file__).resolve().parent / "generators"
-NAME = "conv5star-96px"
-SHIPPED = FOLDER / f"{NAME}.generator.pt"
-CARD = FOLDER / f"{NAME}.md"
+CARD = SHIPPED_FOLDER / f"{SHIPPED_NAME}.md"
 MAX_BYTES = 8 * 2**20
 
 CARD_METRICS = (("image_error_pct", "image error (%)"), ("feature_error_pct", "feature error (%)"),
@@ -29,18 +28,10 @@ CARD_METRICS = (("image_error_pct", "image error (%)"), ("feature_error_pct", "f
                 ("gradient_error_pct", "gradient error (%)"), ("psnr", "PSNR (dB)"))
 
 
-def shipped_generator() -> Path:
-    """The shipped generator file; a clear error when the package was installed without it."""
-    if not SHIPPED.is_file():
-        raise GeneratorFileError(f"the shipped generator {SHIPPED} is missing (a package installed without its data?): "
-                                 "give --generator FILE (make one with python -m repro.publish RUN --generator --half)")
-    return SHIPPED
-
-
 def model_card(record: dict[str, Any], provenance: dict[str, Any], evaluation: dict[str, Any] | None,
                command: str) -> str:
     config = provenance["config"]
-    lines = [f"# {NAME}: the generator shipped with deepsim", "",
+    lines = [f"# {SHIPPED_NAME}: the generator shipped with deepsim", "",
              "Inverts AlexNet pool5 (the paper's CONV5 code, 256×6×6, the encoder seeing the image resized to 227 px) "
              "into 96×96 RGB images: protocol CONV5* of `repro.config`. Used by `python -m repro.invert IMAGES --out "
              "DIR` when no `--generator` is given.", "",
@@ -77,7 +68,7 @@ def model_card(record: dict[str, Any], provenance: dict[str, Any], evaluation: d
 
 def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str) -> Path:
     """Write the shipped generator (float16) of `run_dir` at `step` and its model card; returns the file."""
-    FOLDER.mkdir(parents=True, exist_ok=True)
+    SHIPPED_FOLDER.mkdir(parents=True, exist_ok=True)
     record = export_run(run_dir, SHIPPED, step=step, half=True)
     size = SHIPPED.stat().st_size
     if size > MAX_BYTES:
@@ -95,8 +86,6 @@ def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str)
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from repro.provenance import command
-
     parser = argparse.ArgumentParser(prog="python -m repro.shipped", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a protocol CONV5* run folder")
     parser.add_argument("--step", type=int, help="the checkpoint to ship (default: the newest intact one)")

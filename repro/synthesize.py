@@ -56,9 +56,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from repro.code_search import CMAES, CMASettings, GeneticSettings, Genetic, GradientAscent, Settings
+from repro import provenance
+from repro.assets import asset_folder
+from repro.code_search import (CMAES, CMASettings, GeneticSettings, Genetic, GradientAscent, Settings, load_state, search,
+                               settings_record)
+from repro.comparators import build_net
+from repro.data import DataError, list_images, load_images
+from repro.generator_file import GeneratorFileError, load_generator
 from repro.invert import OneLineParser
-from repro.scorers import DEFAULT_TAPS, Objective, unit_activations  # noqa: F401 (Objective: this module's API)
+from repro.models import Inverter
+from repro.scorers import DEFAULT_TAPS, FileExchangeScorer, Objective, ScorerError, scorer_from_spec, unit_activations
 
 
 def code_bounds(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, multiplier: float,
@@ -107,11 +114,8 @@ def synthesize(generator: nn.Module, objective: nn.Module, units: list[int], set
 def bounds_from_encoder(loaded, encoder_weights: str | None, bound_images: str | None, multiplier: float,
                         device: str) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
     """Code bounds from the generator's own encoder on 64 real images; and where they came from."""
-    from repro.assets import asset_folder
-    from repro.data import list_images, load_images
-
     try:
-        inverter = loaded.inverter(encoder_weights, device)
+        inverter = Inverter.from_file(loaded, encoder_weights, device)
     except ValueError as err:
         if "needs the original weights" not in str(err):
             raise
@@ -186,12 +190,6 @@ def make_optimizer(args, in_shape: tuple[int, ...], generations_of, bounds, devi
 
 def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
     """The code search (module docstring); returns the exit status."""
-    from repro import provenance
-    from repro.code_search import load_state, search, settings_record
-    from repro.data import DataError
-    from repro.generator_file import GeneratorFileError, load_generator
-    from repro.scorers import FileExchangeScorer, ScorerError, scorer_from_spec
-
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
@@ -289,10 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --samples must be ≥ 1")
     settings = Settings(args.steps or Settings.steps, args.lr, args.end_lr, args.decay, args.bound_multiplier, args.seed)
     t0 = time.time()
-    from repro.comparators import build_net
-    from repro.data import DataError
-    from repro.generator_file import GeneratorFileError, load_generator
-
     try:
         loaded = load_generator(args.generator, args.device)
         tap = args.tap or DEFAULT_TAPS.get(args.classifier)

@@ -24,9 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from repro import provenance
+from repro import provenance, storage
+from repro.assets import AssetError, assets_root, sha256_file
 from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, parse_overrides
 from repro.errors import DeepsimError, cli, report, user_input
+
+# Modules that load torch (loop, checkpoint, data, comparators, weights, plan, …) and Ray are imported where
+# used: `--help` and a bad argument answer at once instead of after seconds of imports.
 
 log = logging.getLogger("repro.train")
 
@@ -54,8 +58,6 @@ def ship_weights(config: Config) -> list[dict[str, Any]]:
 
     import ray
 
-    from repro.assets import AssetError
-
     files = weight_files(config)
     for field, path in files:  # all checked before any is put
         if not path.is_file():
@@ -79,7 +81,6 @@ def install_weights(config: Config, shipped: list[dict[str, Any]]) -> Config:
 
     import ray
 
-    from repro.assets import AssetError, sha256_file
     from repro.weights import weights_path
 
     changes = {}
@@ -115,7 +116,6 @@ def newer_on_storage(run: str, registered: dict[str, Any] | None) -> tuple[Path,
     a torn upload fails `checkpoint.verify` and is skipped. Only for run folders every node mounts (a URI's
     uploads are trusted once Ray registered them)."""
     from repro import checkpoint as ckpt
-    from repro import storage
 
     if storage.is_uri(run):
         return None
@@ -137,7 +137,6 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     from repro import checkpoint as ckpt
-    from repro import storage
     from repro.loop import Session, train
 
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
@@ -245,9 +244,14 @@ def cpus_per_worker(args: argparse.Namespace, cluster_cpus: int) -> int:
     return max(1, cluster_cpus // args.num_workers)
 
 
+# The code a cluster's workers import (tune's trials run this loop too), found beside this package by path: repro
+# does not import tune to locate it.
+CLUSTER_PACKAGES = tuple(Path(__file__).resolve().parents[1] / name for name in ("repro", "converters", "tune"))
+
+
 def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
     """What every Ray worker process gets. On a cluster (`--address`) the code travels with the job
-    (`py_modules`: repro, converters, tune, as imported here), and the assets folder is named explicitly
+    (`py_modules`: the packages in CLUSTER_PACKAGES), and the assets folder is named explicitly
     (the shipped package no longer sits beside ../shared/assets): every node must mount it at that path,
     which `connect_ray` checks."""
     env: dict[str, Any] = {"worker_process_setup_hook": quiet_ray_workers}
@@ -256,12 +260,7 @@ def runtime_env(args: argparse.Namespace) -> dict[str, Any]:
         # controller prints no alarming `PreemptionWatcher … max_restarts > 0` error line on every run.
         env["env_vars"] = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if args.address:
-        import converters
-        import repro
-        import tune
-        from repro.assets import assets_root
-
-        env["py_modules"] = [str(Path(m.__file__).parent) for m in (repro, converters, tune)]
+        env["py_modules"] = [str(path) for path in CLUSTER_PACKAGES]
         env["env_vars"] = {"DEEPSIM_ASSETS": str(assets_root())}
     return env
 
@@ -274,7 +273,6 @@ def connect_ray(args: argparse.Namespace, config: Config, run: str) -> None:
         import ray
     except ImportError as err:
         raise SystemExit(f"error: Ray is not installed here ({err}); use --launcher local") from err
-    from repro import storage
     from repro.data import resolve_folder
 
     if not ray.is_initialized():  # no --address: a new local runtime ("local"), even beside a `ray start` cluster
@@ -297,8 +295,6 @@ def launch_ray(config: Config, run: str, args: argparse.Namespace) -> dict[str, 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from repro import storage
 
     cpus = cpus_per_worker(args, int(ray.cluster_resources().get("CPU", 1)))
     storage_path, name = storage.split(run)
@@ -396,8 +392,6 @@ RESUMABLE = {"steps", "log_every", "image_every", "checkpoint_every", "num_worke
 def run_location(args: argparse.Namespace, preset: str) -> str:
     """The run folder as a path (absolute) or a URI (as given): --resume, else STORAGE/RUN_DIR, else
     STORAGE/<preset>/<timestamp> (STORAGE defaults to runs)."""
-    from repro import storage
-
     if args.resume is not None:
         return storage.normalise(args.resume)
     if args.storage is not None and args.run_dir is not None:
@@ -412,8 +406,6 @@ def run_location(args: argparse.Namespace, preset: str) -> str:
 
 
 def resolve(args: argparse.Namespace) -> tuple[Config, str]:
-    from repro import storage
-
     if getattr(args, "precision", None):
         given = {item.partition("=")[0].strip() for item in args.overrides}
         if given & set(PRECISIONS[args.precision]):
@@ -489,7 +481,6 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
     intact checkpoint of this very config. Raises ValueError (ConfigError, DataError, ConversionError),
     FileNotFoundError or AssetError."""
     from repro import checkpoint as ckpt
-    from repro import storage
 
     check_config(config, args.num_workers)
     if args.resume is None and storage.has_content(run):
@@ -564,7 +555,6 @@ def main(argv: list[str] | None = None) -> int:
         from repro.devices import pick_device
 
         pick_device(config)  # DeviceError
-    from repro import storage
     from repro.figures import FIGURE_SUFFIX
 
     with user_input():  # Config-, Data-, Conversion-, StorageError; a file or a storage that cannot be read

@@ -26,6 +26,14 @@ from typing import Any
 
 import torch
 
+from repro import provenance
+from repro.assets import asset_folder
+from repro.config import Config, ConfigError, make_config, reduced_lambdas
+from repro.data import infinite_batches, list_images, load_images, training_loader
+from repro.loop import Trainer
+from repro.losses import DeePSiMLoss
+from repro.scores import load_eval_images
+
 
 def encoder_state(encoder: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     """The numbers above for one GaussianEncoder on pipeline images (n, 3, R, R)."""
@@ -40,11 +48,6 @@ def kl_budget(resolution: int, n_images: int = 128) -> dict[str, float]:
     """Nats per image that the reconstruction cost of a blind reconstruction is worth at `resolution`, with
     the λ of the reduced-scale rule (repro.config.reduced_lambdas: the paper's at 227 px), the cost being the
     training loss's own DeePSiM terms without D."""
-    from repro.config import Config, reduced_lambdas
-    from repro.data import list_images, load_images
-    from repro.assets import asset_folder
-    from repro.losses import DeePSiMLoss
-
     lam = reduced_lambdas(resolution)
     images = load_images(list_images(asset_folder("imagenet-1k-256"))[:n_images], resolution)
     loss = DeePSiMLoss("alexnet", "pool5", resolution=resolution, lambda_feat=lam["lambda_feat"], lambda_adv=0.0,
@@ -64,11 +67,6 @@ def kl_budget(resolution: int, n_images: int = 128) -> dict[str, float]:
 def probe(preset: str, lambda_kl: float, fine_tune_trunk: bool, steps: int, every: int, n_images: int,
           overrides: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """Encoder states at iterations 0, every, 2·every, … steps of one fresh VAE run (no files kept)."""
-    from repro.config import make_config
-    from repro.data import infinite_batches, training_loader
-    from repro.loop import Trainer
-    from repro.scores import load_eval_images
-
     config = make_config(preset, {**(overrides or {}), "lambda_kl": lambda_kl, "fine_tune_trunk": fine_tune_trunk,
                                   "steps": steps})
     if config.model != "vae":
@@ -99,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the records here (JSON, with provenance)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from repro import provenance
-    from repro.config import ConfigError
 
     started, records = time.time(), []
     for lam in args.lambda_kl:

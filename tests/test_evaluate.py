@@ -174,12 +174,12 @@ def test_reencoding_and_interpolation_mechanics(run_dir):
 
 
 def test_method_names_follow_the_loss_terms():
-    assert evaluate.method_of(make_config("small-pool5")) == "deepsim"
-    assert evaluate.method_of(make_config("small-pool5-image")) == "image-loss"
-    assert evaluate.method_of(make_config("ablation-no-adv")) == "deepsim-no-adv"
-    assert evaluate.method_of(make_config("ablation-no-feat")) == "deepsim-no-feat"
-    assert evaluate.comparator_of(make_config("small-pool5")) == "alexnet:pool5"
-    assert evaluate.comparator_of(make_config("small-pool5-image")) is None
+    assert scores.method_of(make_config("small-pool5")) == "deepsim"
+    assert scores.method_of(make_config("small-pool5-image")) == "image-loss"
+    assert scores.method_of(make_config("ablation-no-adv")) == "deepsim-no-adv"
+    assert scores.method_of(make_config("ablation-no-feat")) == "deepsim-no-feat"
+    assert scores.comparator_of(make_config("small-pool5")) == "alexnet:pool5"
+    assert scores.comparator_of(make_config("small-pool5-image")) is None
 
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path, run_dir, capsys):

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from repro import invert
 from repro.data import list_images, load_images
-from repro.generator_file import load_generator
-from repro.shipped import CARD, MAX_BYTES, SHIPPED
+from repro.generator_file import SHIPPED, load_generator
+from repro.models import Inverter
+from repro.shipped import CARD, MAX_BYTES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N_PHOTOS = 8
@@ -59,7 +60,7 @@ def test_invert_without_a_generator_uses_the_shipped_one_and_follows_each_photo(
     loaded = load_generator(SHIPPED)
     originals = load_images([photos], loaded.resolution)
     with torch.no_grad():
-        recon = loaded.inverter()(originals)[0].clamp(0, 1)
+        recon = Inverter.from_file(loaded)(originals)[0].clamp(0, 1)
     scores = follows_its_photos(originals, recon)
     assert passes(scores), scores
     # the plausible wrong results fail the same check: one image for every photo, and noise

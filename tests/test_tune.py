@@ -23,8 +23,9 @@ import pytest
 
 import torch
 
+from repro.checkpoint import load_model_state
 from repro.config import make_config
-from repro.loop import Session, load_model_state, train
+from repro.loop import Session, train
 from repro.models import build_parts
 from tune.options import SearchError, SearchOptions, build_config
 from tune.scoring import CheckpointScorer

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repro import storage
 from repro.config import PRESETS
 from repro.figures import FIGURE_SUFFIXES
 from repro.metrics import METRICS
@@ -28,8 +29,6 @@ def collect(results, experiment: str, lambda_names: list[str], steps: int) -> li
     """One row per trial from Tune's ResultGrid (its dataframes of last and best reports), ranked: trials that
     ran the whole schedule by their final objective, then trials the scheduler stopped early by their last
     objective, then failures."""
-    from repro import storage
-
     def present(value: Any) -> Any:
         return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -119,8 +118,6 @@ def preset_from(best: dict[str, Any], record: dict[str, Any], lambda_names: list
 def export(results, experiment: str, out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Write results.csv, results.md, best.json, search.json and trial grids to `out`
     (a local folder; the experiment may be on a URI)."""
-    from repro import storage
-
     out.mkdir(parents=True, exist_ok=True)
     elsewhere = storage.is_uri(experiment) or Path(experiment).resolve() != out.resolve()
     lambda_names = list(record["space"])

@@ -5,7 +5,10 @@ from typing import Any, Callable
 
 from torch import nn
 
+from repro import scores
+from repro.comparators import build_comparator
 from repro.config import Config
+from repro.devices import pick_device
 
 
 class CheckpointScorer:
@@ -19,10 +22,6 @@ class CheckpointScorer:
     """
 
     def __init__(self, config: Config, n: int, image_metrics: bool, batch_size: int = 16):
-        from repro import scores
-        from repro.comparators import build_comparator
-        from repro.devices import pick_device
-
         self.device = pick_device(config)
         self.batch_size = batch_size
         self.images, _, self.data = scores.load_eval_images(config, n)
@@ -37,8 +36,6 @@ class CheckpointScorer:
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """Scores of `model` by the one measurement (`repro.scores.measure`; left in the mode it came in)."""
-        from repro import scores
-
         encode = self.comparator if self.comparator is not None else model.encode
         if self.reference is None:
             self.reference = scores.reference_of(model, self.images, self.batch_size, encode=encode)

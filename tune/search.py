@@ -38,7 +38,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from repro import storage
+from repro.assets import AssetError
 from repro.config import ConfigError, PRESETS, parse_overrides
+from repro.provenance import git_commit
+from repro.train import runtime_env
 from tune.export import export
 from tune.options import SCHEDULERS, SEARCHERS, SearchError, SearchOptions, build_config, reports_per_trial
 from tune.spaces import SpaceError, space_for
@@ -105,8 +109,6 @@ def start_ray(args: argparse.Namespace) -> bool:
     this call started it."""
     import ray
 
-    from repro.train import runtime_env
-
     if ray.is_initialized():
         return False
     if args.address:
@@ -120,8 +122,6 @@ def check_storage(args: argparse.Namespace, experiment: str) -> None:
     """On a multi-node cluster the experiment must be on a URI or an explicit --storage that every node sees."""
     import ray
 
-    from repro import storage
-
     nodes = ray.nodes()
     storage.require_shared(experiment, nodes, args.storage is not None or args.resume is not None, args.address)
     storage.check_shared(storage.split(experiment)[0], nodes)
@@ -129,7 +129,6 @@ def check_storage(args: argparse.Namespace, experiment: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from repro.provenance import git_commit
 
     git_commit()  # pin the commit of the code now running
     command = "python -m tune.search " + " ".join(shlex.quote(a) for a in argv)
@@ -146,9 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SearchError, SpaceError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    from repro import storage
-    from repro.assets import AssetError
 
     started = time.time()
     started_ray = start_ray(args)

@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from repro import provenance as prov, storage
 from repro.config import Config, from_dict
+from repro.train import install_weights
 from tune.options import SearchError
 from tune.target import Target
 
@@ -55,10 +57,8 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[s
     import torch
     from ray import tune
 
-    from repro import checkpoint, storage
+    from repro import checkpoint  # local, with torch: the driver imports this module without loading torch
     from repro.loop import Session, train
-    from repro import provenance as prov
-    from repro.train import install_weights
     from tune.scoring import CheckpointScorer
 
     spec, config = trial_config(params, spec)

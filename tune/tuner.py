@@ -6,11 +6,13 @@ import json
 import sys
 from typing import Any
 
+from repro import provenance, storage
 from repro.config import Config, from_dict
+from repro.train import ship_weights
 from tune.options import SearchError, SearchOptions, build_config, reports_per_trial
-from tune.spaces import LogRange, space_for
+from tune.spaces import LogRange, param_space, space_for
 from tune.target import parse_target
-from tune.trial import TrialSpec
+from tune.trial import TrialSpec, run_trial
 
 
 def make_scheduler(name: str, config: Config, space: dict[str, LogRange], seed: int):
@@ -24,8 +26,6 @@ def make_scheduler(name: str, config: Config, space: dict[str, LogRange], seed: 
         import random
 
         import numpy as np
-
-        from tune.spaces import param_space
 
         # PBT draws its exploits and mutations from the driver's global `random` and `numpy.random` (Ray gives
         # it no seed argument): seed them, as Ray's docs advise, so a search with the same --seed perturbs alike.
@@ -72,13 +72,8 @@ def make_trainable(spec: dict[str, Any], cpus: float, gpus: float):
     import ray
     from ray import tune
 
-    from repro import storage
-    from repro.train import ship_weights
-
-    from tune.trial import run_trial as trial
-
     weights = ship_weights(from_dict(spec["config"])) if len(storage.alive_nodes(ray.nodes())) > 1 else []
-    return tune.with_resources(tune.with_parameters(trial, spec=spec, weights=weights), {"cpu": cpus, "gpu": gpus})
+    return tune.with_resources(tune.with_parameters(run_trial, spec=spec, weights=weights), {"cpu": cpus, "gpu": gpus})
 
 
 def trial_dirname(trial) -> str:
@@ -99,8 +94,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
     """A Tuner for a fresh search, its experiment folder, and the search record (search.json)."""
     from ray import tune
 
-    from repro import provenance, scores, storage
-    from tune.spaces import param_space
+    from repro import scores  # local: loads torch, which Tune's driver does not need otherwise
 
     config = build_config(options)
     space = space_for(config, options.decades)
@@ -150,8 +144,6 @@ def restore_search(experiment: str) -> tuple[Any, dict[str, Any]]:
     """A Tuner continuing an interrupted search: finished trials stay finished, unfinished ones resume
     from their last reported checkpoint, errored ones restart from theirs."""
     from ray import tune
-
-    from repro import storage
 
     text = storage.read_text(storage.join(experiment, "search.json"))
     if text is None:

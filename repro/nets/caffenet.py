@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from repro.errors import DeepsimError
+from repro.weights import alexnet_tv_state_dict
 
 # ILSVRC-2012 channel means in BGR (the mean image of ../shared/assets/caffe/ilsvrc_2012_mean.npy,
 # averaged per channel); the training data layer of the original used 104/117/123.
@@ -314,8 +315,6 @@ class AlexNetTV(TappedNet):
 
     @classmethod
     def pretrained(cls, resolution: int = 224) -> "AlexNetTV":
-        from repro.weights import alexnet_tv_state_dict
-
         net = cls(resolution)
         net.load_torchvision_convs(alexnet_tv_state_dict())
         net.untrained_taps = ("fc6", "fc7", "fc8")  # the shipped weights have conv1–conv5 only

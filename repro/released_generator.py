@@ -5,7 +5,7 @@ inputs for neurons") used them as image priors with the prototxts `generator_fc6
 `generator_fc7.prototxt` and `generator_pool5.prototxt` (in ../shared/assets/reference-prototxt/synthesizing).
 The weights (`generator.caffemodel`) are the user's to bring:
 
-    python -m converters.deepsim_generator generator_fc6.prototxt generator.caffemodel fc6.generator.pt
+    python -m repro.released_generator generator_fc6.prototxt generator.caffemodel fc6.generator.pt
     python -m repro.invert IMAGES --generator fc6.generator.pt --encoder-weights bvlc_reference_caffenet.caffemodel --out DIR
 
 What the prototxts hold (each checked layer by layer against `Generator`'s table before any weight is used):
@@ -21,6 +21,9 @@ What the prototxts hold (each checked layer by layer against `Generator`'s table
 Weights are read with `converters.caffe_blobs` (V1 or V2 caffemodels; every blob's shape checked against the
 prototxt), mapped by an explicit name table to the generator's state dict, every tensor once, and loaded
 with `strict=True`. `compare` checks the result at every layer against onnxruntime and OpenCV DNN.
+
+It sits in repro, not converters, because it builds repro's `Generator` (converters know nothing of repro);
+it reads the Caffe files with the converters.
 """
 from __future__ import annotations
 
@@ -32,7 +35,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from converters import caffe_blobs
+from converters.caffe_net import read_net
 from converters.errors import ConversionError
+from converters.provenance import file_record
+from repro.generator_file import save_generator
+from repro.nets.caffenet import ILSVRC_MEAN_BGR
+from repro.nets.generator import CONV_LAYERS, FC_LAYERS, FC_WIDTH, HEAD_CHANNELS, UPCONV_LAYERS, Generator
 
 RELEASED = {name: f"reference-prototxt/synthesizing/generator_{name}.prototxt" for name in ("fc6", "fc7", "pool5")}
 INPUT_BLOB = "feat"
@@ -41,8 +50,6 @@ OUTPUT_BLOB = "deconv0"
 
 def _expected_layers(in_shape: tuple[int, ...]) -> list[tuple[str, str, int, int, int, int]]:
     """(name, Caffe type, num_output, kernel, stride, pad) of every parameter layer of the released generator."""
-    from repro.nets.generator import CONV_LAYERS, FC_LAYERS, FC_WIDTH, HEAD_CHANNELS, UPCONV_LAYERS
-
     if len(in_shape) == 1:
         head = [(name, "InnerProduct", FC_WIDTH, 0, 0, 0) for name in FC_LAYERS]
     else:
@@ -61,8 +68,6 @@ def _geometry(layer) -> tuple[int, int, int, int]:
 def check_architecture(prototxt: str | Path) -> tuple[tuple[int, ...], float]:
     """The generator's input shape and LeakyReLU slope, after checking every layer of `prototxt` against the
     released architecture (names, types, widths, kernels, strides, pads, the ReLU after each layer)."""
-    from converters.caffe_net import read_net
-
     net = read_net(prototxt)
     if list(net.inputs) != [INPUT_BLOB]:
         raise ConversionError(f"{prototxt}: a released DeePSiM generator has one input {INPUT_BLOB!r}, not {list(net.inputs)}")
@@ -109,16 +114,12 @@ def state_dict_from_blobs(blobs: Mapping[str, Sequence[np.ndarray]], in_shape: t
     return state
 
 
-def load_released_generator(prototxt: str | Path, caffemodel: str | Path, resolution: int = 227):
+def load_released_generator(prototxt: str | Path, caffemodel: str | Path, resolution: int = 227) -> Generator:
     """A released DeePSiM generator as `repro.nets.generator.Generator` (eval mode, float32, width 1).
 
     resolution 227 crops the centre of the 256×256 output as Nguyen et al.'s act_max.py does; 256 keeps it.
     Built on the meta device and assigned, so no random initialisation touches the global RNG.
     """
-    from converters import caffe_blobs
-    from repro.nets.caffenet import ILSVRC_MEAN_BGR
-    from repro.nets.generator import Generator
-
     if resolution not in range(193, 257):  # the stack always makes 256 (start 4); only a centre crop is possible
         raise ValueError(f"the released generators make 256×256 images; resolution must be in 193–256, got {resolution}")
     in_shape, slope = check_architecture(prototxt)
@@ -163,8 +164,8 @@ def compare(prototxt: str | Path, caffemodel: str | Path, code: np.ndarray) -> l
     """At every blob: our Generator vs onnxruntime and OpenCV DNN (both on the Caffe files), and the ONNX → torch
     conversion vs both (`converters.verify.compare_caffe`). Rows: {tap, shape, ref_max_abs, rel_*}, rel =
     max |a − b| / max |OpenCV|."""
+    # local: the references (onnx, onnx2torch, onnxruntime) take seconds to load and only --verify needs them
     from converters.caffe2onnx import convert_caffe
-    from converters.caffe_net import read_net
     from converters.verify import compare_caffe, run_onnxruntime, run_opencv
 
     generator = load_released_generator(prototxt, caffemodel, resolution=256)
@@ -191,9 +192,6 @@ def convert(prototxt: str | Path, caffemodel: str | Path, out: str | Path, resol
             tap: str | None = None, half: bool = False) -> dict:
     """Write a generator file (`repro.generator_file`) for a released generator. Its encoder is CaffeNet
     (`caffenet`, the user's weights) at the tap the prototxt's input implies (fc6/fc7 for 4096, pool5)."""
-    from converters.provenance import file_record
-    from repro.generator_file import save_generator
-
     generator = load_released_generator(prototxt, caffemodel, resolution)
     if tap is None:
         if len(generator.in_shape) == 3:
@@ -204,12 +202,12 @@ def convert(prototxt: str | Path, caffemodel: str | Path, out: str | Path, resol
             if tap is None:
                 raise ConversionError(f"cannot tell fc6 from fc7 by the name {Path(prototxt).name}; pass --tap fc6 or fc7")
     source = {"converted_from": {"prototxt": file_record(prototxt), "caffemodel": file_record(caffemodel)},
-              "by": "converters.deepsim_generator"}
+              "by": "repro.released_generator"}
     return save_generator(out, generator, encoder="caffenet", tap=tap, source=source, half=half)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.deepsim_generator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.released_generator", description=__doc__.split("\n")[0])
     parser.add_argument("prototxt", help="generator_fc6/fc7/pool5.prototxt (released)")
     parser.add_argument("caffemodel", help="the matching generator.caffemodel")
     parser.add_argument("out", help="generator file to write (e.g. fc6.generator.pt)")

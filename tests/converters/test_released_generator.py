@@ -17,10 +17,11 @@ import torch
 
 from converters.caffemodel import write_caffemodel
 from converters.caffe_proto import parse_binary
-from converters.deepsim_generator import (
-    RELEASED, caffe_blobs_of, check_architecture, compare, convert, load_released_generator,
-)
 from converters.errors import ConversionError
+from repro.released_generator import (
+    RELEASED, caffe_blobs_of, check_architecture, compare, convert, load_released_generator, main,
+)
+from repro.synthesize import main as synthesize_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BLOBS = ["deconv5", "conv5_1", "deconv4", "conv4_1", "deconv3", "conv3_1", "deconv2", "deconv1", "deconv0"]
@@ -146,8 +147,6 @@ def test_the_slope_is_read_from_the_prototxt(asset, caffemodel, tmp_path):
 def test_cli_with_a_users_caffenet_and_a_released_generator(asset, random_weights, tmp_path):
     """A user's CaffeNet (here random weights in a real caffemodel) as classifier and, through the same file, as
     the released pool5 generator's encoder for the bounds."""
-    from repro.synthesize import main
-
     caffenet_proto = asset("caffe/bvlc_reference_caffenet_deploy.prototxt")
     caffenet = write_caffemodel(tmp_path / "caffenet.caffemodel", random_weights(caffenet_proto, seed=0), caffenet_proto)
     gen_proto = asset(RELEASED["pool5"])
@@ -155,16 +154,14 @@ def test_cli_with_a_users_caffenet_and_a_released_generator(asset, random_weight
     gen_file = tmp_path / "pool5.generator.pt"
     convert(gen_proto, gen_weights, gen_file)
     out = tmp_path / "syn"
-    assert main(["--generator", str(gen_file), "--classifier", "caffenet", "--classifier-weights", str(caffenet),
-                 "--unit", "945", "--steps", "3", "--out", str(out)]) == 0
+    assert synthesize_main(["--generator", str(gen_file), "--classifier", "caffenet", "--classifier-weights",
+                            str(caffenet), "--unit", "945", "--steps", "3", "--out", str(out)]) == 0
     record = json.loads((out / "synthesize.json").read_text())
     assert record["classifier_resolution"] == 227 and record["encoder"] == "caffenet:pool5"
     assert np.mean(record["units"][0]["end"]) > np.mean(record["units"][0]["start"])
 
 
 def test_command_line_errors_are_one_line(asset, caffemodel, tmp_path, capsys):
-    from converters.deepsim_generator import main
-
     _, weights = caffemodel("pool5", "v2")
     assert main([str(asset("caffe/bvlc_reference_caffenet_deploy.prototxt")), str(weights), str(tmp_path / "g.pt")]) == 2
     err = capsys.readouterr().err.strip()
