@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro.assets import REPO_ROOT
+from repro.generator_file import SHIPPED
 from repro.scores import IDENTIFICATION_FACTOR, INDEPENDENT_NET, identification
 
 RESULTS = REPO_ROOT / "results"
@@ -380,7 +381,7 @@ CONTRADICTED = {(key, OLD_SCALE): reason for key, reason in {
         "the training does not change it (4800 steps: 126.7 vs 103.1 %, "
         "results/figures/pool5-deepsim-vs-image-loss-4800-steps.webp)"),
 }.items()}
-CONV5_STAR_SCALE = "CONV5* (96 px images, encoder at 227 px)"
+CONV5_STAR_SCALE = scale_of({"resolution": 96, "encoder_resolution": 227})  # "CONV5* (96 px images, encoder at 227 px)"
 CONTRADICTED.update({(key, CONV5_STAR_SCALE): reason for key, reason in {
     "image-loss-vs-deepsim": (
         "CONV5* at 4500 CPU iterations, 2 seeds (results/conv5star, results/conv5star-image): DeePSiM's feature "
@@ -398,7 +399,8 @@ CONTRADICTED.update({(key, CONV5_STAR_SCALE): reason for key, reason in {
         "colours and rough layout (gradient error 137-138 % vs the image loss's 104-105 %); the λ_img warm start "
         "did not prevent the texture phase (results/conv5star/README.md)"),
 }.items()})
-CONV5_STAR_WARM_SCALE = f"{CONV5_STAR_SCALE}, G warm-started from conv5star-96px.generator.pt"
+# the scale scale_of gives the runs whose G started from the shipped generator (conv5star-warm*)
+CONV5_STAR_WARM_SCALE = scale_of({"resolution": 96, "encoder_resolution": 227, "init_generator": SHIPPED.name})
 CONTRADICTED.update({(key, CONV5_STAR_WARM_SCALE): reason for key, reason in {
     "blur": (
         "CONV5* warm-started from the shipped image-loss generator, 2500 iterations, 2 seeds "
