@@ -141,7 +141,7 @@ def _prepare_decode_sets(work: Path, images: int) -> dict[str, Path]:
     import cv2
     from PIL import Image
 
-    from repro.prewarp import prewarp
+    from repro.data.prewarp import prewarp
 
     raw = work / "raw500"
     if not (raw / "train.txt").exists():

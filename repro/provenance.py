@@ -107,7 +107,7 @@ def weight_identity(config: Config) -> dict[str, str]:
 
 def data(config: Config) -> dict[str, str]:
     """The train and eval data by content: a shared folder's manifest hash, a user folder's listing hash."""
-    from repro.data import listing_sha256
+    from repro.data.sources import listing_sha256
 
     def describe(name: str) -> str:
         if name in FOLDER_SHA256:

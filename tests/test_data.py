@@ -5,6 +5,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,12 +16,16 @@ import torch
 from PIL import Image
 
 from repro.assets import AssetError, asset_folder
-from repro import data
 from repro.config import ConfigError, make_config
-from repro.data import (DataError, EncodedFolder, GpuDecoded, ImageFolder, SeededSampler, decode_rgb, index_path,
-                        list_images, listing, listing_sha256, load_images, make_loader, training_loader,
-                        warp_like_caffe, warp_size)
-from repro.prewarp import prewarp
+from repro.data import datasets, sources
+from repro.data.caffe import decode_rgb, warp_like_caffe, warp_size
+from repro.data.datasets import EncodedFolder, ImageFolder
+from repro.data.loaders import (GpuDecoded, SeededSampler, infinite_batches, load_images, make_loader,
+                                require_one_batch, training_loader)
+from repro.data.prewarp import prewarp
+from repro.data.sources import DataError, index_path, list_images, listing, listing_sha256
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -138,7 +145,7 @@ def test_index_is_caffe_train_txt_shared_and_refreshed(classes, monkeypatch):
     assert index.read_text().splitlines()[-1].endswith(" 2")  # labels number the sorted class folders
     assert json.loads(index.with_suffix(".json").read_text())["count"] == 36
     # another rank / a later run reads the index instead of walking the tree
-    monkeypatch.setattr(data, "scan_images", lambda root: pytest.fail("walked the tree again"))
+    monkeypatch.setattr(sources, "scan_images", lambda root: pytest.fail("walked the tree again"))
     again = listing(classes)
     assert list(again) == list(first) and again.sha256 == first.sha256 == listing_sha256(classes)
     monkeypatch.undo()
@@ -196,8 +203,8 @@ def test_shared_cache_is_one_copy_per_node_for_every_process(classes, tmp_path, 
                        num_workers=2).dataset.cache_capacity() == 10
 
     decoded = []
-    real = data.load_warped
-    monkeypatch.setattr(data, "load_warped", lambda f, w: decoded.append(f) or real(f, w))
+    real = datasets.load_warped
+    monkeypatch.setattr(datasets, "load_warped", lambda f, w: decoded.append(f) or real(f, w))
     second = ImageFolder(classes, resolution=64, cache=True, cache_mb=budget_mb, uint8=True, shared=True)
     assert all(torch.equal(second[(i, i)], items[i]) for i in range(len(second)))
     assert len(decoded) == len(second) - 10  # only the images past the node's budget
@@ -239,6 +246,17 @@ def test_prewarp_writes_caffe_bilinear_jpegs_once(classes, tmp_path):
     assert torch.equal(ds[list(ds.files).index(out / rel)], torch.from_numpy(written[4:68, 4:68].transpose(2, 0, 1).copy()))  # no re-warp
 
 
+def test_python_m_repro_prewarp_is_still_the_command(classes, tmp_path):
+    """The command the README gives runs the package's prewarp (repro/prewarp.py is a thin entry point)."""
+    out = tmp_path / "warped"
+    done = subprocess.run([sys.executable, "-m", "repro.prewarp", str(classes), str(out), "--resolution", "64",
+                           "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"36 images in {out}" in done.stdout and f"train_data={out / 'train.txt'}" in done.stdout
+    assert (out / "train.txt").read_text() == index_path(classes).read_text()
+    assert json.loads((out / "prewarp.json").read_text())["warp"] == 72
+
+
 def test_gpu_decode_path_matches_cpu_decode(classes, tmp_path):
     """The nvJPEG path's logic, run with torchvision's CPU decoder (no GPU here)."""
     out = tmp_path / "warped"
@@ -258,8 +276,6 @@ def test_gpu_decode_path_matches_cpu_decode(classes, tmp_path):
 def test_persistent_workers_give_the_in_process_stream_across_epochs(classes):
     from itertools import islice
 
-    from repro.data import infinite_batches
-
     def stream(workers, skip, n):
         config = make_config("smoke", {"train_data": str(classes), "batch_size": 8, "num_workers": workers})
         loader = training_loader(config, 0, 1)
@@ -278,11 +294,11 @@ def test_fewer_images_than_one_batch_is_an_error_not_an_endless_wait(small_folde
     with pytest.raises(DataError, match=r"holds 6 images, fewer than one batch of 8"):
         training_loader(config)
     with pytest.raises(DataError, match=r"holds 5 images, fewer than one batch of 8 over 2 workers \(4 each\)"):
-        data.require_one_batch(list_images(small_folder)[:5], small_folder, 8, world_size=2)  # shards of 3
-    data.require_one_batch(list_images(small_folder)[:5], small_folder, 6, world_size=2)  # 3 each: fine
+        require_one_batch(list_images(small_folder)[:5], small_folder, 8, world_size=2)  # shards of 3
+    require_one_batch(list_images(small_folder)[:5], small_folder, 6, world_size=2)  # 3 each: fine
     loader = make_loader(ImageFolder(small_folder, 64, uint8=True), batch_size=8, num_workers=0)
-    batches = data.infinite_batches(loader)
+    batches = infinite_batches(loader)
     with pytest.raises(DataError, match=r"gives no batch of 8"):
         next(batches)
-    assert next(data.infinite_batches(make_loader(ImageFolder(small_folder, 64, uint8=True), batch_size=6,
-                                                  num_workers=0)))[2].shape[0] == 6  # exactly one batch: fine
+    assert next(infinite_batches(make_loader(ImageFolder(small_folder, 64, uint8=True), batch_size=6,
+                                             num_workers=0)))[2].shape[0] == 6  # exactly one batch: fine

@@ -16,6 +16,9 @@ for ImageNet, over a GPU node's local disk (64 GiB on the one we can borrow) and
 re-encoding error small (Caffe's default stored raw pixels: the one lossy step is ours, and said here).
 
 Resumable: files already in OUT are kept; unreadable sources are reported and left out of train.txt.
+
+The command is `python -m repro.prewarp` (a thin entry point, repro/prewarp.py, kept so that the name
+the README and results/scale.md give still works); `python -m repro.data.prewarp` runs the same.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from repro.data import UNREADABLE, decode_rgb, index_text, listing, resolve_source, warp_like_caffe, warp_size
+from repro.data.caffe import UNREADABLE, decode_rgb, warp_like_caffe, warp_size
+from repro.data.sources import index_text, listing, resolve_source
 
 QUALITY = 95
 
