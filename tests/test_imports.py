@@ -3,6 +3,7 @@
 resolved), so a cycle cannot hide in a local import.
 
 Layers: converters know nothing of repro; repro nothing of tune or bench (STYLE.md, "imports only downward").
+Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it.
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ def test_imports_only_go_down():
     for higher in ("tune", "bench"):
         upward += imports_from(graph, "repro", higher) + imports_from(graph, "converters", higher)
     assert not upward, f"imports against the layers (converters < repro < tune, bench): {upward}"
+
+
+def test_the_data_stage_knows_nothing_of_the_stages_after_it():
+    """images → features → generator → losses → loop: `repro.data` imports, from the rest of repro, only the
+    asset paths and the error root, never nets, losses, the loop or the tools that use it."""
+    graph = import_graph(REPO)
+    modules = {"repro.data", "repro.data.sources", "repro.data.caffe", "repro.data.datasets", "repro.data.loaders",
+               "repro.data.prewarp"}
+    assert modules <= set(graph) and graph["repro.data.loaders"] >= {"repro.data.datasets", "repro.data.sources"}
+    targets = {edge.split(" → ")[1] for edge in imports_from(graph, "repro.data", "repro")}
+    outside = {target for target in targets if target != "repro.data" and not target.startswith("repro.data.")}
+    assert outside <= {"repro.assets", "repro.errors"}, f"the data stage imports later stages: {sorted(outside)}"
 
 
 def write_package(root: Path, files: dict[str, str]) -> None:
