@@ -102,6 +102,16 @@ def load(folder: Path) -> dict[str, Any]:
     return torch.load(folder / STATE, map_location="cpu", weights_only=True)
 
 
+def recorded_sha256(folder: Path) -> str | None:
+    """The sha256 of state.pt that the checkpoint's meta.json records (None without a readable one): what
+    workers compare to know they loaded the very same checkpoint."""
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("sha256") if isinstance(meta, dict) else None
+
+
 def _step_of(folder: Path) -> int:
     try:
         return int(folder.name.removeprefix("step-"))

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from repro import checkpoint, provenance
 from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
-from repro.devices import pick_device
+from repro.devices import collective_device, pick_device
 from repro.errors import DeepsimError
 from repro.figures import FIGURE_SUFFIX, write_grid
 from repro.losses import DeePSiMLoss
@@ -178,6 +178,58 @@ def all_reduce_mean(values: torch.Tensor, session: Session) -> torch.Tensor:
         dist.all_reduce(values)
         values /= session.world_size
     return values
+
+
+def distributed(world_size: int) -> bool:
+    """Whether there are other workers to talk to: more than one, in an initialised process group."""
+    return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def broadcast_object(value: Any, world_size: int) -> Any:
+    """Rank 0's `value` (anything picklable: a decision, a small record) on every worker; `value` itself when
+    there is one worker or no process group. Every worker must call it (a collective)."""
+    if not distributed(world_size):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=collective_device())
+    return box[0]
+
+
+def gather_object(value: Any, world_size: int) -> list[Any]:
+    """Every worker's `value`, in rank order (`[value]` alone). Every worker must call it (a collective)."""
+    if not distributed(world_size):
+        return [value]
+    values: list[Any] = [None] * world_size
+    dist.all_gather_object(values, value)  # under NCCL through the current CUDA device, which Ray Train sets
+    return values
+
+
+def broadcast_tensors(tensors: list[torch.Tensor], world_size: int) -> None:
+    """Overwrite `tensors` (parameters and buffers, on the collective's device) in place with rank 0's: one
+    broadcast per dtype and device, of the tensors flattened into one buffer. Every worker must call it with
+    the same tensors in the same order."""
+    if not distributed(world_size):
+        return
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for tensor in tensors:
+        groups.setdefault((tensor.dtype, tensor.device), []).append(tensor)
+    for group in groups.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        with torch.no_grad():
+            for t in group:
+                t.copy_(flat[offset: offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+
+def stream_seed(seed: int, rank: int, world_size: int, step: int = 0) -> int:
+    """The seed of worker `rank`'s random stream (D's dropout, the VAE's noise). At the start `seed + rank`:
+    rank 0's stream is a single worker's, and each other worker draws masks of its own (one stream for all
+    would give every worker's share of the batch the same masks). A worker that resumes at `step` without a
+    stream of its own in the checkpoint (one written before streams were kept per worker, or by fewer workers)
+    takes `seed + rank + world_size * step`, a new stream rather than a replay of its first one."""
+    return seed + rank + world_size * step
 
 
 class GradReducer:
@@ -332,9 +384,10 @@ class Trainer:
         self.device = pick_device(config)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
-        # The run's random stream (D's dropout, the VAE's noise) starts from its seed on every worker; the
-        # entry points (train, ray_worker, a Tune trial, compare_autoencoders) set torch's thread count.
-        torch.manual_seed(config.seed)
+        # This worker's random stream (D's dropout, the VAE's noise): seed + rank (`stream_seed`; the nets'
+        # initialisation has a stream of its own, `build_parts`). The entry points (train, ray_worker, a Tune
+        # trial, compare_autoencoders) set torch's thread count.
+        torch.manual_seed(stream_seed(config.seed, self.session.rank, self.session.world_size))
         self.weights = provenance.weight_identity(config)
         self.per_worker, self.accumulate = batch_plan(config, self.session.world_size)
         self.parts = build_parts(config, self.device)
@@ -367,11 +420,32 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         if self.session.resume_state is not None:
             self.load_state_dict(self.session.resume_state)
+        # Every worker starts from rank 0's weights, whatever it initialised or loaded: a worker that built or
+        # read something else would otherwise train another model for the whole run (gradients are averaged,
+        # weights never compared). The optimiser states need no broadcast: fresh ones are zero, and a resumed run
+        # loads one agreed checkpoint on every worker (`repro.train.agreed_resume`).
+        d = self.parts.discriminator
+        broadcast_tensors(list(checkpoint.model_state(self.parts.model).values())
+                          + (list(d.state_dict().values()) if d is not None else []), self.session.world_size)
 
     # ---- state --------------------------------------------------------------------------------
+    def rng_state(self) -> dict[str, torch.Tensor | None]:
+        """This worker's random stream: torch's CPU generator and, on CUDA, its own GPU's (so a resume on a
+        machine with fewer or no GPUs still works)."""
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        """What a checkpoint saves: `state_dict` with every worker's random stream (`rank_rng`, by rank), so that
+        each one resumes its own. Every worker must call it (the streams are gathered); the main worker gets
+        the state, the others None."""
+        streams = gather_object(self.rng_state(), self.session.world_size)
+        return {**self.state_dict(), "rank_rng": streams} if self.session.is_main else None
+
     def state_dict(self) -> dict[str, Any]:
         """What training needs to continue exactly — G, D, optimisers, schedules, balance, RNG, step — but not
-        the frozen encoder/comparator (rebuilt from the registry or the user's file)."""
+        the frozen encoder/comparator (rebuilt from the registry or the user's file). The RNG is this worker's
+        (`torch_rng`, `cuda_rng`); `checkpoint_state` adds every worker's."""
         self.settle()
         d = self.parts.discriminator
         return {
@@ -390,6 +464,26 @@ class Trainer:
             # this worker's own GPU only: a resume on a machine with fewer (or no) GPUs still works
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
+
+    def restore_rng(self, state: dict[str, Any]) -> None:
+        """This worker's own stream from a checkpoint: `rank_rng[rank]`, else (older checkpoints, or
+        `state_dict` alone) rank 0 takes `torch_rng`/`cuda_rng` and any other rank a new stream of its own
+        (`stream_seed`), never rank 0's, which would give two workers the same dropout masks."""
+        rank, streams = self.session.rank, state.get("rank_rng") or []
+        if rank < len(streams):
+            own = streams[rank]
+        elif rank == 0:
+            own = {"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}
+        else:
+            torch.manual_seed(stream_seed(self.config.seed, rank, self.session.world_size, int(state["step"])))
+            return
+        torch.set_rng_state(own["torch"])
+        cuda_rng = own.get("cuda")
+        if isinstance(cuda_rng, list):  # older checkpoints held every visible GPU's state: take this worker's
+            index = self.device.index or 0
+            cuda_rng = cuda_rng[index] if index < len(cuda_rng) else None
+        if cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, self.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = json.loads(state["config"])
@@ -413,13 +507,7 @@ class Trainer:
         self.balance.load_state_dict(state["balance"])
         self.step_count, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
-        torch.set_rng_state(state["torch_rng"])
-        cuda_rng = state.get("cuda_rng")
-        if isinstance(cuda_rng, list):  # older checkpoints held every visible GPU's state: take this worker's
-            index = self.device.index or 0
-            cuda_rng = cuda_rng[index] if index < len(cuda_rng) else None
-        if cuda_rng is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(cuda_rng, self.device)
+        self.restore_rng(state)
 
     # ---- one iteration ------------------------------------------------------------------------
     def autocast(self):
@@ -702,9 +790,10 @@ def train(config: Config, run_dir: Path, session: Session | None = None) -> dict
                 write_grid(run_dir / f"grid-latest{FIGURE_SUFFIX}", eval_images, recon)
             ckpt_dir = None
             if step % config.checkpoint_every == 0 or last:
+                state = trainer.checkpoint_state()  # every worker: each one's random stream is gathered
                 if session.is_main:
                     ckpt_dir = checkpoint.save(session.checkpoint_dir or run_dir / "checkpoints", step,
-                                               trainer.state_dict(), keep=config.keep_checkpoints)
+                                               state, keep=config.keep_checkpoints)
                     trainer.last_checkpoint = ckpt_dir
                 scores = session.checkpoint_hook(trainer.parts.model) if session.checkpoint_hook and session.is_main else {}
                 session.report({"step": step, **values, **scores}, ckpt_dir)

@@ -6,6 +6,11 @@ Launchers:
   checkpoints go through `ray.train.report`; a worker that dies is restarted from the last registered
   checkpoint (`--max-failures`). The run folder is Ray's experiment folder on `--storage` (a path every
   node mounts, or a URI): rank 0 writes the logs there wherever it runs, Ray the checkpoints.
+  Resuming (a restart, `--resume`) cannot diverge: rank 0 alone chooses the checkpoint — Ray's registered one,
+  the --resume one, or a newer complete one in the run folder Ray had not registered yet — and broadcasts its
+  choice; every worker loads that very one (step and sha256 checked) or every worker stops with the same error
+  (`agreed_resume`). The loop then broadcasts rank 0's G and D to all workers, and each worker draws its own
+  dropout/noise stream (seed + rank), saved per worker in every checkpoint; data sharding is by rank as before.
 - `--launcher local`: the very same loop in this process, without Ray (debugging; machines without Ray).
 
 Every run folder holds config.json, provenance.json (command, commit, data and weights sha256, device,
@@ -122,21 +127,106 @@ def newer_on_storage(run: str, registered: dict[str, Any] | None) -> tuple[Path,
     return ckpt.load_latest(Path(run) / "checkpoints", after_step=-1 if registered is None else registered["step"])
 
 
+def choose_checkpoint(run: str, registered: Path | None,
+                      resume_from: str | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Rank 0's choice of the checkpoint every worker resumes from, and its state: Ray's registered one
+    (`registered`: this worker's copy of it), else the --resume checkpoint `resume_from` (a run Ray never
+    registered one of); either replaced by a newer complete one in the run folder that Ray has not registered
+    yet (`newer_on_storage`). (None, None) for a fresh start.
+
+    The choice is a small record that travels to the other workers: path, step and the sha256 of its state,
+    `from_ray` (each worker reads its own copy of Ray's registered checkpoint, else the path on the storage),
+    `register` (register it with Ray now) and `source` (for the log)."""
+    from repro import checkpoint as ckpt
+
+    choice, state = None, None
+    if registered is not None:  # a restarted worker group, or --resume of a run Ray has checkpoints of
+        state = ckpt.load(registered)
+        choice = {"path": str(registered), "from_ray": True, "register": False,
+                  "source": "Ray's last registered checkpoint"}
+    elif resume_from:  # --resume of a run Ray never registered a checkpoint of (--launcher local)
+        state = ckpt.load(Path(resume_from))
+        choice = {"path": resume_from, "from_ray": False, "register": False, "source": resume_from}
+    unregistered = newer_on_storage(run, state)
+    if unregistered is not None:
+        folder, state = unregistered
+        choice = {"path": str(folder), "from_ray": False, "register": True,
+                  "source": f"{folder} (complete on the storage, not yet registered by Ray)"}
+    if choice is None:
+        return None, None
+    choice.update(step=int(state["step"]), sha256=ckpt.recorded_sha256(Path(choice["path"])))
+    return choice, state
+
+
+def load_choice(choice: dict[str, Any], registered: Path | None) -> dict[str, Any]:
+    """On a worker other than rank 0: the state of the checkpoint rank 0 chose, read from this worker's copy of
+    Ray's registered checkpoint or from the storage, and checked to be that very checkpoint (step and sha256)."""
+    from repro import checkpoint as ckpt
+
+    folder = registered if choice["from_ray"] else Path(choice["path"])
+    if folder is None:
+        raise ckpt.CheckpointError(f"rank 0 resumes from Ray's registered checkpoint {choice['path']}, but Ray gave "
+                                   "this worker none")
+    state = ckpt.load(folder)
+    sha256 = ckpt.recorded_sha256(folder)
+    if int(state["step"]) != choice["step"] or sha256 != choice["sha256"]:
+        raise ckpt.CheckpointError(f"{folder} holds step {state['step']} (sha256 {str(sha256)[:12]}…), not the "
+                                   f"step {choice['step']} (sha256 {str(choice['sha256'])[:12]}…) that rank 0 "
+                                   f"chose from {choice['path']}")
+    return state
+
+
+def agreed_resume(rank: int, world_size: int, run: str, registered: Path | None,
+                  resume_from: str | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The one checkpoint every worker resumes from: (rank 0's choice, this worker's copy of its state), or
+    (None, None) for a fresh start on every worker.
+
+    Rank 0 alone chooses (`choose_checkpoint`) and broadcasts its choice; every other worker loads that very
+    checkpoint (`load_choice`) instead of looking for one itself: on a storage such as NFS with attribute
+    caching, workers listing the run folder can see different newest checkpoints, and each would silently
+    train from its own. When any worker cannot read the choice, every worker raises the same CheckpointError
+    (gathered from all of them): one that failed alone would leave the others waiting in a collective. One
+    worker, or no process group: no collective, the same choice."""
+    from repro import checkpoint as ckpt
+    from repro.loop import broadcast_object, gather_object
+
+    choice, state, problem = None, None, None
+    if rank == 0:
+        try:
+            choice, state = choose_checkpoint(run, registered, resume_from)
+        except (OSError, ckpt.CheckpointError) as err:
+            problem = f"rank 0 could not choose a checkpoint: {err}"
+    choice = broadcast_object(choice, world_size)
+    if rank != 0 and choice is not None:
+        try:
+            state = load_choice(choice, registered)
+        except (OSError, ckpt.CheckpointError) as err:
+            problem = f"rank {rank} could not read the checkpoint rank 0 chose: {err}"
+    problems = [p for p in gather_object(problem, world_size) if p]
+    if problems:
+        raise ckpt.CheckpointError(
+            f"the workers cannot resume from one checkpoint ({'; '.join(problems)}); every worker stops rather than "
+            f"train from different ones (Ray restarts the group up to --max-failures times). Check that every node "
+            f"sees {run} alike: an NFS mount caching attributes can hide a new checkpoint for a while (actimeo=0)")
+    return choice, state
+
+
 def ray_worker(loop_config: dict[str, Any]) -> None:
     """Runs inside each Ray Train worker: dict → typed Config on entry, then the same loop.
 
     One checkpoint truth: rank 0 writes each checkpoint (atomic, checksummed) into a node-local staging
     folder and reports it; Ray copies it to RUN/checkpoints/step-N on the storage and registers it (the run
     folder is Ray's experiment folder), and the staging copy is deleted. A restarted or resumed worker group
-    reads only `ray.train.get_checkpoint()`, and checks the checksum before loading it."""
+    resumes from the one checkpoint rank 0 chooses (`agreed_resume`), each worker checking that it loaded that
+    very one; the loop then broadcasts rank 0's weights to every worker (`repro.loop.Trainer`)."""
     import shutil
     import tempfile
+    from contextlib import nullcontext
 
     import ray.train
     import torch
     from ray.train import Checkpoint
 
-    from repro import checkpoint as ckpt
     from repro.loop import Session, train
 
     config = install_weights(from_dict(loop_config["config"]), loop_config.get("weights", []))
@@ -144,21 +234,13 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
     # config.threads, else the CPUs Ray reserved for this worker (Ray's own default would be 1 thread)
     torch.set_num_threads(config.threads if config.threads > 0 else max(1, int(loop_config.get("cpus_per_worker", 1))))
     context = ray.train.get_context()
-    rank = context.get_world_rank()
-    resume_state = None
-    restored = ray.train.get_checkpoint()
-    if restored is not None:  # a restarted worker group, or --resume of a run Ray has checkpoints of
-        with restored.as_directory() as folder:
-            resume_state = ckpt.load(Path(folder))
-        source = "Ray's last registered checkpoint"
-    elif loop_config.get("resume_from"):  # --resume of a run Ray never registered a checkpoint of (--launcher local)
-        resume_state = ckpt.load(Path(loop_config["resume_from"]))
-        source = loop_config["resume_from"]
-    unregistered = newer_on_storage(run, resume_state)
-    if unregistered is not None:
-        source, resume_state = f"{unregistered[0]} (complete on the storage, not yet registered by Ray)", unregistered[1]
-    if resume_state is not None and rank == 0:
-        print(f"resuming after step {resume_state['step']} from {source}", flush=True)
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    restored = ray.train.get_checkpoint()  # Ray's registered checkpoint: a restarted group, or --resume
+    with restored.as_directory() if restored is not None else nullcontext() as folder:
+        choice, resume_state = agreed_resume(rank, world_size, run, Path(folder) if folder else None,
+                                             loop_config.get("resume_from"))
+    if choice is not None and rank == 0:
+        print(f"resuming after step {choice['step']} from {choice['source']}", flush=True)
 
     mirror = None
     if storage.is_uri(run):  # rank 0 logs into a node-local folder and uploads it after every report
@@ -181,13 +263,13 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
         if mirror is not None and rank == 0:
             mirror.push()
 
-    if unregistered is not None:  # register it now, so Ray's retention and a later restart know it
-        folder = None
+    if choice is not None and choice["register"]:  # register it now, so Ray's retention and a later restart know it
+        folder = None  # every worker reports (Ray waits for all), rank 0 with the checkpoint
         if rank == 0:
-            folder = staging / unregistered[0].name
-            shutil.copytree(unregistered[0], folder)
-        report({"step": unregistered[1]["step"]}, folder)
-    session = Session(rank=rank, world_size=context.get_world_size(), report=report, resume_state=resume_state,
+            folder = staging / Path(choice["path"]).name
+            shutil.copytree(choice["path"], folder)
+        report({"step": choice["step"]}, folder)
+    session = Session(rank=rank, world_size=world_size, report=report, resume_state=resume_state,
                       show_progress=loop_config.get("progress", True), progress=RayProgress,
                       checkpoint_dir=staging)
     try:

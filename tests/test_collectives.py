@@ -101,6 +101,9 @@ class StubTrainer:
     def state_dict(self):
         return {"step": self.step_count}
 
+    def checkpoint_state(self):
+        return self.state_dict() if self.session.is_main else None
+
     def reconstruct(self, images):
         return images
 
