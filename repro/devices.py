@@ -1,9 +1,8 @@
 """Which device a process trains on, and why CUDA cannot be used when it cannot (one line, before any
-worker starts); where a collective's tensors must live."""
+worker starts). Where a collective's tensors must live is `repro.distributed.collective_device`."""
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from repro.config import Config
 from repro.errors import DeepsimError
@@ -63,10 +62,3 @@ def user_device(name: str, flag: str = "--device") -> torch.device:
         raise DeviceError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible here")
     return device
 
-
-def collective_device() -> torch.device:
-    """Where tensors for a collective of the current process group must live: the current CUDA device under
-    NCCL (NCCL rejects CPU tensors), else the CPU (gloo)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")

@@ -188,7 +188,7 @@ def agreed_resume(rank: int, world_size: int, run: str, registered: Path | None,
     (gathered from all of them): one that failed alone would leave the others waiting in a collective. One
     worker, or no process group: no collective, the same choice."""
     from repro import checkpoint as ckpt
-    from repro.loop import broadcast_object, gather_object
+    from repro.distributed import broadcast_object, gather_object
 
     choice, state, problem = None, None, None
     if rank == 0:

@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 
 from repro import loop
 from repro.config import make_config
+from repro.distributed import all_reduce_mean
 from repro.loop import Balance, Session, Trainer
 
 META = torch.device("meta")
@@ -89,7 +90,7 @@ class StubTrainer:
         self.balance, self.last_checkpoint, self.stop_agreed, self.last_values = Balance(), None, False, {}
 
     def launch(self, real, stop=False):
-        loop.all_reduce_mean(torch.full((1,), float(stop), device=self.device), self.session)
+        all_reduce_mean(torch.full((1,), float(stop), device=self.device), self.session.world_size)
 
     def settle(self):
         return {"total": 1.0}
