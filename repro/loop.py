@@ -8,7 +8,6 @@ The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop o
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from repro.figures import FIGURE_SUFFIX, write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
 from repro.nets.generator import CONV_LAYERS
+from repro.runs import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -574,44 +574,6 @@ class Trainer:
         out = self.parts.model(images)[0]
         self.parts.model.train()
         return out.float().cpu()
-
-
-class RunLog:
-    """stats.jsonl + metrics.csv + TensorBoard, written by the main worker only."""
-
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.run_dir = run_dir
-        self.tb = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
-        with open(self.run_dir / "stats.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        csv_path = self.run_dir / "metrics.csv"
-        new = not csv_path.exists()
-        if new:
-            header = sorted(row)
-        else:  # the file's own header decides the columns: a skipped step's shorter row must not shift them
-            with open(csv_path, newline="") as f:
-                header = next(csv.reader(f), sorted(row))
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", restval="")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        for k, v in values.items():
-            self.tb.add_scalar(f"train/{k}", v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def train(config: Config, run_dir: Path, session: Session | None = None) -> dict[str, Any]:

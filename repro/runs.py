@@ -1,7 +1,10 @@
-"""Reading a finished (or interrupted) run folder back: its config and its trained model; its generator as a
-generator file (`export_run`)."""
+"""The run folder of a training run: the log the loop writes into it while it trains (`RunLog`: stats.jsonl,
+metrics.csv, TensorBoard), and reading it back once it has finished or stopped (`load_run`: its config and trained
+model; `export_run`: its generator as a generator file). config.json and provenance.json are written by
+`repro.train`, the checkpoints by `repro.checkpoint`."""
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,46 @@ from repro.config import Config, from_dict
 from repro.devices import pick_device
 from repro.generator_file import save_generator
 from repro.models import Inverter, Parts, build_parts
+
+
+class RunLog:
+    """The training log of a run folder, one row per logged step: stats.jsonl (JSON lines), metrics.csv (its
+    columns fixed by the first row) and TensorBoard scalars (`tensorboard/`, as `train/<term>`). Only the main
+    worker writes (`enabled`); the others get a writer that does nothing."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
+        with open(self.run_dir / "stats.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        csv_path = self.run_dir / "metrics.csv"
+        new = not csv_path.exists()
+        if new:
+            header = sorted(row)
+        else:  # the file's own header decides the columns: a skipped step's shorter row must not shift them
+            with open(csv_path, newline="") as f:
+                header = next(csv.reader(f), sorted(row))
+        with open(csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for k, v in values.items():
+            self.tb.add_scalar(f"train/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
 
 @dataclass

@@ -319,7 +319,7 @@ def test_metrics_csv_keeps_its_columns_when_a_row_has_fewer_keys(tmp_path):
     """A step skipped under nonfinite=skip logs fewer values: its row leaves those cells empty, no column shifts."""
     import csv
 
-    from repro.loop import RunLog
+    from repro.runs import RunLog
 
     runlog = RunLog(tmp_path, enabled=True)
     runlog.write(1, {"adv": 1.0, "feat": 2.0, "total": 3.0})
