@@ -2,9 +2,12 @@
 `Config` for this loop; it knows nothing of Ray (the launcher passes a `Session`).
 
 Per iteration, as the original training script:
-  real features C(x) → G(y) → C(G(y)) → (1) D on real and fake, D update if D trains →
-  (2) D, after its update, on fake labelled "real" gives L_adv, G update if G trains → the balancing rule.
-The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop of their own.
+  real features C(x) → G(y) → C(G(y)) → (1) D on real and fake, D update if D trains (`Trainer.d_step`) →
+  (2) D, after its update, on fake labelled "real" gives L_adv, G update if G trains (`Trainer.g_step`) →
+  the balancing rule (`Balance`). Both updates are the one `Trainer.update`.
+The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop of their own. What the workers
+say to each other is `repro.distributed`; the run folder's log is `repro.runs.RunLog`; what a checkpoint holds
+and which config a resume may change, `repro.checkpoint`.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -392,12 +395,94 @@ class Trainer:
 
         Its phases are `torch.profiler` ranges (`record_function`; a few µs each when no profiler runs), read
         by bench/: "step/data" (batch to the device as float), "step/forward" (G's forward, with the encoder),
-        "step/discriminator" (phase 1: D on real and fake, backward, D update), "step/generator" (phase 2:
-        C(G(y)), D on the fake, the losses, backward; and G's update, after the all-reduce). What lies outside
-        them (the all-reduce of the terms, the read-back, the balancing rule) is the rest.
+        "step/discriminator" (phase 1, `d_step`: D on real and fake, backward, D update), "step/generator"
+        (phase 2, `g_step`: C(G(y)), D on the fake, the losses, backward, the all-reduce of the step's terms and
+        G's update). What lies outside them (the read-back, the balancing rule) is the rest.
         """
         self.launch(real)
         return self.settle()
+
+    def update(self, optimizer: torch.optim.Optimizer, reducer: GradReducer, params: list[nn.Parameter],
+               losses: torch.Tensor, ride_along: torch.Tensor | None = None, frozen: Sequence[nn.Parameter] = (),
+               trains: bool = True) -> torch.Tensor:
+        """One net's update after its phase's backward, the same for D and G: wait for the gradients' all-reduce
+        (`GradReducer`) → drop the gradients of `frozen` parameters → unscale them (fp16) → one all-reduce of
+        this worker's `losses` (1-d), its gradients' finite flag and `ride_along` (other values that travel in
+        the same collective) → step only when every reduced loss is finite and every worker's gradients were,
+        decided on the device (`optimizer_step`: no host sync) → zero_grad. Returns the reduced vector
+        [losses…, flag, ride_along…]. `trains` False (the balancing rule paused the net): the all-reduce alone,
+        with flag 1."""
+        if trains:
+            reducer.wait()
+            for p in frozen:
+                p.grad = None  # Adam skips a parameter without gradient: moments and all
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(optimizer)
+        flag = grads_finite(params, self.device) if trains else torch.ones((), device=self.device)
+        sent = [losses, flag.reshape(1)] + ([ride_along] if ride_along is not None else [])
+        reduced = all_reduce_mean(torch.cat(sent), self.session.world_size)
+        if trains:
+            ok = torch.isfinite(reduced[:len(losses)]).all() & (reduced[len(losses)] >= 1)
+            optimizer_step(optimizer, ok)
+            optimizer.zero_grad(set_to_none=True)
+        return reduced
+
+    def d_step(self, chunks: list[torch.Tensor], outputs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+               conditions: list[torch.Tensor | None], trains: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1) D on the real and the (detached) fake images of every micro-batch; one update with both
+        gradients unless the balancing rule paused D. Returns L_discr (this worker's mean over the
+        micro-batches) and whether every worker's D gradients were finite (1.0 or 0.0; 1.0 when D is paused)."""
+        d, cfg = self.parts.discriminator, self.config
+        d.train()
+        d.requires_grad_(trains)
+        self.d_reducer.armed = False
+        d_losses = []
+        for i, (chunk, (fake, _), condition) in enumerate(zip(chunks, outputs, conditions)):
+            with torch.set_grad_enabled(trains), self.autocast():
+                d_loss = self.loss.discriminator_loss(fake.detach(), chunk, condition)
+            if trains:
+                self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
+                # ×loss_weight as Caffe's SoftmaxWithLoss: Adam ignores the scale, but not beside D's decay
+                self.scaler.scale(cfg.d_loss_weight * d_loss / len(chunks)).backward()
+            d_losses.append(d_loss.detach())
+        discr = torch.stack(d_losses).mean()
+        grads_ok = torch.ones((), device=self.device)
+        if trains:
+            grads_ok = self.update(self.opt_d, self.d_reducer, self.d_params, discr.float().reshape(1))[1]
+        d.requires_grad_(False)
+        return discr, grads_ok
+
+    def g_step(self, chunks: list[torch.Tensor], outputs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+               conditions: list[torch.Tensor | None], trains: bool, values: dict[str, torch.Tensor],
+               ride_along: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """(2) D, after its update, sees the fakes labelled "real" (L_adv); with the comparator and image terms,
+        one G update unless the balancing rule paused G. D's weights get no gradient here. The step's terms
+        (means over the micro-batches) join `values`, and all of `values` go into G's all-reduce with
+        `ride_along`: G steps only when all of them are finite. Returns (the names of `values`, sorted; the
+        reduced [values…, G's gradients finite, ride_along…])."""
+        parts, loss = self.parts, self.loss
+        self.g_reducer.armed = False
+        sums: dict[str, torch.Tensor] = {}
+        for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
+            if self.accumulate > 1:
+                with torch.set_grad_enabled(trains), self.autocast():
+                    output = parts.model(chunk)
+            fake, aux = output
+            real_features = aux["code"] if parts.shares_features else None
+            with torch.set_grad_enabled(trains), self.autocast():
+                terms = loss(fake, chunk, real_features=real_features, condition=condition,
+                             mu=aux.get("mu"), logvar=aux.get("logvar"))
+            if trains:
+                self.g_reducer.armed = i == len(chunks) - 1
+                self.scaler.scale(terms["total"] / len(chunks)).backward()
+            for k, v in terms.items():
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+        values.update({k: v / len(chunks) for k, v in sums.items()})
+        names = sorted(values)
+        # a VAE/autoencoder's encoder stays as initialised for its first freeze_encoder_steps iterations
+        frozen = list(parts.model.encoder.parameters()) if self.step_count < self.config.freeze_encoder_steps else []
+        losses = torch.stack([values[k].float() for k in names])
+        return names, self.update(self.opt_g, self.g_reducer, self.g_params, losses, ride_along, frozen, trains)
 
     def launch(self, real: torch.Tensor, stop: bool = False) -> None:
         """Queue one iteration (see the class docstring); `stop` is this worker's wish to end the run (time
@@ -423,82 +508,17 @@ class Trainer:
         conditions = [aux["code"].flatten(1) if (d is not None and cfg.discriminator_features) else None
                       for _, aux in outputs]
         values: dict[str, torch.Tensor] = {}
-        d_grads_ok = torch.ones((), device=self.device)
         if cfg.lambda_img_start:  # the optional λ_img schedule, counted on the checkpointed iteration
             loss.lambdas["img"] = lambda_img_at(cfg, self.step_count)
             values["lambda_img"] = torch.tensor(loss.lambdas["img"], device=self.device)
-
-        # (1) D on real and (detached) fake images; one update with both gradients, unless paused.
-        with torch.profiler.record_function("step/discriminator"):
+        with torch.profiler.record_function("step/discriminator"):  # (1) update D
+            d_grads_ok = torch.ones((), device=self.device)
             if d is not None:
-                d.train()
-                d.requires_grad_(d_training)
-                self.d_reducer.armed = False
-                d_losses = []
-                for i, (chunk, (fake, _), condition) in enumerate(zip(chunks, outputs, conditions)):
-                    with torch.set_grad_enabled(d_training), self.autocast():
-                        d_loss = loss.discriminator_loss(fake.detach(), chunk, condition)
-                    if d_training:
-                        self.d_reducer.armed = i == len(chunks) - 1  # all-reduce while the last backward runs
-                        # ×loss_weight as Caffe's SoftmaxWithLoss: Adam ignores the scale, but not beside D's decay
-                        self.scaler.scale(cfg.d_loss_weight * d_loss / len(chunks)).backward()
-                    d_losses.append(d_loss.detach())
-                values["discr"] = torch.stack(d_losses).mean()
-                if d_training:
-                    self.d_reducer.wait()
-                    if self.scaler.is_enabled():
-                        self.scaler.unscale_(self.opt_d)
-                    d_check = all_reduce_mean(torch.stack([values["discr"].float(),
-                                                           grads_finite(self.d_params, self.device)]),
-                                              self.session.world_size)
-                    d_grads_ok = d_check[1]
-                    ok_d = torch.isfinite(d_check[0]) & (d_grads_ok >= 1)
-                    optimizer_step(self.opt_d, ok_d)
-                    self.opt_d.zero_grad(set_to_none=True)
-                d.requires_grad_(False)
-
-        # (2) D, after its update, sees the fakes labelled "real" (L_adv); G update unless paused. D's weights
-        # get no gradient here.
-        with torch.profiler.record_function("step/generator"):
-            self.g_reducer.armed = False
-            sums: dict[str, torch.Tensor] = {}
-            for i, (chunk, output, condition) in enumerate(zip(chunks, outputs, conditions)):
-                if self.accumulate > 1:
-                    with torch.set_grad_enabled(g_training), self.autocast():
-                        output = parts.model(chunk)
-                fake, aux = output
-                real_features = aux["code"] if parts.shares_features else None
-                with torch.set_grad_enabled(g_training), self.autocast():
-                    terms = loss(fake, chunk, real_features=real_features, condition=condition,
-                                 mu=aux.get("mu"), logvar=aux.get("logvar"))
-                if g_training:
-                    self.g_reducer.armed = i == len(chunks) - 1
-                    self.scaler.scale(terms["total"] / len(chunks)).backward()
-                for k, v in terms.items():
-                    sums[k] = sums[k] + v.detach() if k in sums else v.detach()
-            values.update({k: v / len(chunks) for k, v in sums.items()})
-            if g_training:
-                self.g_reducer.wait()
-                if self.step_count < cfg.freeze_encoder_steps:
-                    for p in self.parts.model.encoder.parameters():
-                        p.grad = None  # Adam skips a parameter without gradient: moments and all
-                if self.scaler.is_enabled():
-                    self.scaler.unscale_(self.opt_g)
-
-        # Terms, gradient flags and the stop wish of every worker in one tensor, one all-reduce on the device.
-        names = sorted(values)
-        no_check = torch.ones((), device=self.device)
-        checks = torch.stack([values[k].float() for k in names] + [
-            grads_finite(self.g_params, self.device) if g_training else no_check,
-            d_grads_ok,
-            torch.full((), float(stop), device=self.device)])
-        checks = all_reduce_mean(checks, self.session.world_size)
-        if g_training:
-            # G's update comes after the all-reduce, which brings its finite flags
-            with torch.profiler.record_function("step/generator"):
-                ok_g = torch.isfinite(checks[:-3]).all() & (checks[-3] >= 1)
-                optimizer_step(self.opt_g, ok_g)
-                self.opt_g.zero_grad(set_to_none=True)
+                values["discr"], d_grads_ok = self.d_step(chunks, outputs, conditions, d_training)
+        with torch.profiler.record_function("step/generator"):  # (2) update G
+            # D's gradient flag and the stop wish of every worker travel in G's all-reduce of the step's terms
+            ride_along = torch.stack([d_grads_ok, torch.full((), float(stop), device=self.device)])
+            names, checks = self.g_step(chunks, outputs, conditions, g_training, values, ride_along)
         if self.scaler.is_enabled() and (d_training or g_training):
             self.scaler.update()
         if self.device.type == "cuda":
