@@ -8,6 +8,11 @@ folder of a writer that was killed is removed by the next `save`.
 
 What a checkpoint keeps of a model (`model_state`) leaves out its frozen encoder, whose weights come from the
 registry or the user's file; `load_model_state` is strict on everything else.
+
+The one resume rule: a resumed run may change the config fields in `RESUMABLE` and nothing else (weights files
+compared by content). `check_resumable` applies it to `--resume --set …`, `check_resume_checkpoint` to the
+checkpoint a --resume continues, and every load of a training state checks the `ARCHITECTURE` fields, which fix
+the saved tensors' shapes (`check_architecture`).
 """
 from __future__ import annotations
 
@@ -15,14 +20,17 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from repro import provenance
 from repro.assets import sha256_file
 from repro.comparators import Comparator
+from repro.config import Config, ConfigError
 from repro.errors import DeepsimError
 
 log = logging.getLogger(__name__)
@@ -155,3 +163,68 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(
             f"checkpoint does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+
+
+# ---- the one resume rule ---------------------------------------------------------------------------------------
+# Config fields a resumed run may change (`--resume RUN_DIR --set steps=…`): how long it runs, how often it logs,
+# draws and saves, where and on how many workers, what a non-finite loss does. All others are the run's own.
+RESUMABLE = frozenset({"steps", "log_every", "image_every", "checkpoint_every", "num_workers", "device", "threads",
+                       "nonfinite", "keep_checkpoints"})
+# Of the run's own fields, those that give the saved tensors their shapes. Every load of a training state checks
+# them, also the loads that change other fields of the run on purpose: a Tune trial exploited under PBT (its λ),
+# bench/gpu_check continuing a GPU run on the CPU (amp, channels_last).
+ARCHITECTURE = ("model", "encoder", "layer", "resolution", "generator_width", "discriminator_width", "comparator",
+                "comparator_tap", "latent_dim", "discriminator_features")
+# Weights files are the run's own by content: the same file may lie at another path on another node.
+WEIGHTS_FILES = frozenset({"encoder_weights", "comparator_weights"})
+
+
+def _as_json(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """A config as its JSON dict (tuples are lists), whether a Config or already such a dict."""
+    return json.loads(config.to_json()) if isinstance(config, Config) else dict(config)
+
+
+def resume_conflicts(saved: Config | Mapping[str, Any], current: Config | Mapping[str, Any],
+                     may_change: Iterable[str] = RESUMABLE) -> list[str]:
+    """The rule itself: the fields, sorted, that `current` holds with another value than `saved` and that a resume
+    may not change (any outside `may_change`). A field `saved` lacks (a run of an older version) is not compared."""
+    saved, current, allowed = _as_json(saved), _as_json(current), set(may_change)
+    return sorted(k for k, v in current.items() if k in saved and k not in allowed and saved[k] != v)
+
+
+def check_resumable(old_config: Config, new_config: Config) -> None:
+    """A run's saved config against the one it resumes with (its config.json with the `--set` overrides of a
+    --resume): ConfigError naming every field it may not change."""
+    changed = resume_conflicts(old_config, new_config)
+    if changed:
+        raise ConfigError(f"cannot change {changed} when resuming; allowed: {sorted(RESUMABLE)}")
+
+
+def check_resume_checkpoint(folder: Path, state: dict[str, Any], config: Config, config_path: Path | str) -> None:
+    """The checkpoint a --resume continues (`folder`, its `state`) against the run's config (`config_path`, with
+    any overrides): ConfigError when it was made with another config (a field outside RESUMABLE) or trained with
+    other weights. Weights files count by content (sha256) when the checkpoint recorded it, else (older
+    checkpoints) by path."""
+    by_content = "weights" in state
+    differ = resume_conflicts(json.loads(state["config"]), config,
+                              RESUMABLE | WEIGHTS_FILES if by_content else RESUMABLE)
+    if differ:
+        raise ConfigError(f"checkpoint {folder} was made with another config than {config_path} "
+                          f"(differing: {', '.join(differ)}); resume a run folder with its own config.json")
+    if by_content:
+        now = provenance.weight_identity(config)
+        changed = [f"{role} {state['weights'][role]} → {now[role]}" for role in now
+                   if state["weights"].get(role) != now[role]]
+        if changed:
+            raise ConfigError(f"checkpoint {folder} was trained with other weights than this run would load "
+                              f"({'; '.join(changed)}); give the files it was trained with")
+
+
+def check_architecture(state: dict[str, Any], config: Config) -> None:
+    """A training state against the model it is about to load into: CheckpointError when any ARCHITECTURE field
+    differs (or the state's config lacks it)."""
+    saved = json.loads(state["config"])
+    mismatched = sorted(k for k in ARCHITECTURE if saved.get(k) != getattr(config, k))
+    if mismatched:
+        raise CheckpointError(f"checkpoint was made with a different architecture ({', '.join(mismatched)} differ); "
+                              "resume it with its own config.json")

@@ -11,7 +11,6 @@ and which config a resume may change, `repro.checkpoint`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -360,15 +359,7 @@ class Trainer:
             torch.cuda.set_rng_state(cuda_rng, self.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = json.loads(state["config"])
-        mismatched = {k for k in ("model", "encoder", "layer", "resolution", "generator_width", "discriminator_width",
-                                  "comparator", "comparator_tap", "latent_dim", "discriminator_features")
-                      if saved.get(k) != getattr(self.config, k)}
-        if mismatched:
-            raise checkpoint.CheckpointError(
-                f"checkpoint was made with a different architecture ({', '.join(sorted(mismatched))} differ); "
-                "resume it with its own config.json"
-            )
+        checkpoint.check_architecture(state, self.config)
         checkpoint.load_model_state(self.parts.model, state["model"])
         if self.parts.discriminator is not None:
             self.parts.discriminator.load_state_dict(state["discriminator"], strict=True)

@@ -453,7 +453,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Config fields a resumed run may change (`--resume RUN_DIR --set steps=…`); all others are the run's own.
 # --precision names: the config fields each sets. Every preset keeps fp32 until the benches settle a faster
 # default per device (issue 24: CPU channels_last+bf16 was 1.34–1.57× in results/perf.md; GPU not measured yet).
 PRECISIONS = {"fp32": {"amp": "off", "channels_last": "false"}, "bf16": {"amp": "bf16", "channels_last": "false"},
@@ -465,10 +464,6 @@ def precision_of(config: Config) -> str:
     fields = {"amp": config.amp, "channels_last": str(config.channels_last).lower()}
     name = next((name for name, chosen in PRECISIONS.items() if chosen == fields), "custom")
     return f"{name} (amp={config.amp}, channels_last={fields['channels_last']}, compile={str(config.compile).lower()})"
-
-
-RESUMABLE = {"steps", "log_every", "image_every", "checkpoint_every", "num_workers", "device", "threads", "nonfinite",
-             "keep_checkpoints"}
 
 
 def run_location(args: argparse.Namespace, preset: str) -> str:
@@ -496,6 +491,8 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
         args.overrides = [f"{k}={v}" for k, v in PRECISIONS[args.precision].items()] + args.overrides
 
     if args.resume is not None:
+        from repro.checkpoint import check_resumable
+
         run = run_location(args, "")
         saved = storage.read_text(storage.join(run, "config.json"))
         if saved is None:
@@ -508,9 +505,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
         data = base.to_dict()
         data.update(overrides)
         resumed = from_dict(data)
-        changed = {k for k in overrides if k not in RESUMABLE and getattr(resumed, k) != getattr(base, k)}
-        if changed:
-            raise ConfigError(f"cannot change {sorted(changed)} when resuming; allowed: {sorted(RESUMABLE)}")
+        check_resumable(base, resumed)
         return resumed, run
     config = make_config(args.preset or "conv5star-warm", parse_overrides(args.overrides))
     return config, run_location(args, config.preset)
@@ -577,21 +572,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         found = ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
             raise ConfigError(f"{run_dir} has no intact checkpoint to resume from; start a new run instead")
-        saved, current = json.loads(found[1]["config"]), json.loads(config.to_json())  # both as JSON: tuples are lists
-        by_content = "weights" in found[1]  # weights files are compared by sha256 (older checkpoints: by path)
-        paths = {"encoder_weights", "comparator_weights"} if by_content else set()
-        differ = sorted(k for k, v in current.items()
-                        if k in saved and k not in RESUMABLE | paths and saved[k] != v)
-        if differ:
-            raise ConfigError(f"checkpoint {found[0]} was made with another config than {run_dir / 'config.json'} "
-                              f"(differing: {', '.join(differ)}); resume a run folder with its own config.json")
-        if by_content:
-            now = provenance.weight_identity(config)
-            changed = [f"{role} {found[1]['weights'][role]} → {now[role]}" for role in now
-                       if found[1]["weights"].get(role) != now[role]]
-            if changed:
-                raise ConfigError(f"checkpoint {found[0]} was trained with other weights than this run would load "
-                                  f"({'; '.join(changed)}); give the files it was trained with")
+        ckpt.check_resume_checkpoint(*found, config, run_dir / "config.json")
         args.resume_from = found  # the local launcher need not read it twice
 
 

@@ -226,6 +226,27 @@ def test_checkpoint_state_leaves_out_the_frozen_encoder(tmp_path, batch):
         Trainer(smoke(), tmp_path / "broken", Session(resume_state=broken))
 
 
+def test_one_resume_rule_allows_the_resumable_fields_only(tmp_path, batch):
+    """`repro.checkpoint` holds the rule: a resume may change RESUMABLE (how long, how often, where), no other
+    field; every load checks the fields that fix the saved shapes, also where the rest may differ (Tune's PBT)."""
+    from dataclasses import fields
+
+    from repro.config import Config, ConfigError
+
+    names = {f.name for f in fields(Config)}
+    assert checkpoint.RESUMABLE <= names and set(checkpoint.ARCHITECTURE) <= names - checkpoint.RESUMABLE
+    base = smoke()
+    checkpoint.check_resumable(base, smoke(steps=9, log_every=3, nonfinite="skip"))
+    with pytest.raises(ConfigError, match=r"cannot change \['lambda_adv', 'layer'\] when resuming; allowed: "):
+        checkpoint.check_resumable(base, smoke(steps=9, layer="conv5", lambda_adv=1.0))
+    trainer = Trainer(base, tmp_path)
+    trainer.step(batch)
+    state = trainer.state_dict()
+    Trainer(smoke(lambda_adv=1.0), tmp_path / "exploited", Session(resume_state=state))  # other λ: loads
+    with pytest.raises(checkpoint.CheckpointError, match=r"different architecture \(generator_width differ\)"):
+        Trainer(smoke(generator_width=0.25), tmp_path / "wider", Session(resume_state=state))
+
+
 def test_device_cuda_fails_in_one_line_when_cuda_is_unusable(monkeypatch):
     from repro import devices
 
