@@ -18,11 +18,12 @@ want of time) in `gpu_check.json` as soon as it ends, so a later failure or the 
 2. peak — an 8192³ matrix product in true fp32 (TF32 off), TF32 and bf16: the peak each step row is held to;
 3. step — the loop's own step (`Trainer.launch`, values settled as `loop.train` settles them) of the paper's
    pool5 inversion at 227 px, batch 64, full width, on the CaffeNet architecture (`caffenet-random`: the
-   same arithmetic as the user's CaffeNet), the balancing rule held open so every step updates D and G; rows
-   `fp32` (TF32 off in cuBLAS and cuDNN), `tf32`, `bf16` (autocast) and `channels_last+bf16`: ms/step,
-   images/s, achieved TFLOP/s (FlopCounterMode over one step: convolutions and matmuls, forward and backward)
-   against the matching measured matmul peak, host syncs per step, peak memory, and the projected wall time
-   of the paper's 1M iterations × 64 images;
+   same arithmetic as the user's CaffeNet), built by bench/variants.py as the throughput bench builds it (the
+   balancing rule held open so every step updates D and G); rows, the variants of that module, `fp32` (TF32
+   off in cuBLAS and cuDNN), `tf32`, `bf16` (autocast) and `channels_last+bf16`: ms/step, images/s, achieved
+   TFLOP/s (bench/counters.py's FlopCounterMode over one step: convolutions and matmuls, forward and
+   backward) against the matching measured matmul peak, host syncs per step (bench/counters.py, one more
+   step), peak memory, and the projected wall time of the paper's 1M iterations × 64 images;
 4. loader — `repro.data.training_loader` (uint8, pinned, persistent workers) on the carried images: images/s,
    per worker, and the cores 3,000 images/s would need;
 5. loader-gpu-decode — the same with `gpu_decode=true` (nvJPEG), in its own time;
@@ -39,7 +40,6 @@ Outputs in `--out` ($OUT on the device): `gpu_check.json` (every figure + proven
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -52,9 +52,8 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from repro.assets import asset_folder, sha256_file
 from repro.config import from_dict, make_config
@@ -81,16 +80,10 @@ SPEC_PEAKS = {
     "L4": {"bf16": 121, "tf32": 60, "fp32": 30.3},
 }
 
-# step rows: config overrides, the fp32 mode of cuBLAS/cuDNN while timing (None: torch's defaults), the peak
-VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32": {"options": {}, "fp32": "ieee", "peak": "fp32"},
-    "tf32": {"options": {}, "fp32": "tf32", "peak": "tf32"},
-    "bf16": {"options": {"amp": "bf16"}, "fp32": None, "peak": "bf16"},
-    "channels_last+bf16": {"options": {"amp": "bf16", "channels_last": "true"}, "fp32": None, "peak": "bf16"},
-    "channels_last+bf16+compile": {"options": {"amp": "bf16", "channels_last": "true", "compile": "true"},
-                                   "fp32": None, "peak": "bf16"},
-}
-EAGER = [name for name in VARIANTS if "compile" not in name]
+# the step rows, variants of bench/variants.py (config fields, fp32 mode of cuBLAS/cuDNN, peak); the compiled
+# row runs last, in a child process
+STEP_ROWS = ("fp32", "tf32", "bf16", "channels_last+bf16")
+COMPILE_ROW = "channels_last+bf16+compile"
 
 
 # ---- the carried folder -------------------------------------------------------------------------------------
@@ -218,48 +211,6 @@ def significant(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-# ---- precision ----------------------------------------------------------------------------------------------
-
-def fp32_flags() -> dict[str, Any]:
-    """What cuBLAS and cuDNN may do with fp32 now, read through the API that sets it (torch ≥ 2.9 refuses a
-    mix of its `fp32_precision` and the older `allow_tf32` flags)."""
-    import torch
-
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        return {"matmul": torch.backends.cuda.matmul.fp32_precision,
-                "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
-    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
-
-
-@contextlib.contextmanager
-def fp32_mode(mode: str | None) -> Iterator[None]:
-    """fp32 matmuls and convolutions in true fp32 ("ieee") or TF32 ("tf32") inside the block, restored after;
-    None leaves torch's defaults (cuDNN convolutions in TF32, cuBLAS matmuls in fp32)."""
-    import torch
-
-    if mode is None:
-        yield
-        return
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
-        before = [backend.fp32_precision for backend in backends]
-        try:
-            for backend in backends:
-                backend.fp32_precision = mode
-            yield
-        finally:
-            for backend, value in zip(backends, before):
-                backend.fp32_precision = value
-    else:
-        before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        try:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 # ---- sections -----------------------------------------------------------------------------------------------
 
 def synchronize(device) -> None:
@@ -272,11 +223,13 @@ def synchronize(device) -> None:
 def environment(device) -> dict[str, Any]:
     import torch
 
+    from bench import variants
+
     info: dict[str, Any] = {
         "torch": torch.__version__, "cuda_build": torch.version.cuda, "python": platform.python_version(),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "device": str(device),
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "fp32_flags_default": fp32_flags(),
+        "fp32_flags_default": variants.fp32_flags(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -299,15 +252,19 @@ def environment(device) -> dict[str, Any]:
 
 
 def matmul_peak(device, smoke: bool) -> dict[str, Any]:
-    """TFLOP/s of an n×n×n product per precision: the mean of as many products as fill ~0.5 s, after warm-up."""
+    """TFLOP/s of an n×n×n product in each variant's precision (fp32, tf32, bf16): the mean of as many
+    products as fill ~0.5 s, after warm-up."""
     import torch
+
+    from bench import variants
 
     n = 256 if smoke else 8192
     out: dict[str, Any] = {"n": n}
-    for name, dtype, mode in (("fp32", torch.float32, "ieee"), ("tf32", torch.float32, "tf32"),
-                              ("bf16", torch.bfloat16, None)):
+    for name in ("fp32", "tf32", "bf16"):
+        variant = variants.variant(name)
+        dtype = torch.bfloat16 if variant.peak == "bf16" else torch.float32
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        with fp32_mode(mode):
+        with variants.fp32_mode(variant.fp32):
             for _ in range(2):
                 a @ b
             synchronize(device)
@@ -324,72 +281,64 @@ def matmul_peak(device, smoke: bool) -> dict[str, Any]:
     return out
 
 
-def step_config(smoke: bool, **options: str):
-    """The paper's pool5 inversion on the CaffeNet architecture, the balancing rule held open."""
+def step_overrides(device, smoke: bool) -> dict[str, Any]:
+    """The paper's pool5 inversion on the CaffeNet architecture (the variant adds its fields)."""
     overrides = {"encoder": "caffenet-random", "comparator": "caffenet-random", "train_data": "unused",
-                 "pause_d_below": "0", "pause_g_above": "inf", "verify_data": "false", **options}
+                 "verify_data": False, "device": device.type}
     if smoke:
-        overrides.update(resolution="64", generator_width="0.125", discriminator_width="0.25", batch_size="4")
-    return make_config("paper-pool5", overrides)
+        overrides.update(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4)
+    return overrides
 
 
 def time_variant(name: str, device, smoke: bool, allowed_s: float, shared: dict[str, Any]) -> dict[str, Any]:
-    """One step row: warm-up, then as many steps as fit ~half the allowance, launched as `loop.train` does."""
+    """One step row: warm-up, then as many steps as fit ~half the allowance, launched as `loop.train` does (each
+    step's values read back at the next, so no host sync per step); then one more step counting host syncs."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from repro.loop import Session, Trainer
+    from bench import variants
+    from bench.counters import count_flops, count_syncs
 
-    variant = VARIANTS[name]
-    config = step_config(smoke, device=device.type, **variant["options"])
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     started = time.monotonic()
-    with fp32_mode(variant["fp32"]):
-        trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="gpu-check-")), Session(show_progress=False))
-        batch = torch.randint(0, 256, (config.batch_size, 3, config.resolution, config.resolution), dtype=torch.uint8)
-        if device.type == "cuda":
-            batch = batch.pin_memory()  # as the loader yields it
-        if "flops" not in shared:  # FLOPs of one full step (both phases), counted once, on the first row
-            counter = FlopCounterMode(display=False)
-            with counter:
-                trainer.step(batch)
-            shared["flops"] = float(counter.get_total_flops())
-        warmup = 1 if smoke else (3 if config.compile else 4)
-        for _ in range(warmup):
-            trainer.launch(batch)
-        trainer.settle()
-        synchronize(device)
-        warm_s = time.monotonic() - started
-        per_step = max(warm_s / (warmup + 3), 1e-3)  # an over-estimate: warm-up steps include cuDNN's search
-        steps = 2 if smoke else int(max(5, min(60, (allowed_s - warm_s) * 0.5 / per_step)))
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainer.launch(batch)
-            synchronize(device)
-            elapsed = time.perf_counter() - start
-            syncs = sum("synchroniz" in str(w.message) for w in caught)
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode(0)
-        values = trainer.settle()
-        flags = fp32_flags()
+    trainer = variants.make_trainer("paper-pool5", name, step_overrides(device, smoke))
+    config = trainer.config
+    batch = torch.randint(0, 256, (config.batch_size, 3, config.resolution, config.resolution), dtype=torch.uint8)
+    if device.type == "cuda":
+        batch = batch.pin_memory()  # as the loader yields it
+    if "flops" not in shared:  # FLOPs of one full step (both phases), counted once, on the first row
+        shared["flops"] = float(count_flops(trainer, batch))
+    warmup = 1 if smoke else (3 if config.compile else 4)
+    for _ in range(warmup):
+        trainer.launch(batch)
+    trainer.settle()
+    synchronize(device)
+    warm_s = time.monotonic() - started
+    per_step = max(warm_s / (warmup + 3), 1e-3)  # an over-estimate: warm-up steps include cuDNN's search
+    steps = 2 if smoke else int(max(5, min(60, (allowed_s - warm_s) * 0.5 / per_step)))
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.launch(batch)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    values = trainer.settle()
+    syncs = count_syncs(trainer, batch)
+    with variants.fp32_mode(trainer.fp32):
+        flags = variants.fp32_flags()
     step_s = elapsed / steps
     record: dict[str, Any] = {
         "steps": steps, "warmup": warmup, "warmup_s": round(warm_s, 1), "fp32_flags": flags,
         "ms_per_step": round(step_s * 1e3, 2), "images_per_s": round(config.batch_size / step_s, 1),
         "projected_days_1M_iterations_x64": round(step_s * PAPER_BATCH / config.batch_size * PAPER_ITERATIONS / 86400, 2),
-        "host_syncs_per_step": round(syncs / steps, 2) if device.type == "cuda" else None,
+        "host_syncs_per_step": syncs,
         "losses_finite": all(math.isfinite(v) for v in values.values()),
         "last_values": {k: round(v, 5) for k, v in values.items() if k in ("feat", "adv", "img", "discr", "total")}}
     record["achieved_tflops"] = significant(shared["flops"] / step_s / 1e12)
-    peak = shared.get("peaks", {}).get(f"{variant['peak']}_tflops")
+    kind = variants.variant(name).peak
+    peak = shared.get("peaks", {}).get(f"{kind}_tflops")
     if peak:
-        record["peak_kind"], record["fraction_of_matmul_peak"] = variant["peak"], significant(record["achieved_tflops"] / peak, 3)
+        record["peak_kind"], record["fraction_of_matmul_peak"] = kind, significant(record["achieved_tflops"] / peak, 3)
     if device.type == "cuda":
         record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     del trainer
@@ -404,11 +353,11 @@ def step_section(device, smoke: bool, allowed_s: float, shared: dict[str, Any]) 
         "architecture": "paper-pool5 shrunk (64 px, widths 0.125/0.25, batch 4)" if smoke else
                         "paper-pool5 on CaffeNet (caffenet-random), D on code, full width"}
     deadline = time.monotonic() + allowed_s
-    for i, name in enumerate(EAGER):
+    for i, name in enumerate(STEP_ROWS):
         left = deadline - time.monotonic()
-        share = left / (len(EAGER) - i)  # what is left, split evenly over the rows still to run
+        share = left / (len(STEP_ROWS) - i)  # what is left, split evenly over the rows still to run
         if share < 5:
-            out[name] = {"status": "skipped", "reason": f"out of time ({left:.0f} s left for {len(EAGER) - i} rows)"}
+            out[name] = {"status": "skipped", "reason": f"out of time ({left:.0f} s left for {len(STEP_ROWS) - i} rows)"}
             continue
         if "bf16" in name and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             out[name] = {"status": "skipped", "reason": "this GPU has no bf16"}
@@ -452,8 +401,8 @@ def compile_row(device_type: str, smoke: bool, peak_bf16: float) -> int:
     shared: dict[str, Any] = {"peaks": {"bf16_tflops": peak_bf16} if peak_bf16 else {}}
     if smoke:
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    row = time_variant("channels_last+bf16+compile", device, smoke, 600, shared)
-    print(json.dumps({"channels_last+bf16+compile": row}, default=str))
+    row = time_variant(COMPILE_ROW, device, smoke, 600, shared)
+    print(json.dumps({COMPILE_ROW: row}, default=str))
     return 0
 
 
@@ -609,14 +558,14 @@ def summary(results: dict[str, Any]) -> str:
         lines += ["", f"Matrix product {peak['n']}³: fp32 {peak.get('fp32_tflops')}, TF32 {peak.get('tf32_tflops')}, "
                       f"bf16 {peak.get('bf16_tflops')} TFLOP/s (spec sheet: {env.get('spec_peak_tflops')})."]
     step = dict(sections.get("step", {}))
-    step.update({k: v for k, v in sections.get("compile", {}).items() if k in VARIANTS})
+    step.update({k: v for k, v in sections.get("compile", {}).items() if k == COMPILE_ROW})
     if step.get("status") == "ok":
         flops = step.get("flops_per_step") or 0
         lines += ["", f"## Step ({step.get('architecture')}, {step.get('resolution')} px, batch {step.get('batch')}; "
                       f"{flops / 1e12:.3f} TFLOP per step by FlopCounterMode)", "",
                   "| row | ms/step | images/s | TFLOP/s | of matmul peak | host syncs/step | peak GiB | 1M × 64 (days) |",
                   "|---|---|---|---|---|---|---|---|"]
-        for name in VARIANTS:
+        for name in (*STEP_ROWS, COMPILE_ROW):
             row = step.get(name)
             if not isinstance(row, dict):
                 continue

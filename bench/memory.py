@@ -1,6 +1,6 @@
 """Peak memory of one step of a variant, measured in a fresh process so that nothing else is resident.
 
-    python -m bench.memory '{"preset": "small-pool5", "overrides": {...}}'   # prints one JSON line
+    python -m bench.memory '{"preset": "small-pool5", "variant": "bf16", "overrides": {...}}'   # one JSON line
 
 The probe runs one warm-up step, records the resting memory, then the peak over one more step. CPU: RSS
 (VmHWM after resetting it through /proc/self/clear_refs; `resource.ru_maxrss` where that is unavailable;
@@ -42,11 +42,11 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def probe(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def probe(preset: str, variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """In this process: one warm-up step, then resting memory and the peak over one step (MiB)."""
     if overrides.get("threads", 0) > 0:
         torch.set_num_threads(overrides["threads"])  # an entry point sets threads; the Trainer does not
-    trainer = make_trainer(preset, overrides)
+    trainer = make_trainer(preset, variant, overrides)
     config = trainer.config
     real = torch.rand(config.batch_size, 3, config.resolution, config.resolution)
     trainer.step(real)
@@ -70,9 +70,9 @@ def probe(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
             "step_mib": round((peak - resting) / mib, 1), "method": method}
 
 
-def measure_memory(preset: str, overrides: dict[str, Any], timeout: float) -> dict[str, Any]:
+def measure_memory(preset: str, variant: str, overrides: dict[str, Any], timeout: float) -> dict[str, Any]:
     """`probe` in a fresh subprocess; an error (one line) instead when it fails or runs out of time."""
-    payload = json.dumps({"preset": preset, "overrides": overrides})
+    payload = json.dumps({"preset": preset, "variant": variant, "overrides": overrides})
     try:
         done = subprocess.run([sys.executable, "-m", "bench.memory", payload], cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
@@ -85,4 +85,4 @@ def measure_memory(preset: str, overrides: dict[str, Any], timeout: float) -> di
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    print(json.dumps(probe(spec["preset"], spec["overrides"])))
+    print(json.dumps(probe(spec["preset"], spec["variant"], spec["overrides"])))

@@ -17,7 +17,7 @@ from bench import phases
 from bench.counters import count_flops, count_syncs
 from bench.memory import measure_memory
 from bench.timing import adam_ms, batch_seconds, data_stream, once_seconds, step_seconds
-from bench.variants import REFERENCE, bench_config, make_trainer, variant_overrides
+from bench.variants import BASELINE, REFERENCE, bench_config, make_trainer, variant_overrides
 
 log = logging.getLogger(__name__)
 PAPER_STEPS = 1_000_000  # the paper's schedule (generator iterations)
@@ -38,10 +38,10 @@ def bench_one(preset: str, resolution: int, variants: list[str], args: argparse.
     base = {"resolution": resolution, "device": args.device, "verify_data": False, "threads": args.threads}
     if args.batch_size:
         base["batch_size"] = args.batch_size
-    overrides = {name: {**base, **variant_overrides(name)} for name in ["reference", *variants]}
-    log.info("%s @ %d: building %s", preset, resolution, ", ".join(overrides))
-    trainers = {name: make_trainer(preset, o) for name, o in overrides.items()}
-    reference = trainers["reference"]
+    names = [BASELINE, *variants]
+    log.info("%s @ %d: building %s", preset, resolution, ", ".join(names))
+    trainers = {name: make_trainer(preset, name, base) for name in names}
+    reference = trainers[BASELINE]
     config, device = reference.config, reference.device
     batches, data_info = data_stream(config, args.data_images, device)
     log.info("  data: %s", data_info)
@@ -67,13 +67,13 @@ def bench_one(preset: str, resolution: int, variants: list[str], args: argparse.
     profiled = {name: phases.measure(trainer, real, args.phase_steps) if args.phase_steps >= 1 else None
                 for name, trainer in trainers.items()}
 
-    ref_step = statistics.median(step_s["reference"])
+    ref_step = statistics.median(step_s[BASELINE])
     results = {}
     for name in trainers:
         step = statistics.median(step_s[name])
         gflops = record["flops_per_step"] / step / 1e9
         results[name] = {
-            "overrides": {k: overrides[name][k] for k in REFERENCE},
+            "overrides": {k: variant_overrides(name)[k] for k in REFERENCE},
             "step_s": round(step, 4), "data_s": round(data_s, 5),
             "step_s_rounds": [round(s, 4) for s in step_s[name]],
             "images_per_s": round(config.batch_size / (step + data_s), 2),
@@ -87,9 +87,9 @@ def bench_one(preset: str, resolution: int, variants: list[str], args: argparse.
         }
     if not args.no_memory:
         for name in trainers:
-            results[name]["memory"] = measure_memory(preset, overrides[name], args.memory_timeout)
+            results[name]["memory"] = measure_memory(preset, name, base, args.memory_timeout)
             log.info("  memory %s: %s", name, results[name]["memory"])
-        ref_mem = results["reference"]["memory"].get("step_mib")
+        ref_mem = results[BASELINE]["memory"].get("step_mib")
         for name in trainers:
             mem = results[name]["memory"].get("step_mib")
             results[name]["memory_ratio"] = round(mem / ref_mem, 3) if mem and ref_mem else None
@@ -107,7 +107,7 @@ def projection(results: dict[str, Any], preset_batch: int, batch: int) -> dict[s
         "schedule_steps": PAPER_STEPS,
         "at_batch": preset_batch,
         "batch_scaling": "measured step time × preset batch / measured batch" if scale != 1 else "as measured",
-        "reference_days": round(PAPER_STEPS * results["reference"]["step_s"] * scale / 86400, 1),
+        "reference_days": round(PAPER_STEPS * results[BASELINE]["step_s"] * scale / 86400, 1),
         "best_variant": best,
         "best_days": round(PAPER_STEPS * results[best]["step_s"] * scale / 86400, 1),
     }

@@ -6,8 +6,8 @@
     python -m bench.throughput --ray-scaling [--scaling-steps 40]
 
 This module is the command line; the work is in the modules it names:
-- bench.variants: the loop's own `Trainer` per variant (`reference` = eager, fp32, NCHW), the balancing rule
-  held open so that every step updates both D and G;
+- bench.variants: the loop's own `Trainer` per variant (`fp32` = eager, true fp32, NCHW, the reference), the
+  balancing rule held open so that every step updates both D and G;
 - bench.timing: `Trainer.step` timed with torch.utils.benchmark in interleaved rounds, the loader, Adam;
 - bench.phases: the step's phases and the shares by network, from torch.profiler over the same step;
 - bench.counters: FLOPs (FlopCounterMode) and host syncs per step; bench.memory: peak memory per variant,
@@ -34,7 +34,7 @@ from bench.memory import probe
 from bench.ray_scaling import ray_scaling
 from bench.record import bench_one
 from bench.report import markdown, scaling_markdown, write_summary
-from bench.variants import variant_overrides
+from bench.variants import BASELINE, variant_overrides
 from repro.provenance import git_commit
 
 log = logging.getLogger("bench")
@@ -46,8 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--presets", default="small-pool5,paper-pool5", help="comma-separated preset names")
     parser.add_argument("--resolutions", default="64,96,128,227", help="comma-separated image sides")
     parser.add_argument("--variants", default="channels_last,bf16,compile,channels_last+bf16",
-                        help="speed options (channels_last, bf16, compile) or '+'-joined combinations, each "
-                             "timed against the reference")
+                        help="speed options (tf32, bf16, channels_last, compile) or '+'-joined combinations, "
+                             "each timed against fp32 (the reference)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the timed steps are split into")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first (compilation)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     git_commit()  # pin the commit of the code now running
     if args.memory_probe:
         spec = json.loads(args.memory_probe)
-        print(json.dumps(probe(spec["preset"], spec["overrides"])))
+        print(json.dumps(probe(spec["preset"], spec["variant"], spec["overrides"])))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads > 0:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     resolutions = [int(r) for r in args.resolutions.split(",") if r.strip()]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != "reference"]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != BASELINE]
     for name in variants:
         variant_overrides(name)  # unknown options fail before any work
     for preset in presets:

@@ -2,7 +2,7 @@
 
 Repeated work is timed with `torch.utils.benchmark.Timer` (it synchronises the accelerator around each
 timed block and runs at the thread count given); the variants of one preset are timed in interleaved rounds
-(reference, A, B, …, reference, A, B, …) so that load drifting on a shared machine hits all of them alike.
+(fp32, A, B, …, fp32, A, B, …) so that load drifting on a shared machine hits all of them alike.
 One-off work whose first run is the point (compilation, a cold cache pass), which Timer's warm-up runs
 would hide, is read from a profiler range instead (`once_seconds`).
 """

@@ -14,8 +14,8 @@ Each pair:
   is *not measurable* when it does not (one seed: no spread, the line says "1 seed").
 A claim fails on any measurable counter-example, holds when some comparison holds and none fails; otherwise it
 is not measurable at this scale, not measured (the committed evaluations predate its metric) or not covered
-(no committed pair). `tests/test_paper_numbers.py` asserts these on the committed results, per scale, and runs
-each rule on plausible wrong results; `repro.report` prints them.
+(no committed pair). `tests/test_paper_numbers.py` asserts these on the committed results, per scale;
+`tests/test_claims.py` runs each rule on plausible wrong results; `repro.report` prints them.
 """
 from __future__ import annotations
 

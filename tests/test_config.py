@@ -1,9 +1,6 @@
 """Typed, loud configuration."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from repro.config import PRESETS, ConfigError, from_dict, make_config
@@ -75,14 +72,6 @@ def test_pretrained_alexnet_refuses_taps_it_has_no_weights_for(tap):
         make_config("small-pool5", {"comparator_tap": tap})
     assert make_config("small-pool5", {"layer": tap, "encoder_weights": "/x/alexnet.pth"}).layer == tap
     assert make_config("small-pool5", {"layer": tap, "encoder": "alexnet-random"}).layer == tap  # random on purpose
-
-
-def test_tuned_preset_is_the_committed_searchs_best():
-    """The λ fed back into small-pool5-tuned are the ones the committed Ray Tune search chose."""
-    best = Path(__file__).resolve().parents[1] / "results/tune/small-pool5-pool5-20261202-cpu/best.json"
-    chosen = json.loads(best.read_text())["preset"]
-    tuned = make_config("small-pool5-tuned")
-    assert {k: getattr(tuned, k) for k in chosen} == pytest.approx(chosen)
 
 
 def test_the_discriminators_minimum_side_is_the_one_config_checks():

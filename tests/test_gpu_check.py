@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench import gpu_check
-from bench.gpu_check import Check, fp32_flags, fp32_mode, prepare_carry
+from bench.gpu_check import Check, prepare_carry
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKER = REPO / "bench" / "device_python"
@@ -76,18 +75,6 @@ def test_every_section_is_recorded_even_when_one_fails_or_overruns(tmp_path):
     assert "broken failed, overrun failed, fine ok, late skipped" in (tmp_path / "summary.md").read_text()
 
 
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
-def test_true_fp32_turns_tf32_off_in_cublas_and_cudnn_and_restores_the_defaults():
-    before = fp32_flags()
-    with fp32_mode("ieee"):
-        assert fp32_flags() == {"matmul": "ieee", "cudnn_conv": "ieee"}
-        assert torch.backends.cudnn.rnn.fp32_precision == "ieee"  # conv and rnn alike, or torch refuses reads
-    with fp32_mode("tf32"):
-        assert fp32_flags() == {"matmul": "tf32", "cudnn_conv": "tf32"}
-    assert fp32_flags() == before
-    assert torch.backends.cudnn.allow_tf32 in (True, False), "the legacy flag still reads after the restore"
-
-
 @pytest.mark.slow
 def test_cpu_smoke_passes_with_ray_onnx2torch_and_lpips_unimportable(tmp_path):
     """`bash bench/gpu_check.sh --cpu-smoke` on a carry like the device's (~1 min on 2 shared cores)."""
@@ -108,8 +95,9 @@ def test_cpu_smoke_passes_with_ray_onnx2torch_and_lpips_unimportable(tmp_path):
     assert results["images"] == str(carry / "assets" / "imagenet-subset")
     assert results["commit"] not in ("", "unknown") and results["smoke"] is True
     step = results["sections"]["step"]
-    assert [step[row]["status"] for row in gpu_check.EAGER] == ["ok"] * 4
+    assert [step[row]["status"] for row in gpu_check.STEP_ROWS] == ["ok"] * 4
     assert step["fp32"]["fp32_flags"] == {"matmul": "ieee", "cudnn_conv": "ieee"}
+    assert step["tf32"]["fp32_flags"] == {"matmul": "tf32", "cudnn_conv": "tf32"} and step["tf32"]["peak_kind"] == "tf32"
     assert step["fp32"]["projected_days_1M_iterations_x64"] > 0 and step["fp32"]["peak_kind"] == "fp32"
     assert step["bf16"]["peak_kind"] == "bf16" and step["bf16"]["fraction_of_matmul_peak"] > 0
     assert results["sections"]["paper-pool5"]["encoder"] == "alexnet", "the carried weights were used"

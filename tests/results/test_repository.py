@@ -1,5 +1,5 @@
-"""The repository stays small enough to travel (a GPU machine takes at most 64 MiB of working tree), and what
-results/ links to is there."""
+"""The repository stays small enough to travel (a GPU machine takes at most 64 MiB of working tree), its
+committed figures are WebP, and what results/ links to is there."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRACKED_LIMIT = 22 * 2**20  # 80 MiB of PNG figures before issue 24, 24.9 MiB as JPEG, ~18 MiB as WebP
 FIX_FIGURES = "python -m repro.compress_figures results"
+
+pytestmark = pytest.mark.results
 
 
 def tracked_bytes(root: Path) -> int | None:
