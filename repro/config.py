@@ -298,6 +298,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                                  checkpoint_every=250),
     "conv5star-warm-no-adv": dict(_STAR, **dict(_LAMBDAS_WARM, lambda_adv=0.0), init_generator="shipped",
                                   steps=3000, checkpoint_every=250),
+    # The other two ablations of Fig. 1 and the paper's third comparator on the same warm schedule (issue 28):
+    # -no-feat drops the feature term, -no-img the image term (both start from the same image-loss G, so no-img
+    # starts from an image loss it then drops), -random-comparator swaps C for the random-weight CaffeNet's pool5
+    # (Caffe's initialisation, seed 0) while the encoder stays the pretrained AlexNet's; its feature scale
+    # (repro.comparators.FEATURE_IMAGE_RATIO, s = 20.3) puts it in the reference's units, so λ_feat is unchanged.
+    "conv5star-warm-no-feat": dict(_STAR, **dict(_LAMBDAS_WARM, lambda_feat=0.0), init_generator="shipped",
+                                   steps=3000, checkpoint_every=250),
+    "conv5star-warm-no-img": dict(_STAR, **dict(_LAMBDAS_WARM, lambda_img=0.0), init_generator="shipped",
+                                  steps=3000, checkpoint_every=250),
+    "conv5star-warm-random-comparator": dict(_STAR, **_LAMBDAS_WARM, comparator="caffenet-random",
+                                             init_generator="shipped", steps=3000, checkpoint_every=250),
     # Tiny configuration for tests and --dry-run style smoke runs.
     "smoke": dict(resolution=64, generator_width=0.125, discriminator_width=0.25, batch_size=4, steps=2,
                   eval_images=4, log_every=1, image_every=2, checkpoint_every=1, data_cache=False, num_workers=0,

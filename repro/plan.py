@@ -30,7 +30,8 @@ def trained_parameters(config: Config) -> dict[str, int]:
         config, encoder=encoder or config.encoder, encoder_weights="" if encoder else config.encoder_weights,
         comparator=comparator, comparator_weights="",
         comparator_tap=config.comparator_tap if comparator == SAME_SHAPES.get(config.comparator) else "pool5",
-        device="cpu", compile=False, channels_last=False)
+        device="cpu", compile=False, channels_last=False,
+        init_generator="")  # a warm start's file names the real encoder, which the stand-in is not; shapes are the same
     with torch.device("meta"):
         parts = build_parts(shapes_only, torch.device("meta"))
     count = {"model": sum(p.numel() for p in parts.model.parameters() if p.requires_grad)}
