@@ -65,7 +65,9 @@ def test_reduced_lambdas_keep_the_papers_balance_of_terms(images, alexnet_ratios
 RULE_EXEMPT = {"small-pool5-tuned": "the λ a committed Ray Tune search chose",
                "smoke": "a two-step test configuration",
                "conv5star-warm": "λ_feat 100× the rule's, chosen by a probe (results/conv5star-warm/README.md)",
-               "conv5star-warm-no-adv": "the ablation of conv5star-warm, same λ_feat"}
+               "conv5star-warm-no-adv": "the ablation of conv5star-warm, same λ_feat",
+               "conv5star-warm-no-img": "the ablation of conv5star-warm, same λ_feat",
+               "conv5star-warm-random-comparator": "conv5star-warm's λ with another comparator (feature-scaled)"}
 
 
 def test_every_reduced_preset_takes_its_lambdas_from_the_rule():
