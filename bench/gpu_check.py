@@ -462,7 +462,7 @@ def loader_section(images: Path, device, smoke: bool, allowed_s: float, gpu_deco
 
 def paper_run_section(images: Path, device, smoke: bool, allowed_s: float, work: Path, out_dir: Path,
                       shared: dict[str, Any]) -> dict[str, Any]:
-    from repro.figures import FIGURE_SUFFIX
+    from repro.grids import FIGURE_SUFFIX
     from repro.weights import weights_path
 
     pretrained = weights_path("alexnet_tv").exists()

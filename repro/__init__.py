@@ -1,7 +1,8 @@
 """deepsim: DeePSiM (Dosovitskiy & Brox, NIPS 2016) reproduced in PyTorch.
 
 Data flow: images (`data`) → comparator features (`comparators`, `nets.caffenet`) → generator
-(`nets.generator`) → losses (`losses`) → the one loop (`loop`) → results (`evaluate`).
+(`nets.generator`) → losses (`losses`) → the one loop (`loop`) → measurements (`evaluation`) → verdicts and
+pages (`reporting`). The commands (`python -m repro.train`, `.evaluate`, `.report`, …) are modules at the top.
 
 Library use: `from repro import Balance, DeePSiMLoss` (see DeePSiMLoss's docstring for a loop of your own).
 """

@@ -12,7 +12,7 @@ Writes into OUT:
 - `reconstructions.webp`: rows = originals, then one row per model (labelled), columns = held-out images;
 - `metrics.json` + `metrics.md`: PSNR, SSIM, MS-SSIM, LPIPS and the paper's normalised image-space error
   ‖a − b‖₂ / N (N = mean distance between all pairs of different evaluation images), with provenance;
-  measured by `repro.scores.measure`, the one measurement of every model kind, so metrics.json also holds
+  measured by `repro.evaluation.scores.measure`, the one measurement of every model kind, so metrics.json also holds
   its other numbers (feature error in the model's own code, gradient error, sharpness, nearest neighbours);
 - `samples-vae-se.webp`, `samples-vae-deepsim.webp` (with `--vae`);
 and keeps each model's run folder (config.json, stats.jsonl, grids, final checkpoint: large, so outside the
@@ -33,24 +33,24 @@ from typing import Any, Callable
 
 import torch
 
-from repro import metrics as metric_lib, provenance
+from repro import provenance
 from repro.assets import display_path
 from repro.config import Config, ConfigError, make_config, parse_overrides
 from repro.devices import pick_device
-from repro.figures import FIGURE_SUFFIX, labelled_rows, save_figure
+from repro.evaluation import metrics as metric_lib
+from repro.evaluation.figures import sample_images, write_samples
+from repro.evaluation.metrics import AUTOENCODER_METRICS
+from repro.evaluation.scores import image_metric_fn, load_eval_images, measure, reference_of
+from repro.evaluation.tables import markdown_table, metric_cells, metric_headings
+from repro.grids import FIGURE_SUFFIX, labelled_rows, save_figure
 from repro.loop import Session, train
 from repro.provenance import git_commit
 from repro.runs import load_run
-from repro.sample import sample_images, write_samples
-from repro.scores import image_metric_fn, load_eval_images, measure, reference_of
-from repro.tables import markdown_table, metric_cells, metric_headings
 
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
 AE_MODELS = {"se": "ae-se", "l1": "ae-l1", "ms-ssim": "ae-ms-ssim", "deepsim": "ae-deepsim"}
 VAE_MODELS = {"vae-se": "vae-se", "vae-deepsim": "vae"}
 MEASURE_BATCH = 32  # images per forward pass when measuring
-# The metrics of each model (titles, formats, better side: repro.metrics.METRICS), also shown by repro.report.
-METRIC_COLUMNS = ("image_error_pct", "psnr", "ssim", "ms_ssim", "lpips")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def train_model(name: str, config: Config, options: Options) -> dict[str, Any]:
 def measure_trained(name: str, trained: dict[str, Any], images: torch.Tensor,
                     image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
                     options: Options) -> tuple[dict[str, Any], torch.Tensor]:
-    """A trained model (its newest checkpoint) scored on the held-out images by `repro.scores.measure`, the
+    """A trained model (its newest checkpoint) scored on the held-out images by `repro.evaluation.scores.measure`, the
     feature space being the model's own code (a VAE's μ); returns its record and reconstructions."""
     run = load_run(trained["run_dir"], device_override(options))
     model = run.parts.model
@@ -137,8 +137,8 @@ def markdown(record: dict[str, Any]) -> str:
              f"{prov['resolution']} px, {prov['steps']} steps per model, trained on `{prov['data']['train']}`, "
              f"measured on the first {prov['n_eval']} images of `{prov['data']['eval']['folder']}` (held out). "
              f"Device: {prov['device']}. Commit `{prov['commit']}`.", "", settings(record["configs"]), "",
-             *markdown_table(["model", *metric_headings(METRIC_COLUMNS, arrow=True), "wall (s)"],
-                             ([name, *metric_cells(result, METRIC_COLUMNS), f"{result['wall_time_s']:.0f}"]
+             *markdown_table(["model", *metric_headings(AUTOENCODER_METRICS, arrow=True), "wall (s)"],
+                             ([name, *metric_cells(result, AUTOENCODER_METRICS), f"{result['wall_time_s']:.0f}"]
                               for name, result in record["results"].items()))]
     lines += ["", "Image error: ‖a − b‖₂ / N in %, N = mean Euclidean distance between all pairs of different "
               "evaluation images (the paper's normalisation; 100 % = a random evaluation image). VAE rows decode "

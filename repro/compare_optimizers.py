@@ -33,7 +33,7 @@ from repro.assets import FOLDER_SHA256, asset_file
 from repro.code_search import search, settings_record
 from repro.comparators import build_net
 from repro.data import DataError, list_images, listing_sha256, load_images, resolve_folder
-from repro.figures import FIGURE_SUFFIX, save_figure, save_images
+from repro.grids import FIGURE_SUFFIX, save_figure, save_images
 from repro.generator_file import GeneratorFileError, load_generator
 from repro.invert import OneLineParser
 from repro.scorers import ScorerError, UnitScorer, unit_activations

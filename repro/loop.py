@@ -29,7 +29,7 @@ from repro.data import infinite_batches, list_images, load_images, resolve_folde
 from repro.devices import pick_device
 from repro.distributed import GradReducer, all_reduce_mean, broadcast_tensors, gather_object, stream_seed
 from repro.errors import DeepsimError
-from repro.figures import FIGURE_SUFFIX, write_grid
+from repro.grids import FIGURE_SUFFIX, write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
 from repro.nets.generator import CONV_LAYERS

@@ -1,36 +1,20 @@
 """`python -m repro.sample RUN_DIR --n 64 [--seed 0] [--out FILE.webp]`: samples of a trained VAE.
 
 As the paper samples its VAEs (§4.2, Fig. 8): z = ε ~ N(0, I), decoded by the decoder. The latent draws
-come from a `torch.Generator` seeded with `--seed`, so the same run and seed give the same grid.
+come from a `torch.Generator` seeded with `--seed`, so the same run and seed give the same grid
+(`repro.evaluation.figures.sample_images`).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-import torch
-
-from repro.autoencoders import VAE
 from repro.checkpoint import CheckpointError
-from repro.figures import FIGURE_SUFFIX, save_images
+from repro.evaluation.figures import sample_images, write_samples
+from repro.grids import FIGURE_SUFFIX
 from repro.runs import load_run
-
-
-def sample_images(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
-    """n decoded samples (n, 3, R, R) RGB clamped to [0, 1], on the CPU; same seed → same images."""
-    if n < 1:
-        raise ValueError(f"number of samples must be ≥ 1, got {n}")
-    model.eval()
-    images = model.sample(n, torch.Generator().manual_seed(seed))
-    return images.float().clamp(0, 1).cpu()
-
-
-def write_samples(path: Path, images: torch.Tensor, columns: int | None = None) -> None:
-    """A square-ish grid of images (N, 3, R, R) RGB [0, 1] in the format `path`'s suffix names."""
-    save_images(images, path, columns or math.ceil(math.sqrt(images.shape[0])))
 
 
 def main(argv: list[str] | None = None) -> int:

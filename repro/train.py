@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         from repro.devices import pick_device
 
         pick_device(config)  # DeviceError
-    from repro.figures import FIGURE_SUFFIX
+    from repro.grids import FIGURE_SUFFIX
 
     with user_input():  # Config-, Data-, Conversion-, StorageError; a file or a storage that cannot be read
         if args.launcher == "local" and storage.is_uri(run):

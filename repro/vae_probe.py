@@ -32,7 +32,7 @@ from repro.config import Config, ConfigError, make_config, reduced_lambdas
 from repro.data import infinite_batches, list_images, load_images, training_loader
 from repro.loop import Trainer
 from repro.losses import DeePSiMLoss
-from repro.scores import load_eval_images
+from repro.evaluation.scores import load_eval_images
 
 
 def encoder_state(encoder: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:

@@ -117,7 +117,7 @@ def test_reparameterisation_uses_the_global_rng_and_eval_decodes_mu(caltech_batc
 
 # ---- sampling -------------------------------------------------------------------------------------
 def test_sampling_shapes_and_seed_determinism():
-    from repro.sample import sample_images
+    from repro.evaluation.figures import sample_images
 
     torch.manual_seed(0)
     model, _ = build_model(tiny("vae"))

@@ -1,12 +1,12 @@
-"""Mahendran & Vedaldi's optimisation (repro.baselines) on real images: it lowers its feature loss, its
+"""Mahendran & Vedaldi's optimisation (repro.evaluation.baselines) on real images: it lowers its feature loss, its
 TV^β prior prefers smooth images and has the value of its definition on a toy case."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from repro.baselines import (MVConfig, MVObjective, config_for_layer, from_caffe_units, invert_images, to_caffe_units,
-                             tv_beta)
+from repro.evaluation.baselines import (MVConfig, MVObjective, config_for_layer, from_caffe_units, invert_images,
+                                        to_caffe_units, tv_beta)
 from repro.comparators import build_comparator
 from repro.data import list_images, load_images
 

@@ -1,6 +1,6 @@
-"""The rules that judge the paper's claims (`repro.claims`) and the error they compare (`repro.metrics`), on
-real images and on plausible wrong results: each rule must fail (or refuse) where it should, so that its verdicts
-on the committed runs (tests/test_paper_numbers.py) mean something.
+"""The rules that judge the paper's claims (`repro.reporting.claims`) and the error they compare
+(`repro.evaluation.metrics`), on real images and on plausible wrong results: each rule must fail (or refuse) where it
+should, so that its verdicts on the committed runs (tests/test_paper_numbers.py) mean something.
 
 1. The metric is the paper's definition: a random pairing of test images scores ≈ 100 %, identical images 0 %,
    on real images.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import claims
-from repro.claims import CLAIMS_BY_KEY
+from repro.reporting import claims
+from repro.reporting.claims import CLAIMS_BY_KEY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,7 +41,7 @@ def derangement(n: int, seed: int = 0) -> torch.Tensor:
 
 def test_normalised_error_is_the_papers_definition(eval_images):
     from repro.comparators import build_comparator
-    from repro.metrics import normalised_error, pairwise_mean_distance
+    from repro.evaluation.metrics import normalised_error, pairwise_mean_distance
 
     x = eval_images
     flat = x.flatten(1)

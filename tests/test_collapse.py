@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.collapse import MIN_SPREAD, collapse_record
+from repro.evaluation.collapse import MIN_SPREAD, collapse_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

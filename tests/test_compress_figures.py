@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from repro.compress_figures import RECORD, compress_figures
+from repro.reporting.compress_figures import RECORD, compress_figures
 from repro.data import list_images
-from repro.figures import WEBP_QUALITY, existing_figure, write_grid
+from repro.grids import WEBP_QUALITY, existing_figure, write_grid
 
 
 def real_images(assets, n=4, size=96):
@@ -119,7 +119,7 @@ def test_existing_figure_finds_a_run_s_figure_in_whichever_format_it_was_written
 
 
 def test_publishing_a_run_written_before_webp_figures_commits_webp(tmp_path):
-    from repro.publish import publish
+    from repro.reporting.publish import publish
 
     run = tmp_path / "runs" / "old"
     (run / "eval").mkdir(parents=True)

@@ -9,7 +9,7 @@ from repro.assets import asset_folder
 from repro.comparators import build_comparator
 from repro.config import ConfigError, lambda_img_at, make_config
 from repro.data import list_images, load_images
-from repro.evaluate import protocol_name, protocol_of
+from repro.evaluation.evaluate import protocol_name, protocol_of
 from repro.loop import Trainer
 from repro.models import build_parts
 
@@ -41,7 +41,8 @@ def test_conv5star_inverts_the_papers_code_from_96_px_images(images):
     protocol = protocol_of(config, 4, code_shape=model.generator.in_shape)
     assert protocol["protocol"] == "CONV5*" and protocol["code_shape"] == [256, 6, 6]
     assert not any(d.startswith("code ") for d in protocol["differences_from_paper"])
-    # the seed is recorded, so that repro.claims can tell two seeds of one setting apart and measure their spread
+    # the seed is recorded, so that repro.reporting.claims can tell two seeds of one setting apart and measure their
+    # spread
     assert protocol["encoder_resolution"] == 227 and protocol["seed"] == 0
     assert protocol_of(make_config("conv5star", {"seed": "1"}), 4)["seed"] == 1
     old = make_config("small-pool5")  # the 2×2 code is named for what it is, and its size set beside the paper's

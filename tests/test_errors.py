@@ -15,7 +15,7 @@ def test_every_project_error_derives_from_the_root_and_keeps_its_old_base():
     from repro.generator_file import GeneratorFileError
     from repro.invert import InvertError
     from repro.loop import NonFiniteLoss
-    from repro.scores import EvalError
+    from repro.evaluation.scores import EvalError
     from repro.storage import StorageError
     from repro.weights import WeightsError
     from tune.options import SearchError

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from repro import evaluate, figures, scores
+from repro import evaluate
+from repro.evaluation import figures, scores
 from repro.config import make_config
 from repro.loop import Session, train
 
@@ -78,7 +79,7 @@ def test_gradient_energy_measures_contrast_on_real_images(assets):
     from torchvision.transforms.functional import gaussian_blur
 
     from repro.data import list_images, load_images
-    from repro.metrics import gradient_energy
+    from repro.evaluation.metrics import gradient_energy
 
     images = load_images(list_images(assets / "imagenet-1k-256")[:6], 64)
     sharp, blurred = gradient_energy(images), gradient_energy(gaussian_blur(images, 9, 2.0))
@@ -107,7 +108,7 @@ def test_gradient_error_prefers_blur_to_noise_and_texture_on_real_images(assets)
     checkerboard texture may not score closer to the original's structure than the original blurred — and
     gradient energy, the old sharpness score, is shown to fail exactly this control."""
     from repro.data import list_images, load_images
-    from repro.metrics import gradient_energy, gradient_error
+    from repro.evaluation.metrics import gradient_energy, gradient_error
 
     images = load_images(list_images(assets / "imagenet-1k-256")[:8], 96)
     wrong = degraded(images)
@@ -218,7 +219,7 @@ def test_one_measure_scores_autoencoders_and_vaes(kind, assets):
     image error is the paper's on the clamped reconstructions; its features are its own code of them."""
     from repro.autoencoders import build_model
     from repro.data import list_images, load_images
-    from repro.metrics import normalised_error
+    from repro.evaluation.metrics import normalised_error
 
     config = make_config("smoke", {"model": kind, "latent_dim": "8", "generator_width": "0.125",
                                    "discriminator_width": "0.25"})

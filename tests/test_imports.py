@@ -3,7 +3,8 @@
 resolved), so a cycle cannot hide in a local import.
 
 Layers: converters know nothing of repro; repro nothing of tune or bench (STYLE.md, "imports only downward").
-Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it.
+Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it, and the last two,
+`repro.evaluation` then `repro.reporting`, are known to nothing before them.
 """
 from __future__ import annotations
 
@@ -79,13 +80,15 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def inside(module: str, packages: tuple[str, ...]) -> bool:
+    """`module` is one of `packages` or inside one."""
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
 def imports_from(graph: dict[str, set[str]], source: str, target: str) -> list[str]:
     """`module → imported` for every edge from package `source` into package `target`."""
-    def inside(module: str, package: str) -> bool:
-        return module == package or module.startswith(package + ".")
-
-    return sorted(f"{m} → {t}" for m, targets in graph.items() if inside(m, source)
-                  for t in targets if inside(t, target))
+    return sorted(f"{m} → {t}" for m, targets in graph.items() if inside(m, (source,))
+                  for t in targets if inside(t, (target,)))
 
 
 def test_project_imports_have_no_cycle():
@@ -113,6 +116,47 @@ def test_the_data_stage_knows_nothing_of_the_stages_after_it():
     targets = {edge.split(" → ")[1] for edge in imports_from(graph, "repro.data", "repro")}
     outside = {target for target in targets if target != "repro.data" and not target.startswith("repro.data.")}
     assert outside <= {"repro.assets", "repro.errors"}, f"the data stage imports later stages: {sorted(outside)}"
+
+
+def reachable(graph: dict[str, set[str]], start: str, within: str = "repro") -> set[str]:
+    """Every module of `within` that importing `start` imports, `start` included."""
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += [target for target in graph.get(module, ()) if inside(target, (within,))]
+    return seen
+
+
+def defines_main(path: Path) -> bool:
+    """A command-line module: one with a top-level `def main`."""
+    return any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in ast.parse(path.read_text()).body)
+
+
+LAST_STAGES = ("repro.evaluation", "repro.reporting")
+
+
+def test_evaluation_and_reporting_come_after_the_loop_and_before_the_commands():
+    """… → loop → evaluation → reporting. Nothing `python -m repro.train` reaches imports evaluation or reporting
+    (the loop writes its training grids with `repro.grids`, below both); evaluation imports nothing of reporting;
+    both packages are libraries (no `main`) and import neither the trainer's CLI nor the commands built on them
+    (`python -m repro.evaluate`, `repro.report`, …: thin modules at the top of repro)."""
+    graph = import_graph(REPO)
+    modules = module_names(REPO, ("repro",))
+    training = reachable(graph, "repro.train")
+    assert {"repro.loop", "repro.grids", "repro.runs", "repro.losses"} <= training  # the parse sees the loop's side
+    assert not sorted(m for m in training if inside(m, LAST_STAGES)), "training imports evaluation or reporting"
+    assert not imports_from(graph, "repro.evaluation", "repro.reporting")
+
+    library = [m for m in modules if inside(m, LAST_STAGES)]
+    assert {"repro.evaluation.scores", "repro.reporting.claims"} <= set(library)
+    assert not [m for m in library if defines_main(modules[m])], "a library module holds a command's main()"
+    commands = {m for m, path in modules.items() if not inside(m, LAST_STAGES) and defines_main(path)
+                and any(inside(target, LAST_STAGES) for target in graph[m])} | {"repro.train"}
+    assert {"repro.evaluate", "repro.figures", "repro.report", "repro.publish"} <= commands
+    upward = sorted(f"{m} → {target}" for m in library for target in graph[m] if target in commands)
+    assert not upward, f"evaluation / reporting import a command-line module: {upward}"
 
 
 def write_package(root: Path, files: dict[str, str]) -> None:

@@ -1,20 +1,20 @@
 """Measured results against the paper (Table 2 and the claims of §4.1): checks of what is committed, kept at
-this path because results/README.md (written by `repro.report`) and `repro.claims` name `pytest
+this path because results/README.md (written by `repro.report`) and `repro.reporting.claims` name `pytest
 tests/test_paper_numbers.py`; the other checks of committed results are in tests/results/.
 
 1. `results/paper_table2.json` is Table 2 as printed: the table is parsed out of the paper's text and
    every cell compared, so the JSON is provably typed from the paper.
-2. The paper's claims (rules in `repro.claims`), on committed measurements
+2. The paper's claims (rules in `repro.reporting.claims`), on committed measurements
    `results/<preset>/<run-id>/eval/metrics.json` (written by `python -m repro.evaluate`). Each claim Table 2
    carries is first checked on Table 2 itself (so it is the paper's claim), then on every pair of comparable
    measured results (same images, encoder, layer, resolution, encoder resolution, training steps and seed),
-   at each scale the committed runs were measured at (`repro.claims.scale_of`: "96 px", "CONV5* (96 px images,
-   encoder at 227 px)"), one scale never paired with another. A pair counts only when both runs find their own
-   originals well above chance (`repro.scores.identification`: ≥ 10 × 1/n), and a comparison that holds only
-   when its margin exceeds the spread between seeds; otherwise it is "not measurable at this scale". One
+   at each scale the committed runs were measured at (`repro.reporting.claims.scale_of`: "96 px", "CONV5* (96 px
+   images, encoder at 227 px)"), one scale never paired with another. A pair counts only when both runs find their
+   own originals well above chance (`repro.evaluation.scores.identification`: ≥ 10 × 1/n), and a comparison that
+   holds only when its margin exceeds the spread between seeds; otherwise it is "not measurable at this scale". One
    measurable counter-example fails the claim; (claim, scale)s that committed runs contradict are strict expected
-   failures with their reason (`repro.claims.CONTRADICTED`); claims no committed run covers at a scale, or whose
-   metric the committed evaluations predate, are skipped saying so.
+   failures with their reason (`repro.reporting.claims.CONTRADICTED`); claims no committed run covers at a scale, or
+   whose metric the committed evaluations predate, are skipped saying so.
 3. Table 2's cells against runs under the paper's protocol, when such runs are committed.
 
 The metric's definition and the rules themselves, on plausible wrong results (so each is seen to fail), are
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from repro import claims
-from repro.claims import CLAIMS, CLAIMS_BY_KEY
+from repro.reporting import claims
+from repro.reporting.claims import CLAIMS, CLAIMS_BY_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_PATH = REPO / "results" / "paper_table2.json"
@@ -97,7 +97,7 @@ def test_table2_json_is_the_papers_table():
 
 
 # ---------------------------------------------------------------------------------------------------
-# 2. Claims, on the paper's table and on committed measurements (the rules: repro.claims)
+# 2. Claims, on the paper's table and on committed measurements (the rules: repro.reporting.claims)
 # ---------------------------------------------------------------------------------------------------
 class ClaimFails(AssertionError):
     """A claim contradicted by a comparison in which both runs are measurable."""
@@ -128,8 +128,9 @@ def test_the_paper_makes_the_claim_in_numbers(key):
 
 
 def xfail_if_contradicted(key: str, scale: str) -> list:
-    """(claim, scale)s committed runs contradict (repro.claims.CONTRADICTED, with why): strict, so the test fails
-    the day they hold (remove the entry then). What is checked is the claim's own rule, not a recorded number."""
+    """(claim, scale)s committed runs contradict (repro.reporting.claims.CONTRADICTED, with why): strict, so the
+    test fails the day they hold (remove the entry then). What is checked is the claim's own rule, not a recorded
+    number."""
     reason = claims.CONTRADICTED.get((key, scale))
     return [pytest.mark.xfail(strict=True, raises=ClaimFails, reason=reason)] if reason else []
 
@@ -142,7 +143,7 @@ COMMITTED_SCALES = claims.scales(claims.measured_records()) or ["no committed ru
 def test_contradicted_entries_name_a_claim_at_a_committed_scale():
     """An entry whose claim or scale no longer exists excuses nothing: it must go (or name the scale meant)."""
     for key, scale in claims.CONTRADICTED:
-        assert key in CLAIMS_BY_KEY, f"CONTRADICTED names {key!r}, which is no claim of repro.claims.CLAIMS"
+        assert key in CLAIMS_BY_KEY, f"CONTRADICTED names {key!r}, which is no claim of repro.reporting.claims.CLAIMS"
         assert scale in COMMITTED_SCALES, f"CONTRADICTED names scale {scale!r}; committed: {COMMITTED_SCALES}"
 
 

@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from repro.report import render
+from repro.reporting.report import render
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def test_runs_at_chance_are_marked_and_explained(tmp_path):
 
 
 def test_claims_section_says_which_claims_hold_fail_or_cannot_be_measured(tmp_path):
-    """The page states each claim's verdict from repro.claims: a depth series whose deeper run ignores its input
-    is 'not measurable', an image-loss/DeePSiM pair that contradicts Table 2 'fails', a missing metric is 'not
+    """The page states each claim's verdict from repro.reporting.claims: a depth series whose deeper run ignores its
+    input is 'not measurable', an image-loss/DeePSiM pair that contradicts Table 2 'fails', a missing metric is 'not
     measured'."""
     shutil.copy(REPO / "results" / "paper_table2.json", tmp_path)
     runs = {"deep-at-chance": ("fc6", "deepsim", 70.0, 130.0, 100 / 256),

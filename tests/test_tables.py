@@ -1,5 +1,5 @@
-"""One metric registry (`repro.metrics.METRICS`: title, format, better side) and one Markdown-table writer
-(`repro.tables.markdown_table`) behind every table we publish."""
+"""One metric registry (`repro.evaluation.metrics.METRICS`: title, format, better side) and one Markdown-table
+writer (`repro.evaluation.tables.markdown_table`) behind every table we publish."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from repro import compare_autoencoders, evaluate, report
+from repro import compare_autoencoders
 from repro.config import make_config
-from repro.metrics import METRICS
-from repro.tables import markdown_table
+from repro.evaluation import evaluate
+from repro.evaluation.metrics import METRICS
+from repro.evaluation.tables import markdown_table
+from repro.reporting import report
 from tune import export
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,13 +13,13 @@ from typing import Any
 
 from repro import storage
 from repro.config import PRESETS
-from repro.figures import FIGURE_SUFFIXES
-from repro.metrics import METRICS
-from repro.tables import markdown_table
+from repro.grids import FIGURE_SUFFIXES
+from repro.evaluation.metrics import METRICS
+from repro.evaluation.tables import markdown_table
 from tune.spaces import PAPER_LAMBDAS
 
-# The errors the objective is computed from: a column of every trial. The other metrics of repro.scores.score
-# (repro.metrics.METRICS) follow the λ, those the trials reported.
+# The errors the objective is computed from: a column of every trial. The other metrics of
+# repro.evaluation.scores.score (repro.evaluation.metrics.METRICS) follow the λ, those the trials reported.
 ERRORS = ("image_error_pct", "feature_error_pct")
 QUALITY = tuple(key for key in METRICS if key not in ERRORS)
 STATUS_ORDER = {"finished": 0, "stopped early": 1, "error": 2, "no result": 3}

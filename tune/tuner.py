@@ -94,7 +94,7 @@ def new_search(options: SearchOptions, storage_root: str, name: str) -> tuple[An
     """A Tuner for a fresh search, its experiment folder, and the search record (search.json)."""
     from ray import tune
 
-    from repro import scores  # local: loads torch, which Tune's driver does not need otherwise
+    from repro.evaluation import scores  # local: loads torch, which Tune's driver does not need otherwise
 
     config = build_config(options)
     space = space_for(config, options.decades)

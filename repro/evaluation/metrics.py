@@ -135,7 +135,7 @@ def gradient_energy(images: Tensor) -> Tensor:
     """Mean absolute horizontal and vertical finite difference per image, (B,) float64.
 
     How much local contrast an image has, whatever its origin: noise and checkerboard textures count as much
-    as the original's edges, so it can say *that* an image is smooth but not that it is sharp. `repro.evaluate`
+    as the original's edges, so it can say *that* an image is smooth but not that it is sharp. `scores.score`
     reports it (`sharpness_pct`, over the originals') as a description; the blur claim rests on
     `gradient_error` instead. Our addition; neither paper defines it.
     """
@@ -268,13 +268,13 @@ MISSING = "–"  # a cell with no value (not measured, or not printed in the pap
 
 @dataclass(frozen=True)
 class Metric:
-    """One reported number and how every table shows it (`repro.tables`)."""
+    """One reported number and how every table shows it (`repro.evaluation.tables`)."""
 
     key: str                           # its key in metrics.json, compare_autoencoders' record and Tune's reports
     title: str                         # column title
     fmt: str                           # str.format pattern of a cell
     better: str | None                 # "lower" or "higher"; None for a description with no better side
-    per_image: PerImage | None = None  # computed batch by batch (`compute_metrics`); None: `repro.scores.score`
+    per_image: PerImage | None = None  # computed batch by batch (`compute_metrics`); None: `scores.score`
                                        # derives it from the whole evaluation set (N, nearest neighbours)
 
     def __post_init__(self) -> None:
@@ -309,6 +309,8 @@ METRICS: dict[str, Metric] = {metric.key: metric for metric in (
     Metric("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}", "higher"),
 )}
 IMAGE_METRICS = tuple(key for key, metric in METRICS.items() if metric.per_image is not None)
+# The autoencoder comparison's columns: its metrics.md (`python -m repro.compare_autoencoders`) and results/README.md.
+AUTOENCODER_METRICS = ("image_error_pct", "psnr", "ssim", "ms_ssim", "lpips")
 
 
 def compute_metrics(recon: Tensor, target: Tensor, names: Sequence[str] | None = None, *,
@@ -321,7 +323,7 @@ def compute_metrics(recon: Tensor, target: Tensor, names: Sequence[str] | None =
         names: keys of `IMAGE_METRICS`; None → psnr, ssim, ms_ssim, and lpips when `lpips` is given.
         lpips: the LPIPS network (needed for "lpips"), passed explicitly so callers build it once.
         reduction: "none" → {name: (B,) float64 per-image values} (sum them over batches, divide by the
-            image count: `repro.evaluate` does this); "mean" → {name: float} batch means.
+            image count: `scores.image_metric_fn` does this); "mean" → {name: float} batch means.
     """
     if names is None:
         names = [name for name in IMAGE_METRICS if name != "lpips" or lpips is not None]

@@ -1,8 +1,8 @@
 """The numbers of one model on evaluation images, whatever its kind (inversion, autoencoder, VAE): the
 paper's normalised errors in image and feature space, the feature error in a network no run was trained in,
 image metrics, gradient error, and whether the model reconstructs *its own* inputs (the chance rule every
-claim between two runs rests on). `repro.evaluate`, `repro.compare_autoencoders` and Tune's scorer measure
-through `reference_of` and `measure`; the metrics themselves live in `repro.metrics`."""
+claim between two runs rests on). `repro.evaluation.evaluate`, `repro.compare_autoencoders` and Tune's scorer
+measure through `reference_of` and `measure`; the metrics themselves live in `repro.evaluation.metrics`."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +15,12 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from repro import metrics as metric_lib
 from repro.assets import FOLDER_SHA256, REPO_ROOT, sha256_file
 from repro.comparators import build_comparator
 from repro.config import Config
 from repro.data import list_images, load_images, resolve_folder
 from repro.errors import DeepsimError
+from repro.evaluation import metrics as metric_lib
 from repro.weights import alexnet_tv_state_dict
 
 # The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),

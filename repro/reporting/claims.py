@@ -8,14 +8,14 @@ seed). Claims are judged per *scale* (`scale_of`: the image resolution and how t
 "96 px" or "CONV5* (96 px images, encoder at 227 px)"), so a run of one protocol never answers for another.
 Each pair:
 - is *not measurable* when either run finds its own originals no better than the chance rule allows
-  (`repro.scores.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
+  (`repro.evaluation.scores.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
 - else *fails*, or *holds* when, for every metric it compares, its margin exceeds the spread between seeds
   (max − min of the metric over the seeds of each method's setting, steps and comparator; `seed_spreads`), and
   is *not measurable* when it does not (one seed: no spread, the line says "1 seed").
 A claim fails on any measurable counter-example, holds when some comparison holds and none fails; otherwise it
 is not measurable at this scale, not measured (the committed evaluations predate its metric) or not covered
 (no committed pair). `tests/test_paper_numbers.py` asserts these on the committed results, per scale;
-`tests/test_claims.py` runs each rule on plausible wrong results; `repro.report` prints them.
+`tests/test_claims.py` runs each rule on plausible wrong results; `repro.reporting.report` prints them.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Callable
 
 from repro.assets import REPO_ROOT
 from repro.generator_file import SHIPPED
-from repro.scores import IDENTIFICATION_FACTOR, INDEPENDENT_NET, identification
+from repro.evaluation.scores import IDENTIFICATION_FACTOR, INDEPENDENT_NET, identification
 
 RESULTS = REPO_ROOT / "results"
 TABLE = json.loads((RESULTS / "paper_table2.json").read_text())

@@ -1,14 +1,15 @@
-"""Markdown tables: the one writer behind every table we publish (`repro.evaluate`'s and
-`repro.compare_autoencoders`' metrics.md, `repro.report`'s results/README.md, `tune.export`'s results.md).
+"""Markdown tables: the one writer behind every table we publish (`repro.evaluation.evaluate`'s and
+`repro.compare_autoencoders`' metrics.md, `repro.reporting.report`'s results/README.md, `tune.export`'s
+results.md).
 
-Metric columns take their title, format and better side from `repro.metrics.METRICS`, so a metric reads the same
-in every table; a table only chooses which metrics it shows.
+Metric columns take their title, format and better side from `repro.evaluation.metrics.METRICS`, so a metric reads
+the same in every table; a table only chooses which metrics it shows.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from repro.metrics import METRICS
+from repro.evaluation.metrics import METRICS
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
