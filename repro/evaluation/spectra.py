@@ -1,0 +1,100 @@
+"""Where a generator's fine structure lies in frequency: how much of the originals' fine-scale power the
+reconstructions keep, and how much of it piles up on the lattice of the generator's own up-sampling.
+
+Why: the blur claim's score (`metrics.gradient_error`) is an L2 distance after a linear map (finite differences),
+so the generator that minimises the image loss, which learns the conditional mean of the images given the code,
+also minimises the gradient error in expectation; a sharp generator that places its details with any
+uncertainty scores worse. These two numbers separate what that one score mixes: *blur*, fine-scale power lost
+(`fine_power_ratio` ≪ 1), and a *lattice*, power concentrated at the harmonics of G's up-sampling period, the
+checkerboard of strided transposed convolutions (Odena et al., Distill 2016; `lattice_excess` ≫ 1). They are
+descriptions, not claims: noise of the right strength has a fine-power ratio of 1 too. Our addition; neither
+paper defines them.
+
+`grid_pairs` reads the pairs back from a committed reconstruction grid (original | reconstruction, as
+`repro.evaluate` writes them), so that runs whose checkpoints were not published can be measured alike.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+FINE_BAND = 8  # "fine": periods of at most 8 px (at 96 px: 12 cycles or more per image side)
+
+
+def power_spectrum(images: Tensor) -> Tensor:
+    """Power of the mean-removed, Hann-windowed luminance (mean of the channels), summed over the batch: (H, W)
+    float64 on the unshifted grid (index k = k cycles per image side; negative frequencies from the end)."""
+    if images.dim() != 4:
+        raise ValueError(f"power_spectrum: expected (B, C, H, W) images, got {tuple(images.shape)}")
+    grey = images.double().mean(1)
+    grey = grey - grey.mean(dim=(1, 2), keepdim=True)
+    # a Hann window: without it the jump at the image's wrap-around edge puts power on both axes, which blur
+    # does not remove and which the axes' lattice points would count
+    window = torch.outer(torch.hann_window(grey.shape[1], periodic=False, dtype=torch.float64),
+                         torch.hann_window(grey.shape[2], periodic=False, dtype=torch.float64))
+    return torch.fft.fft2(grey * window).abs().square().sum(0)
+
+
+def frequencies(height: int, width: int) -> tuple[Tensor, Tensor]:
+    """(fy, fx): the integer frequency of every cell of the unshifted (H, W) grid, in cycles per image side."""
+    fy = torch.fft.fftfreq(height, 1 / height).round().long()[:, None].expand(height, width)
+    fx = torch.fft.fftfreq(width, 1 / width).round().long()[None, :].expand(height, width)
+    return fy, fx
+
+
+def bands(height: int, width: int, period: int) -> tuple[Tensor, Tensor]:
+    """(fine band, lattice points inside it) as boolean (H, W) masks on the unshifted frequency grid; the
+    lattice: every frequency both of whose components are multiples of side / `period`."""
+    if height % period or width % period:
+        raise ValueError(f"the up-sampling period {period} must divide the image side ({height}×{width})")
+    fy, fx = frequencies(height, width)
+    fine = (fy.abs() * FINE_BAND >= height) | (fx.abs() * FINE_BAND >= width)
+    lattice = fine & (fy % (height // period) == 0) & (fx % (width // period) == 0)
+    return fine, lattice
+
+
+RING = 4  # width in cycles of the rings that set each lattice point's expected power (blur is radial)
+
+
+def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> dict[str, float]:
+    """`fine_power_ratio`: the reconstructions' power at periods ≤ 8 px over the originals' (1 = as much fine
+    structure as the originals, 0 = all of it blurred away). `lattice_excess`: the reconstructions' power on the
+    harmonics of `period` (G's total up-sampling factor: 16 for four ×2 up-convolutions) over what the rest of
+    the fine band predicts there: the originals' power at each lattice point times the reconstruction/original
+    ratio off the lattice in its ring of radius (so that blur, which falls with radius, cancels). 1 = no lattice."""
+    if reconstructions.shape != originals.shape:
+        raise ValueError(f"spectral_scores: reconstructions {tuple(reconstructions.shape)} and originals "
+                         f"{tuple(originals.shape)} must have the same shape")
+    rec, orig = power_spectrum(reconstructions), power_spectrum(originals)
+    fine, lattice = bands(*rec.shape, period)
+    fy, fx = frequencies(*rec.shape)
+    ring = (fy.double().hypot(fx.double()) / RING).long()
+    rest = fine & ~lattice
+    expected = torch.zeros(())
+    for r in ring[lattice].unique():
+        in_ring = ring == r
+        ratio = rec[rest & in_ring].sum() / orig[rest & in_ring].sum()
+        expected = expected + orig[lattice & in_ring].sum() * ratio
+    return {"fine_power_ratio": float(rec[fine].sum() / orig[fine].sum()),
+            "lattice_excess": float(rec[lattice].sum() / expected)}
+
+
+def grid_pairs(path: Path, size: int, padding: int = 2) -> tuple[Tensor, Tensor]:
+    """(originals, reconstructions) read back from a pair grid of `size`-px tiles laid out by torchvision's
+    make_grid with `padding` (`repro.grids.write_grid`): (N, 3, size, size) each, RGB in [0, 1]."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    grid = torch.from_numpy(pixels).permute(2, 0, 1)
+    step = size + padding
+    rows, columns = (grid.shape[1] - padding) // step, (grid.shape[2] - padding) // step
+    if rows < 1 or columns < 2 or columns % 2 or grid.shape[1] != padding + rows * step \
+            or grid.shape[2] != padding + columns * step:
+        raise ValueError(f"{path}: {grid.shape[2]}×{grid.shape[1]} px is not a grid of original | reconstruction "
+                         f"pairs of {size} px tiles with {padding} px padding")
+    tiles = [grid[:, padding + r * step: padding + r * step + size, padding + c * step: padding + c * step + size]
+             for r in range(rows) for c in range(columns)]
+    return torch.stack(tiles[0::2]), torch.stack(tiles[1::2])

@@ -1,0 +1,61 @@
+"""Blur and lattice in frequency (repro.evaluation.spectra) on real images: each score must tell the wrong
+results apart — the original blurred, plus white noise, plus a lattice at G's up-sampling period — and read
+grids back exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from repro import spectra
+from repro.data import list_images, load_images
+from repro.evaluation.spectra import grid_pairs, spectral_scores
+from repro.grids import write_grid
+
+
+@pytest.fixture(scope="module")
+def images(assets):
+    return load_images(list_images(assets / "imagenet-1k-256")[:16], 96)
+
+
+def lattice(shape: torch.Size, period: int) -> torch.Tensor:
+    """A pattern repeating every `period` px in both directions (what strided up-convolutions leave)."""
+    pattern = torch.randn(period, period, generator=torch.Generator().manual_seed(1))
+    return pattern.repeat(shape[-2] // period, shape[-1] // period).expand(shape)
+
+
+def test_scores_separate_blur_noise_and_lattice(images):
+    rms = 0.05
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    cases = {"same": images, "blurred": gaussian_blur(images, 9, 2.0), "noisy": images + rms * noise,
+             "lattice": images + rms * lattice(images.shape, 16)}
+    scores = {name: spectral_scores(x, images, period=16) for name, x in cases.items()}
+    assert scores["same"] == pytest.approx({"fine_power_ratio": 1.0, "lattice_excess": 1.0})
+    assert scores["blurred"]["fine_power_ratio"] < 0.2            # blur: the fine power is gone…
+    assert 0.5 < scores["blurred"]["lattice_excess"] < 2          # …on and off the lattice alike
+    assert scores["noisy"]["fine_power_ratio"] > 1                # noise has fine power: a description, no claim
+    assert 0.5 < scores["noisy"]["lattice_excess"] < 2
+    assert scores["lattice"]["lattice_excess"] > 5                # the lattice is told from noise
+    # a lattice of another period than G's is not counted as G's
+    assert spectral_scores(images + rms * lattice(images.shape, 3), images, period=16)["lattice_excess"] < 2
+
+
+def test_grid_round_trip_and_command(images, tmp_path, capsys):
+    path = tmp_path / "reconstructions.png"
+    blurred = gaussian_blur(images[:8], 9, 2.0)
+    write_grid(path, images[:8], blurred)
+    originals, reconstructions = grid_pairs(path, 96)
+    assert originals.shape == (8, 3, 96, 96)
+    assert torch.allclose(originals, images[:8], atol=1 / 255) and torch.allclose(reconstructions, blurred, atol=1 / 255)
+    out = tmp_path / "spectra.json"
+    assert spectra.main([str(path), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["grids"][0]["images"] == 8 and record["grids"][0]["fine_power_ratio"] < 0.2
+    assert "repro.spectra" in record["provenance"]["command"]
+    with pytest.raises(ValueError, match="not a grid"):
+        grid_pairs(path, 64)
+    (tmp_path / "bad.webp").write_text("not an image")
+    assert spectra.main([str(tmp_path / "bad.webp"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error:")
