@@ -15,7 +15,8 @@ Its modules, each using only those above it:
     evaluate    one run measured: metrics.json, metrics.md and its figures (`python -m repro.evaluate`)
     collapse    has an autoencoder / VAE collapsed to one image (`python -m repro.collapse`)
     colour      do reconstructions keep green (`python -m repro.colour_check`)
+    spectra     fine-scale power kept (blur) and its excess on G's up-sampling lattice (`python -m repro.spectra`)
 
 The commands are thin modules at the top of `repro` (`repro/evaluate.py`, `figures.py`, `collapse.py`,
-`colour_check.py`, `sample.py`): argument parsing and `main()` only.
+`colour_check.py`, `spectra.py`, `sample.py`): argument parsing and `main()` only.
 """
