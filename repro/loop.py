@@ -296,7 +296,7 @@ class Trainer:
         # Every worker starts from rank 0's weights, whatever it initialised or loaded: a worker that built or
         # read something else would otherwise train another model for the whole run (gradients are averaged,
         # weights never compared). The optimiser states need no broadcast: fresh ones are zero, and a resumed run
-        # loads one agreed checkpoint on every worker (`repro.train.agreed_resume`).
+        # loads one agreed checkpoint on every worker (`repro.cluster.resume.agreed_resume`).
         d = self.parts.discriminator
         broadcast_tensors(list(checkpoint.model_state(self.parts.model).values())
                           + (list(d.state_dict().values()) if d is not None else []), self.session.world_size)

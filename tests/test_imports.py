@@ -3,7 +3,8 @@
 resolved), so a cycle cannot hide in a local import.
 
 Layers: converters know nothing of repro; repro nothing of tune or bench (STYLE.md, "imports only downward").
-Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it.
+Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it, and the
+loop nothing of the Ray side (`repro.cluster`), which only the command line imports.
 """
 from __future__ import annotations
 
@@ -113,6 +114,30 @@ def test_the_data_stage_knows_nothing_of_the_stages_after_it():
     targets = {edge.split(" → ")[1] for edge in imports_from(graph, "repro.data", "repro")}
     outside = {target for target in targets if target != "repro.data" and not target.startswith("repro.data.")}
     assert outside <= {"repro.assets", "repro.errors"}, f"the data stage imports later stages: {sorted(outside)}"
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others (itself included)."""
+    seen, stack = set(), [start]
+    while stack:
+        module = stack.pop()
+        if module not in seen:
+            seen.add(module)
+            stack.extend(graph.get(module, ()))
+    return seen
+
+
+def test_the_loop_knows_nothing_of_ray():
+    """The Ray side (`repro.cluster`: shipping, resume, launcher) sits above the loop: nothing the loop imports,
+    directly or not, reaches it or the command line, and inside repro only the command line (`repro.train`)
+    imports it."""
+    graph = import_graph(REPO)
+    assert {"repro.cluster.shipping", "repro.cluster.resume", "repro.cluster.launcher"} <= set(graph)
+    assert graph["repro.cluster.launcher"] >= {"repro.loop", "repro.cluster.resume", "repro.cluster.shipping"}
+    above = {m for m in reachable(graph, "repro.loop") if m == "repro.train" or m.startswith("repro.cluster")}
+    assert not above, f"the loop reaches the launcher side: {sorted(above)}"
+    users = {edge.split(" → ")[0] for edge in imports_from(graph, "repro", "repro.cluster")}
+    assert {u for u in users if not u.startswith("repro.cluster")} == {"repro.train"}, sorted(users)
 
 
 def write_package(root: Path, files: dict[str, str]) -> None:
