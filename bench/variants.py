@@ -16,8 +16,9 @@ from typing import Any, Iterator
 
 import torch
 
+from repro.balance import Balance
 from repro.config import Config, make_config
-from repro.loop import Balance, Trainer
+from repro.loop import Trainer
 
 # `fp32` is the plain path: eager, fp32 (TF32 off in cuBLAS and cuDNN), NCHW; the others join speed options to
 # it with '+'. fp32, bf16 and channels_last+bf16 are `python -m repro.train --precision` names and set the same

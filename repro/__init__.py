@@ -18,7 +18,7 @@ def __getattr__(name: str):
 
         return DeePSiMLoss
     if name == "Balance":
-        from repro.loop import Balance
+        from repro.balance import Balance
 
         return Balance
     raise AttributeError(f"module 'repro' has no attribute {name!r}")

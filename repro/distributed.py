@@ -1,6 +1,7 @@
 """What the workers of one run say to each other: gradient averaging and the few collectives the loop and the
-launcher need. The process group is someone else's (Ray Train's `TorchTrainer`, a test's `init_process_group`);
-with one worker, or none, every function here is a no-op, so the same loop runs alone.
+launcher need; and each worker's own random stream (its seed, its state in a checkpoint). The process group is
+someone else's (Ray Train's `TorchTrainer`, a test's `init_process_group`); with one worker, or none, every
+function here is a no-op, so the same loop runs alone.
 
 The project averages gradients itself (`GradReducer`) instead of wrapping the nets in DDP: each GAN phase runs
 D several times before one backward (real, fake; then the fake for G), which DDP's reducer does not allow.
@@ -83,6 +84,34 @@ def stream_seed(seed: int, rank: int, world_size: int, step: int = 0) -> int:
     stream of its own in the checkpoint (one written before streams were kept per worker, or by fewer workers)
     takes `seed + rank + world_size * step`, a new stream rather than a replay of its first one."""
     return seed + rank + world_size * step
+
+
+def stream_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This worker's random stream: torch's CPU generator and, on CUDA, its own GPU's (so a resume on a
+    machine with fewer or no GPUs still works)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_stream(state: dict[str, Any], seed: int, rank: int, world_size: int, device: torch.device) -> None:
+    """Worker `rank`'s own stream from a checkpoint's `state`: `rank_rng[rank]`, else (older checkpoints, or a
+    `Trainer.state_dict` alone) rank 0 takes `torch_rng`/`cuda_rng` and any other rank a new stream of its own
+    (`stream_seed`), never rank 0's, which would give two workers the same dropout masks."""
+    streams = state.get("rank_rng") or []
+    if rank < len(streams):
+        own = streams[rank]
+    elif rank == 0:
+        own = {"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}
+    else:
+        torch.manual_seed(stream_seed(seed, rank, world_size, int(state["step"])))
+        return
+    torch.set_rng_state(own["torch"])
+    cuda_rng = own.get("cuda")
+    if isinstance(cuda_rng, list):  # older checkpoints held every visible GPU's state: take this worker's
+        index = device.index or 0
+        cuda_rng = cuda_rng[index] if index < len(cuda_rng) else None
+    if cuda_rng is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda_rng, device)
 
 
 class GradReducer:

@@ -4,10 +4,12 @@
 Per iteration, as the original training script:
   real features C(x) → G(y) → C(G(y)) → (1) D on real and fake, D update if D trains (`Trainer.d_step`) →
   (2) D, after its update, on fake labelled "real" gives L_adv, G update if G trains (`Trainer.g_step`) →
-  the balancing rule (`Balance`). Both updates are the one `Trainer.update`.
-The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop of their own. What the workers
-say to each other is `repro.distributed`; the run folder's log is `repro.runs.RunLog`; what a checkpoint holds
-and which config a resume may change, `repro.checkpoint`.
+  the balancing rule (`repro.balance.Balance`). Both updates are the one `Trainer.update`; `train` runs the
+  schedule (data, log, grids, checkpoints, reports, time limit).
+The losses are `repro.losses.DeePSiMLoss`, the class a user imports for a loop of their own. The optimisers and
+the device-side step are `repro.optim`; what the workers say to each other, and each one's random stream,
+`repro.distributed`; the run folder's log is `repro.runs.RunLog`; what a checkpoint holds and which config a
+resume may change, `repro.checkpoint`.
 """
 from __future__ import annotations
 
@@ -15,24 +17,26 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from repro import checkpoint, provenance
+from repro.balance import Balance
 from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
 from repro.devices import pick_device
-from repro.distributed import GradReducer, all_reduce_mean, broadcast_tensors, gather_object, stream_seed
+from repro.distributed import (GradReducer, all_reduce_mean, broadcast_tensors, gather_object, restore_stream,
+                               stream_seed, stream_state)
 from repro.errors import DeepsimError
 from repro.grids import FIGURE_SUFFIX, write_grid
 from repro.losses import DeePSiMLoss
 from repro.models import Parts, build_parts, lambdas_of
-from repro.nets.generator import CONV_LAYERS
+from repro.optim import generator_param_groups, grads_finite, make_adam, optimizer_step, trainable
 from repro.runs import RunLog
 
 log = logging.getLogger(__name__)
@@ -63,80 +67,6 @@ class Session:
         return self.rank == 0
 
 
-class Decision(NamedTuple):
-    """What `Balance.update` decides: whether the next iteration updates D and G, and the switches it made."""
-
-    d: bool
-    g: bool
-    events: list[str]
-
-
-@dataclass
-class Balance:
-    """The original balancing rule on raw losses, ratio = L_discr / L_adv (L_discr = real + fake terms before
-    D's update, L_adv = D's loss on the fake labelled real after it). A small object for any loop: after each
-    iteration `step_d, step_g, events = balance.update(ratio)` says which nets the next one updates (the
-    project's loop uses it so; see `repro.losses.DeePSiMLoss` for a loop of your own).
-
-    The training script's three rules, applied in its order to the same ratio after every iteration:
-      1. D trains and ratio < `pause_d_below` (0.1): pause D — it wins too easily and would overfit — and
-         train G;
-      2. D is paused and ratio > `resume_d_above` (0.5): resume D (G trains);
-      3. G trains and ratio > `pause_g_above` (10): pause G — D loses badly — and train D.
-    So a paused G resumes only through rule 1, when the ratio falls back below 0.1 (which pauses D at the
-    same time), not as soon as it is ≤ 10: the note's "until it falls again" read against the script, whose
-    rules are the ones above (KamitaniLab copy of the paper's train.py).
-    """
-
-    pause_d_below: float = 0.1
-    resume_d_above: float = 0.5
-    pause_g_above: float = 10.0
-    stuck_after: int = 1000  # warn when D has been paused this many consecutive steps (and every as many after)
-    d_training: bool = True
-    g_training: bool = True
-    d_paused_steps: int = 0  # consecutive steps D has been paused, this one included
-    history: list[str] = field(default_factory=list)
-    updates: int = 0  # calls of update so far
-
-    def update(self, ratio: float, step: int | None = None) -> Decision:
-        """Apply the three rules to this iteration's ratio; `step` (default: the count of updates so far) only
-        labels the events and the warning."""
-        step = self.updates if step is None else step
-        self.updates += 1
-        events = []
-
-        def switch(net: str, on: bool, why: str) -> None:
-            if getattr(self, f"{net}_training") != on:
-                setattr(self, f"{net}_training", on)
-                events.append(f"step {step}: {'resume' if on else 'pause'} {net.upper()} ({why})")
-
-        if self.d_training and ratio < self.pause_d_below:
-            switch("d", False, f"L_discr/L_adv = {ratio:.3g} < {self.pause_d_below}")
-            switch("g", True, f"ratio {ratio:.3g} < {self.pause_d_below}")
-        if not self.d_training and ratio > self.resume_d_above:
-            switch("d", True, f"ratio {ratio:.3g} > {self.resume_d_above}")
-            switch("g", True, f"ratio {ratio:.3g} > {self.resume_d_above}")
-        if self.g_training and ratio > self.pause_g_above:
-            switch("g", False, f"ratio {ratio:.3g} > {self.pause_g_above}")
-            switch("d", True, f"ratio {ratio:.3g} > {self.pause_g_above}")
-        self.d_paused_steps = 0 if self.d_training else self.d_paused_steps + 1
-        if self.d_paused_steps and self.d_paused_steps % self.stuck_after == 0:
-            # The rule has no way out but a ratio above resume_d_above: a D that wins by far for this long
-            # has collapsed the adversarial signal (G trains on L_adv from a frozen D). Say so loudly.
-            log.warning("step %d: D paused for %d consecutive steps (L_discr/L_adv = %.3g, resumes above %s): "
-                        "the discriminator may have collapsed; check the adversarial terms in stats.jsonl",
-                        step, self.d_paused_steps, ratio, self.resume_d_above)
-        self.history.extend(events)
-        return Decision(self.d_training, self.g_training, events)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"d_training": self.d_training, "g_training": self.g_training, "d_paused_steps": self.d_paused_steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.d_training, self.g_training = bool(state["d_training"]), bool(state["g_training"])
-        self.d_paused_steps = int(state.get("d_paused_steps", 0))  # absent in checkpoints of older runs
-
-
 def batch_plan(config: Config, world_size: int) -> tuple[int, int]:
     """(images per worker per step, micro-batches per step) that keep the global batch at `batch_size` on any
     number of workers: each worker takes batch_size / world_size images and, when `micro_batch` is set,
@@ -152,62 +82,12 @@ def batch_plan(config: Config, world_size: int) -> tuple[int, int]:
     return per_worker, per_worker // micro
 
 
-def make_adam(params: list[nn.Parameter], device: torch.device, **kwargs: Any) -> torch.optim.Adam:
-    """Adam with the fastest implementation of the same update rule: fused kernels on CUDA and CPU (3–4×
-    faster than the per-tensor loop on CPU, bench/), the multi-tensor (foreach) path elsewhere; equal to the
-    per-tensor loop up to float rounding."""
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.Adam(params, **kwargs, **fast)
-
-
 def loss_of(config: Config, parts: Parts) -> DeePSiMLoss:
     """The one DeePSiM loss of a run, from its config and built parts (comparator and D are shared, not copied)."""
     lambdas = lambdas_of(config)
     return DeePSiMLoss(parts.comparator, lambda_feat=lambdas["feat"], lambda_adv=lambdas["adv"],
                        lambda_img=lambdas["img"], lambda_kl=lambdas["kl"], discriminator=parts.discriminator,
                        recon=config.recon_loss, check_range=False)  # its own pipeline's images: no host sync
-
-
-def trainable(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
-
-
-def grads_finite(params: list[nn.Parameter], device: torch.device) -> torch.Tensor:
-    """1.0 if every gradient is finite, else 0.0, as a tensor on `device`: no host sync here."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.ones((), device=device)
-    return torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"))).float()
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
-    """Step unless `ok` (a 0-d tensor on the device) is false, decided on the device: the fused Adam kernels
-    skip the whole update, moments and step count included, when `found_inf` is set (the mechanism
-    GradScaler uses), so no host sync is needed. Other implementations ask the host."""
-    if optimizer.defaults.get("fused"):
-        optimizer.found_inf = (ok <= 0).float()
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf
-    elif bool(ok > 0):
-        optimizer.step()
-
-
-def generator_param_groups(model: nn.Module, map_decay: float) -> list[dict[str, Any]]:
-    """G's trainable parameters; the weights of Rconv6–8 (the pool5 generator's map head) get weight decay
-    `map_decay`: generator_pool5.prototxt gives them decay_mult 1 under the solver's weight_decay 4e-4, every
-    other G parameter has decay_mult 0 (released prototxts and the training copy)."""
-    decayed, plain = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        parts = name.split(".")
-        (decayed if map_decay > 0 and parts[-1] == "weight" and parts[-2] in CONV_LAYERS else plain).append(p)
-    groups = [{"params": plain}]
-    if decayed:
-        groups.append({"params": decayed, "weight_decay": map_decay})
-    return groups
 
 
 def to_images(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -247,8 +127,8 @@ class Trainer:
     (`non_blocking`) and are read by `settle()` at the next step, after that step's generator forward has been
     queued — so the GPU keeps working while the host waits — and before its D phase, which is the first thing
     that needs them. The balancing rule therefore decides step t+1 from step t's ratio, exactly as the
-    original does; non-finite updates are skipped on the device (`optimizer_step`), and reported (stop or
-    skip policy) when settled, naming the step they happened in.
+    original does; non-finite updates are skipped on the device (`repro.optim.optimizer_step`), and reported
+    (stop or skip policy) when settled, naming the step they happened in.
     """
 
     def __init__(self, config: Config, run_dir: Path, session: Session | None = None):
@@ -296,23 +176,17 @@ class Trainer:
         # Every worker starts from rank 0's weights, whatever it initialised or loaded: a worker that built or
         # read something else would otherwise train another model for the whole run (gradients are averaged,
         # weights never compared). The optimiser states need no broadcast: fresh ones are zero, and a resumed run
-        # loads one agreed checkpoint on every worker (`repro.train.agreed_resume`).
+        # loads one agreed checkpoint on every worker (`repro.cluster.resume.agreed_resume`).
         d = self.parts.discriminator
         broadcast_tensors(list(checkpoint.model_state(self.parts.model).values())
                           + (list(d.state_dict().values()) if d is not None else []), self.session.world_size)
 
     # ---- state --------------------------------------------------------------------------------
-    def rng_state(self) -> dict[str, torch.Tensor | None]:
-        """This worker's random stream: torch's CPU generator and, on CUDA, its own GPU's (so a resume on a
-        machine with fewer or no GPUs still works)."""
-        return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-
     def checkpoint_state(self) -> dict[str, Any] | None:
         """What a checkpoint saves: `state_dict` with every worker's random stream (`rank_rng`, by rank), so that
         each one resumes its own. Every worker must call it (the streams are gathered); the main worker gets
         the state, the others None."""
-        streams = gather_object(self.rng_state(), self.session.world_size)
+        streams = gather_object(stream_state(self.device), self.session.world_size)
         return {**self.state_dict(), "rank_rng": streams} if self.session.is_main else None
 
     def state_dict(self) -> dict[str, Any]:
@@ -320,7 +194,7 @@ class Trainer:
         the frozen encoder/comparator (rebuilt from the registry or the user's file). The RNG is this worker's
         (`torch_rng`, `cuda_rng`); `checkpoint_state` adds every worker's."""
         self.settle()
-        d = self.parts.discriminator
+        d, stream = self.parts.discriminator, stream_state(self.device)
         return {
             "config": self.config.to_json(),
             "weights": self.weights,  # what --resume compares: the frozen nets' sha256, not their paths
@@ -333,30 +207,8 @@ class Trainer:
             "sched_d": self.sched_d.state_dict() if self.sched_d else {},
             "scaler": self.scaler.state_dict(),
             "balance": self.balance.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            # this worker's own GPU only: a resume on a machine with fewer (or no) GPUs still works
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "torch_rng": stream["torch"], "cuda_rng": stream["cuda"],  # this worker's (`stream_state`)
         }
-
-    def restore_rng(self, state: dict[str, Any]) -> None:
-        """This worker's own stream from a checkpoint: `rank_rng[rank]`, else (older checkpoints, or
-        `state_dict` alone) rank 0 takes `torch_rng`/`cuda_rng` and any other rank a new stream of its own
-        (`stream_seed`), never rank 0's, which would give two workers the same dropout masks."""
-        rank, streams = self.session.rank, state.get("rank_rng") or []
-        if rank < len(streams):
-            own = streams[rank]
-        elif rank == 0:
-            own = {"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}
-        else:
-            torch.manual_seed(stream_seed(self.config.seed, rank, self.session.world_size, int(state["step"])))
-            return
-        torch.set_rng_state(own["torch"])
-        cuda_rng = own.get("cuda")
-        if isinstance(cuda_rng, list):  # older checkpoints held every visible GPU's state: take this worker's
-            index = self.device.index or 0
-            cuda_rng = cuda_rng[index] if index < len(cuda_rng) else None
-        if cuda_rng is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(cuda_rng, self.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         checkpoint.check_architecture(state, self.config)
@@ -372,7 +224,7 @@ class Trainer:
         self.balance.load_state_dict(state["balance"])
         self.step_count, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
-        self.restore_rng(state)
+        restore_stream(state, self.config.seed, self.session.rank, self.session.world_size, self.device)
 
     # ---- one iteration ------------------------------------------------------------------------
     def autocast(self):

@@ -180,7 +180,7 @@ class DeePSiMLoss(nn.Module):
     Built from a frozen comparator C (a registry name + tap, or a `Comparator`), the λ in the paper's Caffe
     units and an optional discriminator D. It holds no optimiser and calls no backward: the caller keeps both
     optimisers and runs the two GAN phases, as the project's own loop (`repro.loop.Trainer`) does with this
-    very class; `repro.loop.Balance` is the original rule for which of D and G to update. Inputs are images
+    very class; `repro.balance.Balance` is the original rule for which of D and G to update. Inputs are images
     (B, 3, H, W) RGB float in [0, data_range] (default [0, 1]).
 
     Example, a generator `G` of R×R images trained in your own loop (one iteration: (1) update D, (2) update G,

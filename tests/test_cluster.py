@@ -32,7 +32,7 @@ def test_weights_reach_a_node_without_them_checked_by_sha256(tmp_path, monkeypat
     ray = pytest.importorskip("ray")
     from repro.assets import AssetError
     from repro.config import make_config
-    from repro.train import install_weights, ship_weights
+    from repro.cluster.shipping import install_weights, ship_weights
 
     data = b"the driver's weights"
     monkeypatch.setattr(ray, "get", lambda ref: data)  # the object store's copy

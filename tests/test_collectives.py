@@ -21,9 +21,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from repro import loop
+from repro.balance import Balance
 from repro.config import make_config
 from repro.distributed import all_reduce_mean
-from repro.loop import Balance, Session, Trainer
+from repro.loop import Session, Trainer
 
 META = torch.device("meta")
 

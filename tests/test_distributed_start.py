@@ -53,7 +53,7 @@ def storage(tmp_path: Path) -> dict[str, Path]:
 
 def resume_worker(rank: int, init_file: str, out: str) -> None:
     from repro import checkpoint as ckpt
-    from repro.train import agreed_resume
+    from repro.cluster.resume import agreed_resume
 
     join_group(rank, init_file)
     run, older, fresh = (str(Path(out) / name) for name in ("run", "older", "fresh"))
@@ -110,7 +110,7 @@ def test_workers_resume_from_the_checkpoint_rank_0_chose_or_all_stop(tmp_path):
 
 def test_one_worker_chooses_without_a_process_group(tmp_path):
     """world_size 1 (the local launcher's case, a Tune trial): no collective is called, the same choice."""
-    from repro.train import agreed_resume
+    from repro.cluster.resume import agreed_resume
 
     runs = storage(tmp_path)
     assert not dist.is_initialized()

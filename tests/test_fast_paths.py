@@ -25,7 +25,8 @@ import torch
 from repro.assets import asset_folder
 from repro.config import make_config
 from repro.data import list_images, load_images
-from repro.loop import Trainer, make_adam
+from repro.loop import Trainer
+from repro.optim import make_adam
 
 TERMS = ("feat", "adv", "img", "discr", "total")
 STEPS = 2

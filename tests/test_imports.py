@@ -3,8 +3,9 @@
 resolved), so a cycle cannot hide in a local import.
 
 Layers: converters know nothing of repro; repro nothing of tune or bench (STYLE.md, "imports only downward").
-Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it, and the last two,
-`repro.evaluation` then `repro.reporting`, are known to nothing before them.
+Inside repro, the first stage of the data flow, `repro.data`, knows nothing of the stages after it; the last two,
+`repro.evaluation` then `repro.reporting`, are known to nothing before them; and the loop knows nothing of the Ray
+side (`repro.cluster`), which only the command line imports.
 """
 from __future__ import annotations
 
@@ -157,6 +158,19 @@ def test_evaluation_and_reporting_come_after_the_loop_and_before_the_commands():
     assert {"repro.evaluate", "repro.figures", "repro.report", "repro.publish"} <= commands
     upward = sorted(f"{m} → {target}" for m in library for target in graph[m] if target in commands)
     assert not upward, f"evaluation / reporting import a command-line module: {upward}"
+
+
+def test_the_loop_knows_nothing_of_ray():
+    """The Ray side (`repro.cluster`: shipping, resume, launcher) sits above the loop: nothing the loop imports,
+    directly or not, reaches it or the command line, and inside repro only the command line (`repro.train`)
+    imports it."""
+    graph = import_graph(REPO)
+    assert {"repro.cluster.shipping", "repro.cluster.resume", "repro.cluster.launcher"} <= set(graph)
+    assert graph["repro.cluster.launcher"] >= {"repro.loop", "repro.cluster.resume", "repro.cluster.shipping"}
+    above = {m for m in reachable(graph, "repro.loop") if m == "repro.train" or m.startswith("repro.cluster")}
+    assert not above, f"the loop reaches the launcher side: {sorted(above)}"
+    users = {edge.split(" → ")[0] for edge in imports_from(graph, "repro", "repro.cluster")}
+    assert {u for u in users if not u.startswith("repro.cluster")} == {"repro.train"}, sorted(users)
 
 
 def write_package(root: Path, files: dict[str, str]) -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from repro import checkpoint
+from repro.balance import Balance
 from repro.config import make_config
-from repro.loop import Balance, NonFiniteLoss, Session, Trainer, train
+from repro.loop import NonFiniteLoss, Session, Trainer, train
 
 
 def test_balance_state_machine():

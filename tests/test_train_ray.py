@@ -70,7 +70,7 @@ def test_resume_prefers_a_complete_unregistered_checkpoint_on_the_storage(tmp_pa
     """A worker lost after uploading step 6 but before Ray registered it: the restart resumes from step 6, not
     from Ray's step 4; a torn upload of step 8 is skipped; a URI's folder is left to Ray."""
     from repro import checkpoint
-    from repro.train import newer_on_storage
+    from repro.cluster.resume import newer_on_storage
 
     run = tmp_path / "run"
     for step in (4, 6, 8):

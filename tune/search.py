@@ -40,9 +40,9 @@ from pathlib import Path
 
 from repro import storage
 from repro.assets import AssetError
+from repro.cluster.shipping import runtime_env
 from repro.config import ConfigError, PRESETS, parse_overrides
 from repro.provenance import git_commit
-from repro.train import runtime_env
 from tune.export import export
 from tune.options import SCHEDULERS, SEARCHERS, SearchError, SearchOptions, build_config, reports_per_trial
 from tune.spaces import SpaceError, space_for

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from repro import provenance as prov, storage
+from repro.cluster.shipping import install_weights
 from repro.config import Config, from_dict
-from repro.train import install_weights
 from tune.options import SearchError
 from tune.target import Target
 
@@ -50,7 +50,7 @@ def trial_config(params: dict[str, Any], spec: dict[str, Any]) -> tuple[TrialSpe
 def run_trial(params: dict[str, Any], spec: dict[str, Any], weights: list[dict[str, Any]] | None = None) -> None:
     """Tune's function trainable: a short run of `repro.loop.train` with the trial's λ (`params`, sampled
     by Tune) on top of the search's base config (`spec`, the same for every trial); `weights`: the driver's
-    weights files in Ray's object store, for nodes without them (repro.train.ship_weights)."""
+    weights files in Ray's object store, for nodes without them (repro.cluster.shipping.ship_weights)."""
     import shutil
     import tempfile
 

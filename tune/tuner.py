@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from repro import provenance, storage
+from repro.cluster.shipping import ship_weights
 from repro.config import Config, from_dict
-from repro.train import ship_weights
 from tune.options import SearchError, SearchOptions, build_config, reports_per_trial
 from tune.spaces import LogRange, param_space, space_for
 from tune.target import parse_target

@@ -46,7 +46,7 @@ def test_killed_ray_worker_is_restarted_from_its_checkpoint(record_fault):
     assert len(set(resumes)) == 1, f"the new worker group did not say (once) where it resumed: {resumes}"
     assert resumed_at >= killed["registered"], f"the new worker group resumed before Ray's checkpoint: {steps}"
     # Lost: the steps after the newest complete checkpoint in the run folder, registered by Ray or uploaded just
-    # before the kill and registered on resume (repro.train.newer_on_storage): at most one interval.
+    # before the kill and registered on resume (repro.cluster.resume.newer_on_storage): at most one interval.
     assert 0 <= redone <= EVERY, steps
     assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
     folder, state = checkpoint.load_latest(run_dir / "checkpoints")
