@@ -172,6 +172,32 @@ def test_claim_on_the_committed_runs(key, scale):
 
 
 
+def swapped(records: list[dict], a: str, b: str) -> list[dict]:
+    """The records with methods `a` and `b` exchanged: each run's numbers under the other's name."""
+    return [dict(r, method={a: b, b: a}.get(r["method"], r["method"])) for r in records]
+
+
+HOLDING = [(claim.key, scale) for claim in CLAIMS for scale in COMMITTED_SCALES
+           if claims.assess(claim, claims.measured_records(), scale)[0] == "holds"]
+
+
+@pytest.mark.parametrize("key,scale", HOLDING, ids=[f"{k}@{s}" for k, s in HOLDING])
+def test_a_claim_that_holds_on_the_committed_runs_fails_on_them_swapped(key, scale):
+    """The committed runs fed back as the plausible wrong result: the two methods' numbers exchanged (for the
+    symmetric "similar" claim: the ablation given the image-loss baseline's numbers, a run far from the full
+    model). A claim that still held would not be measuring what it says."""
+    claim = CLAIMS_BY_KEY[key]
+    records = [r for r in claims.measured_records() if r.get("scale") == scale]
+    if key == "no-img-similar":
+        baseline = {(r.get("seed"), r["step"]): r for r in records if r["method"] == "image-loss"}
+        wrong = [dict(baseline[r.get("seed"), r["step"]], method=r["method"]) if r["method"] == "deepsim-no-img"
+                 and (r.get("seed"), r["step"]) in baseline else r for r in records]
+        assert wrong != records, "no image-loss run to stand in for the ablation"
+    else:
+        wrong = swapped(records, *claim.methods)
+    assert claims.assess(claim, wrong)[0] != "holds"
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3. Table 2's cells under the paper's protocol
 # ---------------------------------------------------------------------------------------------------
