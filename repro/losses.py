@@ -340,9 +340,12 @@ class DeePSiMLoss(nn.Module):
                 fake_features, real_features = fake_features * scale, real_features * scale
         if self.discriminator is not None:
             logits_fake = self.discriminator(fake, condition)
-        return generator_terms(_fp32(fake), _fp32(real), self.lambdas, fake_features=_fp32(fake_features),
-                               real_features=_fp32(real_features), logits_fake=_fp32(logits_fake), mu=_fp32(mu),
-                               logvar=_fp32(logvar), recon=self.recon)
+        # in fp32 under autocast too: it would run SSIM's Gaussian filters (convolutions) in bf16, where
+        # σ² = E[x²] − E[x]² cancels to negative values and MS-SSIM's powers turn them into NaN
+        with torch.autocast(fake.device.type, enabled=False):
+            return generator_terms(_fp32(fake), _fp32(real), self.lambdas, fake_features=_fp32(fake_features),
+                                   real_features=_fp32(real_features), logits_fake=_fp32(logits_fake),
+                                   mu=_fp32(mu), logvar=_fp32(logvar), recon=self.recon)
 
     def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor,
                            condition: torch.Tensor | None = None) -> torch.Tensor:
