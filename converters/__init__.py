@@ -17,6 +17,7 @@ from converters.errors import ConversionError
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import nn
 
     from converters.caffe2onnx import Conversion, convert_caffe
     from converters.torch_convert import TappedOnnxNet
@@ -37,18 +38,20 @@ def load_caffe(
     caffemodel: str | Path,
     taps: Sequence[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    transform: nn.Module | None = None,
 ) -> TappedOnnxNet:
     """A Caffe network as a torch module (eval mode).
 
     taps: blob names to keep available (the graph is cut after the deepest); None keeps every blob.
     input_shapes: {input blob: (N, C, H, W)} where the prototxt does not state it (Data layers) or
     to convert at another spatial size.
+    transform: the network's input transform (`net.transform`, e.g. the mean it was trained with); None: identity.
     """
     from converters.caffe2onnx import convert_caffe
     from converters.torch_convert import load_onnx_model
 
     conversion = convert_caffe(prototxt, caffemodel, input_shapes)
-    return load_onnx_model(conversion.model, taps, source=f"{prototxt} + {caffemodel}")
+    return load_onnx_model(conversion.model, taps, source=f"{prototxt} + {caffemodel}", transform=transform)
 
 
 def read_onnx(path: str | Path):
@@ -61,11 +64,12 @@ def read_onnx(path: str | Path):
         raise ConversionError(f"cannot read ONNX file {path}: {err}") from err
 
 
-def load_onnx(path: str | Path, taps: Sequence[str] | None = None) -> TappedOnnxNet:
-    """An ONNX file (ours, or model-zoo style of any opset) as a torch module with taps (eval mode)."""
+def load_onnx(path: str | Path, taps: Sequence[str] | None = None, transform: nn.Module | None = None) -> TappedOnnxNet:
+    """An ONNX file (ours, or model-zoo style of any opset) as a torch module with taps and its input `transform`
+    (`net.transform`; None: identity), in eval mode."""
     from converters.torch_convert import load_onnx_model
 
-    return load_onnx_model(read_onnx(path), taps, source=str(path))
+    return load_onnx_model(read_onnx(path), taps, source=str(path), transform=transform)
 
 
 def caffe_blobs(prototxt: str | Path, caffemodel: str | Path) -> dict[str, list[np.ndarray]]:

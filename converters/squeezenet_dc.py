@@ -102,11 +102,13 @@ MEAN_BGR = (104.0, 117.0, 123.0)
 CROP = 227
 
 
-def load_squeezenet(prototxt: str | Path, compressed: str | Path, taps: Sequence[str] | None = None) -> TappedOnnxNet:
-    """The decoded SqueezeNet as a tapped torch module (through the Caffe → ONNX → torch path)."""
+def load_squeezenet(prototxt: str | Path, compressed: str | Path, taps: Sequence[str] | None = None,
+                    transform: torch.nn.Module | None = None) -> TappedOnnxNet:
+    """The decoded SqueezeNet as a tapped torch module (through the Caffe → ONNX → torch path) with its input
+    `transform` (`net.transform`; None: identity, the caller hands BGR 0–255 minus `MEAN_BGR`)."""
     weights = decode(prototxt, compressed)
     conversion = caffe_to_onnx(read_net(prototxt), weights, weights_source=f"decoded {compressed}")
-    return load_onnx_model(conversion.model, taps, source=f"{prototxt} + {compressed}")
+    return load_onnx_model(conversion.model, taps, source=f"{prototxt} + {compressed}", transform=transform)
 
 
 def top1(net: TappedOnnxNet, images: str | Path, synsets: str | Path, limit: int | None = None, batch: int = 25) -> dict:

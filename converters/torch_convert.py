@@ -217,10 +217,13 @@ class TappedOnnxNet(nn.Module):
 
     `forward(x, tap)`: x is the network's raw input (for CaffeNet: (B, 3, 227, 227) BGR 0–255 minus
     the mean); returns blob `tap` and computes nothing beyond it. `taps` lists the blob names in the
-    order the network produces them; `shapes[tap]` is the blob's shape (batch None).
+    order the network produces them; `shapes[tap]` is the blob's shape (batch None). `transform` is the
+    network's own input transform (a module: the caller's images → raw input), given at construction because
+    the preprocessing belongs to the network; identity when none is given (the caller hands raw input).
     """
 
-    def __init__(self, model: onnx.ModelProto, taps: Sequence[str] | None = None, source: str = "the ONNX model"):
+    def __init__(self, model: onnx.ModelProto, taps: Sequence[str] | None = None, source: str = "the ONNX model",
+                 transform: nn.Module | None = None):
         super().__init__()
         if taps is not None:
             _check_taps(model, taps, source)  # before the (slow) preparation
@@ -242,6 +245,7 @@ class TappedOnnxNet(nn.Module):
         self.input_shape = _shape(model.graph.input[0].type.tensor_type.shape)
         self.metadata = {p.key: p.value for p in model.metadata_props}
         self._producer = self._find_producers()
+        self.transform = nn.Identity() if transform is None else transform
         object.__setattr__(self, "_truncated", {})  # not submodules: they share self.graph's modules
 
     def _find_producers(self) -> dict[str, tuple[str, int | None]]:
@@ -326,6 +330,7 @@ def _shape(shape_proto) -> tuple:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in shape_proto.dim)
 
 
-def load_onnx_model(model: onnx.ModelProto, taps: Sequence[str] | None = None, source: str = "the ONNX model") -> TappedOnnxNet:
-    """`TappedOnnxNet` of an in-memory model, in eval mode; `source` names it in errors."""
-    return TappedOnnxNet(model, taps, source).eval()
+def load_onnx_model(model: onnx.ModelProto, taps: Sequence[str] | None = None, source: str = "the ONNX model",
+                    transform: nn.Module | None = None) -> TappedOnnxNet:
+    """`TappedOnnxNet` of an in-memory model with its input `transform`, in eval mode; `source` names it in errors."""
+    return TappedOnnxNet(model, taps, source, transform).eval()

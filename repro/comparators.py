@@ -48,7 +48,8 @@ def _needs_file(name: str, weights: str | None) -> Path:
 
 def build_net(name: str, resolution: int = 227, weights: str | None = None, prototxt: str | None = None,
               seed: int = 0) -> nn.Module:
-    """A tapped network (`net(x, tap)`, `net.taps`, `net.transform`) by registry name."""
+    """A tapped network (`net(x, tap)`, `net.taps`) by registry name, built with its own input transform
+    (`net.transform`: pipeline images (B, 3, H, W) RGB [0, 1] → the input it was trained on)."""
     if name in ("alexnet", "alexnet-tv"):
         # a user's full torchvision AlexNet (real fc6–fc8), else the shipped conv1–5 (config refuses fc taps then)
         return AlexNetTV.from_file(weights, resolution) if weights else AlexNetTV.pretrained(resolution)
@@ -61,7 +62,7 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
     if name == "caffenet":
         path = _needs_file(name, weights)
         if path.suffix == ".onnx":
-            return _onnx_net(path, CaffeInput())
+            return load_onnx(path, transform=CaffeInput())
         net = CaffeNet(resolution)
         blobs = caffe_blobs(prototxt or asset_file("caffe/bvlc_reference_caffenet_deploy.prototxt"), path)
         net.load_caffe_blobs({k: v for k, v in blobs.items() if k in CaffeNet.LAYERS})
@@ -69,25 +70,17 @@ def build_net(name: str, resolution: int = 227, weights: str | None = None, prot
     if name == "videonet":
         path = _needs_file(name, weights)
         mean = torch.as_tensor(load_mean(asset_file("videonet/video_mean.binaryproto")), dtype=torch.float32)
-        net = load_caffe(prototxt or asset_file("videonet/unsup_net_deploy.prototxt"), path)
-        net.transform = CaffeInput(mean.mean(dim=(1, 2)))
-        return net
+        return load_caffe(prototxt or asset_file("videonet/unsup_net_deploy.prototxt"), path,
+                          transform=CaffeInput(mean.mean(dim=(1, 2))))
     if name == "squeezenet":
         # local: squeezenet_dc loads onnx and onnx2torch (seconds), which no other network here needs
         from converters.squeezenet_dc import MEAN_BGR, default_paths, load_squeezenet
 
-        net = load_squeezenet(*default_paths())
-        net.transform = CaffeInput(MEAN_BGR)  # BGR 0–255 minus its channel means, as it was trained
-        return net
+        # BGR 0–255 minus its channel means, as it was trained
+        return load_squeezenet(*default_paths(), transform=CaffeInput(MEAN_BGR))
     if name == "onnx":
-        return _onnx_net(_needs_file(name, weights), CaffeInput())
+        return load_onnx(_needs_file(name, weights), transform=CaffeInput())
     raise ValueError(f"unknown comparator/encoder {name!r}; choose from {', '.join(NETS)}")
-
-
-def _onnx_net(path: Path, transform: nn.Module) -> nn.Module:
-    net = load_onnx(path)
-    net.transform = transform
-    return net
 
 
 # Feature scale: what "λ_feat in the paper's Caffe units" means on a comparator other than CaffeNet.

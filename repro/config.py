@@ -90,10 +90,12 @@ class Config:
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     nonfinite: str = "stop"              # stop | skip: what a NaN/inf loss or gradient does
-    channels_last: bool = False          # speed option (bench/): memory format of images and convs
+    channels_last: bool | None = None    # speed option (bench/): memory format of images and convs; None (or
+                                         # "auto"): as the device's default path (repro.precision)
     compile: bool = False                # speed option (bench/): torch.compile the model, comparator and D
-    amp: str = "off"                     # speed option (bench/): off | bf16 | fp16 autocast of the forward passes
-                                         # (fp16 with loss scaling, for GPUs without bf16)
+    amp: str = "auto"                    # speed option (bench/): off | bf16 | fp16 autocast of the forward passes
+                                         # (fp16 with loss scaling, for GPUs without bf16) | auto: as the device's
+                                         # default path (repro.precision: bf16 where verified and faster, else off)
     micro_batch: int = 0                 # > 0: each worker's batch_size/world_size images go through in
                                          # micro-batches of this size, gradients accumulated (same global batch)
 
@@ -195,8 +197,9 @@ _SMALL_POOL5_DEEPSIM = dict(_POOL5_SMALL, discriminator_width=0.5, **_LAMBDAS_96
 # the 96 px image itself is 256×2×2 = 1,024 values, the size of the paper's fc8). G starts from the code's own
 # 6×6 grid (`Generator` "code" bridge, four ×2 up-convolutions: 16 px per code cell, no pooling); the comparator
 # is the same pool5 at 227 px (so C(x) is the code itself), D judges the 96 px images. λ by the rule above
-# with the ratio measured for 96 px images seen at 227 px. bf16 autocast + channels_last: the CPU's fast path
-# (tests/test_fast_paths.py holds it to eager fp32), ~2× faster here (AMX).
+# with the ratio measured for 96 px images seen at 227 px. bf16 autocast + channels_last, set here (not left to
+# the device's default, repro.precision) so that every CONV5* run keeps the path its committed results used
+# (tests/test_fast_paths.py holds it to eager fp32), ~2× faster here (AVX-512 BF16).
 # 2400 iterations: ≤ 20 min on 2 idle cores (`make train`). The DeePSiM presets start with λ_img 100× the
 # paper's, falling geometrically to it over 1500 iterations (`lambda_img_start`, our option): on this budget the
 # paper's constant λ is still painting checkerboard textures at 1000 iterations (results/conv5star).
@@ -326,6 +329,10 @@ def _field_types() -> dict[str, Any]:
 
 
 def _parse(key: str, raw: Any, kind: Any) -> Any:
+    if type(None) in typing.get_args(kind):  # X | None: None (or "auto") is left for the run to resolve
+        if raw is None or (isinstance(raw, str) and raw.lower() == "auto"):
+            return None
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
     if not isinstance(raw, str):
         value = raw
     elif kind is bool:
@@ -387,6 +394,9 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from its saved JSON (e.g. a run folder's config.json), types checked."""
     data = dict(data)
     preset = data.pop("preset", "small-pool5")
+    # a saved config without the speed fields predates them (and the per-device default): it ran eager fp32
+    data.setdefault("amp", "off")
+    data.setdefault("channels_last", False)
     kinds = _field_types()
     values = {k: _parse(k, v, kinds[k]) if k in kinds else v for k, v in data.items()}
     unknown = set(values) - set(kinds)
@@ -401,7 +411,7 @@ def validate(config: Config) -> None:
     """Cross-field checks that would otherwise fail deep inside a run."""
     choices = {"model": ("inversion", "vae", "autoencoder"), "nonfinite": ("stop", "skip"),
                "recon_loss": ("deepsim", "se", "l1", "ssim", "ms-ssim"), "device": ("auto", "cpu", "cuda"),
-               "amp": ("off", "bf16", "fp16")}
+               "amp": ("auto", "off", "bf16", "fp16")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key}={getattr(config, key)!r}; choose from {', '.join(allowed)}")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from repro import checkpoint, provenance
+from repro import checkpoint, precision, provenance
 from repro.balance import Balance
 from repro.config import Config, lambda_img_at
 from repro.data import infinite_batches, list_images, load_images, resolve_folder, training_loader
@@ -135,6 +135,7 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         self.session = session or Session()
         self.device = pick_device(config)
+        self.config = config = precision.resolve(config, self.device)  # amp/channels_last at auto: this device's path
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
         # This worker's random stream (D's dropout, the VAE's noise): seed + rank (`stream_seed`; the nets'

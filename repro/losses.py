@@ -10,6 +10,7 @@ Nothing here calls backward or touches an optimiser; the loop does. `DeePSiMLoss
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 
 import torch
@@ -340,9 +341,10 @@ class DeePSiMLoss(nn.Module):
                 fake_features, real_features = fake_features * scale, real_features * scale
         if self.discriminator is not None:
             logits_fake = self.discriminator(fake, condition)
-        return generator_terms(_fp32(fake), _fp32(real), self.lambdas, fake_features=_fp32(fake_features),
-                               real_features=_fp32(real_features), logits_fake=_fp32(logits_fake), mu=_fp32(mu),
-                               logvar=_fp32(logvar), recon=self.recon)
+        with _without_autocast(fake.device.type):
+            return generator_terms(_fp32(fake), _fp32(real), self.lambdas, fake_features=_fp32(fake_features),
+                                   real_features=_fp32(real_features), logits_fake=_fp32(logits_fake),
+                                   mu=_fp32(mu), logvar=_fp32(logvar), recon=self.recon)
 
     def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor,
                            condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -352,6 +354,14 @@ class DeePSiMLoss(nn.Module):
         fake, real = self._images(fake, real)
         logits_real, logits_fake = self.discriminator(real, condition), self.discriminator(fake, condition)
         return discriminator_loss(_fp32(logits_real), _fp32(logits_fake))
+
+
+def _without_autocast(device_type: str) -> AbstractContextManager:
+    """The terms in fp32 under autocast too: it would run SSIM's Gaussian filters (convolutions) in bf16, where
+    σ² = E[x²] − E[x]² cancels to negative values and MS-SSIM's powers turn them into NaN. (A device without
+    autocast, e.g. meta, has nothing to switch off.)"""
+    available = torch.amp.is_autocast_available(device_type)
+    return torch.autocast(device_type, enabled=False) if available else nullcontext()
 
 
 def _fp32(tensor: torch.Tensor | None) -> torch.Tensor | None:

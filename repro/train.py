@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from repro import checkpoint as ckpt
-from repro import provenance, storage
+from repro import precision, provenance, storage
 from repro.cluster.launcher import connect_ray, cpus_per_worker, launch_ray
 from repro.comparators import NETS, build_net
 from repro.config import Config, ConfigError, PRESETS, from_dict, make_config, parse_overrides
@@ -67,29 +67,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs (= torch threads) per Ray worker (default: a local "
                         "runtime's cores shared out among the workers; 1 on a cluster)")
     parser.add_argument("--max-failures", type=int, default=2, help="worker failures Ray recovers from")
-    parser.add_argument("--precision", choices=list(PRECISIONS),
-                        help="the speed path: fp32 (eager fp32 NCHW, every preset's default), bf16 (autocast of the "
-                             "forward passes) or channels_last+bf16; = --set amp=… --set channels_last=…, each equal "
-                             "to fp32 within the tolerances of tests/test_fast_paths.py")
+    parser.add_argument("--precision", choices=list(precision.PRECISIONS),
+                        help="the speed path: fp32 (eager fp32 NCHW), bf16 (autocast of the forward passes) or "
+                             "channels_last+bf16; = --set amp=… --set channels_last=…, each equal to fp32 within the "
+                             "tolerances of tests/test_fast_paths.py (default: the preset's, else the device's "
+                             "fastest, repro.precision: channels_last+bf16 on a CPU or GPU with bf16, else fp32)")
     parser.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, the "
                         "resource plan and a time estimate from a few measured steps, and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.add_argument("--verbose", action="store_true", help="also Ray's and Ray Train's INFO lines (resources, "
                         "workers with their ranks and pids, every checkpoint), which stay in Ray's log files otherwise")
     return parser.parse_args(argv)
-
-
-# --precision names: the config fields each sets. Every preset keeps fp32 until the benches settle a faster
-# default per device (issue 24: CPU channels_last+bf16 was 1.34–1.57× in results/perf.md; GPU not measured yet).
-PRECISIONS = {"fp32": {"amp": "off", "channels_last": "false"}, "bf16": {"amp": "bf16", "channels_last": "false"},
-              "channels_last+bf16": {"amp": "bf16", "channels_last": "true"}}
-
-
-def precision_of(config: Config) -> str:
-    """The speed path a config takes, by its --precision name when it has one."""
-    fields = {"amp": config.amp, "channels_last": str(config.channels_last).lower()}
-    name = next((name for name, chosen in PRECISIONS.items() if chosen == fields), "custom")
-    return f"{name} (amp={config.amp}, channels_last={fields['channels_last']}, compile={str(config.compile).lower()})"
 
 
 def run_location(args: argparse.Namespace, preset: str) -> str:
@@ -110,11 +98,12 @@ def run_location(args: argparse.Namespace, preset: str) -> str:
 
 def resolve(args: argparse.Namespace) -> tuple[Config, str]:
     if getattr(args, "precision", None):
+        fields = precision.PRECISIONS[args.precision]
         given = {item.partition("=")[0].strip() for item in args.overrides}
-        if given & set(PRECISIONS[args.precision]):
-            raise ConfigError(f"--precision {args.precision} sets {' and '.join(PRECISIONS[args.precision])}; "
-                              f"leave out --set {', '.join(sorted(given & set(PRECISIONS[args.precision])))}")
-        args.overrides = [f"{k}={v}" for k, v in PRECISIONS[args.precision].items()] + args.overrides
+        if given & set(fields):
+            raise ConfigError(f"--precision {args.precision} sets {' and '.join(fields)}; "
+                              f"leave out --set {', '.join(sorted(given & set(fields)))}")
+        args.overrides = [f"{k}={str(v).lower()}" for k, v in fields.items()] + args.overrides
 
     if args.resume is not None:
         run = run_location(args, "")
@@ -223,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be ≥ 1, got {value}")
     config, run = resolve(args)
+    device = "cuda" if args.gpu else config.device  # where the run trains: its default precision path
+    config = precision.resolve(config, device)  # before config.json: the run folder records the path it takes
     if args.dry_run:
         with user_input():  # e.g. a train_data folder that does not exist, a text file as weights
             check_config(config, args.num_workers)
             plan = describe(resource_plan(config, args.num_workers))
         print(config.to_json())
         print(plan, flush=True)
-        print(f"precision: {precision_of(config)}", flush=True)
+        print(f"precision: {precision.describe(config, device)}", flush=True)
         # the threads a worker will get: a Ray worker's share of the cores (cpus_per_worker), else torch's default
         threads = cpus_per_worker(args, os.cpu_count() or 1) if args.launcher == "ray" else 0
         print(estimate_lines(config, measure_step(config, args.num_workers, threads)))
@@ -269,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     provenance.write(run, provenance.record(provenance.command("repro.train", argv), run_config=config,
                                             device=provenance.device(), started=started, config=config.to_dict(),
                                             status=status, steps=config.steps, **stopped, launcher=args.launcher,
+                                            precision=precision.name_of(config),
                                             num_workers=args.num_workers, result=result))
     head = {"finished": f"finished {config.steps} steps",
             "stopped": f"stopped at step {step} of {config.steps} ({stopped.get('reason')})"}.get(status, status)

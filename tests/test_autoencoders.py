@@ -47,8 +47,10 @@ def set_heads(model: VAE, mu: torch.Tensor, logvar: torch.Tensor) -> None:
 
 # ---- Eq. 7–8 through the VAE path -----------------------------------------------------------------
 def test_kl_term_is_eq8_through_the_vae_path(tmp_path, caltech_batch):
-    # recon = 1 − SSIM (≤ 1), so that the total shows the λ_KL·KL part to float32 precision
-    trainer = Trainer(tiny("vae", latent_dim=4, recon_loss="ssim", lambda_kl=20.0), tmp_path)
+    # recon = 1 − SSIM (≤ 1), so that the total shows the λ_KL·KL part to float32 precision (eager fp32 pinned:
+    # the device's default path would run the heads in bf16)
+    trainer = Trainer(tiny("vae", latent_dim=4, recon_loss="ssim", lambda_kl=20.0, amp="off", channels_last=False),
+                      tmp_path)
     model = trainer.parts.model
     mu = torch.tensor([1.0, -2.0, 0.5, 0.0])
     logvar = torch.tensor([0.0, math.log(4.0), math.log(0.25), math.log(9.0)])

@@ -12,7 +12,7 @@ from bench.throughput import main
 from bench.timing import step_seconds
 from bench.variants import fp32_flags, fp32_mode, make_trainer, variant
 from repro.config import make_config
-from repro.train import PRECISIONS
+from repro.precision import PRECISIONS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,6 +13,7 @@ from repro import checkpoint
 from repro.balance import Balance
 from repro.config import make_config
 from repro.loop import NonFiniteLoss, Session, Trainer, train
+from repro.precision import PRECISIONS
 
 
 def test_balance_state_machine():
@@ -136,7 +137,7 @@ def test_loop_terms_equal_deepsim_loss_on_the_same_inputs(tmp_path, batch):
 
     from repro import DeePSiMLoss
 
-    trainer = Trainer(smoke(), tmp_path)
+    trainer = Trainer(smoke(**PRECISIONS["fp32"]), tmp_path)  # eager fp32: DeePSiMLoss below runs without autocast
     trainer.balance.d_training = trainer.balance.g_training = False  # nothing updated: inputs stay the same
     d = copy.deepcopy(trainer.parts.discriminator)
     comparator = trainer.parts.comparator
@@ -181,7 +182,7 @@ def test_micro_batches_give_the_full_batch_gradient(tmp_path, batch, monkeypatch
 
     monkeypatch.setattr(loop, "optimizer_step", record)
     for key in (0, 2):
-        trainer = Trainer(smoke(lambda_adv=0.0, micro_batch=key), tmp_path / str(key))
+        trainer = Trainer(smoke(lambda_adv=0.0, micro_batch=key, **PRECISIONS["fp32"]), tmp_path / str(key))  # to 1e-4
         assert trainer.accumulate == (2 if key else 1)
         trainer.step(batch)
     assert len(grads[0]) == len(grads[2]) > 0

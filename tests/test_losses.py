@@ -133,6 +133,22 @@ def test_deepsim_loss_terms_are_the_pure_functions():
     assert same["feat"].item() == 0 and same["img"].item() == 0
 
 
+@pytest.mark.parametrize("recon", ["ssim", "ms-ssim"])
+def test_ssim_terms_are_computed_in_fp32_under_bf16_autocast(recon):
+    """Autocast would run SSIM's Gaussian filters in bf16, where σ² = E[x²] − E[x]² cancels to negative values and
+    MS-SSIM's powers give NaN (the autoencoder baselines' first step under --precision bf16 did): same value as
+    outside autocast."""
+    from repro import DeePSiMLoss
+
+    generator = torch.Generator().manual_seed(0)
+    real = torch.rand(4, 3, 64, 64, generator=generator)
+    fake = (real + 0.05 * torch.randn(real.shape, generator=generator)).clamp(0, 1)
+    loss = DeePSiMLoss(None, lambda_feat=0.0, lambda_adv=0.0, lambda_kl=0.0, recon=recon)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = loss(fake, real)["recon"]
+    assert under_autocast.dtype == torch.float32 and under_autocast.item() == loss(fake, real)["recon"].item()
+
+
 def test_deepsim_loss_refuses_incomplete_setups():
     from repro import DeePSiMLoss
 

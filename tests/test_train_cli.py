@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from repro import precision
 from repro.data import list_images
+from repro.precision import PRECISIONS
 from repro.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +89,10 @@ def test_a_run_the_time_limit_stops_says_so_and_records_stopped(tmp_path, capsys
     assert out.splitlines()[0] == f"run folder {run}"  # printed at the start, not only at the end
     record = json.loads((run / "provenance.json").read_text())
     assert record["status"] == "stopped" and record["stopped_at"] < 50 and record["steps"] == 50
+    # the device's default path, resolved before config.json: run folder, provenance and checkpoints name it
+    default = precision.default_precision("auto")
+    saved = json.loads((run / "config.json").read_text())
+    assert record["precision"] == default and {k: saved[k] for k in ("amp", "channels_last")} == PRECISIONS[default]
     assert f"stopped at step {record['stopped_at']} of 50 (time limit of 1e-06 min): run folder {run}" in out
     assert "finished" not in out
 

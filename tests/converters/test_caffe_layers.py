@@ -138,3 +138,29 @@ def test_batch_is_dynamic_whatever_the_prototxt_says(tmp_path, random_weights):
         batched = net(x, "prob")
         single = torch.cat([net(x[i : i + 1], "prob") for i in range(5)])
     torch.testing.assert_close(batched, single)
+
+
+class _Scale(torch.nn.Module):
+    """An input transform with a buffer, as the comparators' CaffeInput has one."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("factor", torch.tensor(2.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images * self.factor
+
+
+def test_a_network_is_built_with_its_input_transform(tmp_path):
+    """The input transform is a constructor argument, registered like any submodule (state_dict, .to()); identity
+    when none is given: nothing attaches it afterwards."""
+    prototxt = tmp_path / "t.prototxt"
+    prototxt.write_text(_net((1, 2, 8, 8), _pool("p", "data", "pool: MAX kernel_size: 2 stride: 2")))
+    model = caffe_to_onnx(read_net(prototxt), {}).model
+    scale = _Scale()
+    net = load_onnx_model(model, transform=scale)
+    assert net.transform is scale and "transform.factor" in net.state_dict()
+    x = torch.rand(1, 2, 8, 8)
+    torch.testing.assert_close(net(net.transform(x), "p"), 2 * torch.nn.functional.max_pool2d(x, 2))
+    plain = load_onnx_model(model)
+    assert isinstance(plain.transform, torch.nn.Identity) and torch.equal(plain.transform(x), x)
