@@ -13,7 +13,7 @@ tests/test_paper_numbers.py`; the other checks of committed results are in tests
    own originals well above chance (`repro.evaluation.scores.identification`: ≥ 10 × 1/n), and a comparison that
    holds only when its margin exceeds the spread between seeds; otherwise it is "not measurable at this scale". One
    measurable counter-example fails the claim; (claim, scale)s that committed runs contradict are strict expected
-   failures with their reason (`repro.reporting.claims.CONTRADICTED`); claims no committed run covers at a scale, or
+   failures with their reason (`repro.reporting.contradicted.CONTRADICTED`); claims no committed run covers at a scale, or
    whose metric the committed evaluations predate, are skipped saying so.
 3. Table 2's cells against runs under the paper's protocol, when such runs are committed.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.reporting import claims
+from repro.reporting import claims, contradicted
 from repro.reporting.claims import CLAIMS, CLAIMS_BY_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,10 +128,10 @@ def test_the_paper_makes_the_claim_in_numbers(key):
 
 
 def xfail_if_contradicted(key: str, scale: str) -> list:
-    """(claim, scale)s committed runs contradict (repro.reporting.claims.CONTRADICTED, with why): strict, so the
+    """(claim, scale)s committed runs contradict (repro.reporting.contradicted.CONTRADICTED, with why): strict, so the
     test fails the day they hold (remove the entry then). What is checked is the claim's own rule, not a recorded
     number."""
-    reason = claims.CONTRADICTED.get((key, scale))
+    reason = contradicted.CONTRADICTED.get((key, scale))
     return [pytest.mark.xfail(strict=True, raises=ClaimFails, reason=reason)] if reason else []
 
 
@@ -142,7 +142,7 @@ COMMITTED_SCALES = claims.scales(claims.measured_records()) or ["no committed ru
 
 def test_contradicted_entries_name_a_claim_at_a_committed_scale():
     """An entry whose claim or scale no longer exists excuses nothing: it must go (or name the scale meant)."""
-    for key, scale in claims.CONTRADICTED:
+    for key, scale in contradicted.CONTRADICTED:
         assert key in CLAIMS_BY_KEY, f"CONTRADICTED names {key!r}, which is no claim of repro.reporting.claims.CLAIMS"
         assert scale in COMMITTED_SCALES, f"CONTRADICTED names scale {scale!r}; committed: {COMMITTED_SCALES}"
 

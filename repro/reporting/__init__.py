@@ -5,6 +5,7 @@ stages before it; nothing else in `repro` imports it. Nothing here measures. Its
 
     claims            the paper's claims as rules over measured records, judged per scale against the spread
                       between seeds
+    contradicted      the (claim, scale)s committed runs contradict, with why: the tests' strict expected failures
     report            `results/README.md` rendered from what is committed (`python -m repro.report`)
     compress_figures  older PNG / JPEG figures re-encoded as WebP, references rewritten
                       (`python -m repro.compress_figures`)

@@ -30,7 +30,7 @@ from repro.evaluation.metrics import AUTOENCODER_METRICS, METRICS
 from repro.evaluation.scores import IDENTIFICATION_FACTOR, identification
 from repro.evaluation.tables import markdown_table, metric_cells, metric_headings
 from repro.grids import FIGURE_SUFFIX, existing_figure
-from repro.reporting import claims
+from repro.reporting import claims, contradicted
 from repro.reporting.claims import scale_of, seed_of
 
 RESULTS = REPO_ROOT / "results"
@@ -205,7 +205,7 @@ def claims_section(root: Path) -> list[str]:
         rows = []
         for claim in claims.CLAIMS:
             status, found = claims.assess(claim, records, scale)
-            expected = claims.CONTRADICTED.get((claim.key, scale))
+            expected = contradicted.CONTRADICTED.get((claim.key, scale))
             shown = f"**{status}**" + (f" (expected at this scale: {expected})" if expected and status == "fails" else "")
             rows.append([claim.text, shown, "<br>".join(line.replace("|", "\\|") for line in found) or "–"])
         lines += [f"### At {scale}", "", *markdown_table(["claim", "on these runs", "comparisons"], rows), ""]
