@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro.evaluation.baselines import (MVConfig, MVObjective, config_for_layer, from_caffe_units, invert_images,
-                                        to_caffe_units, tv_beta)
+from repro.evaluation.baselines import (MVConfig, MVDiverged, MVObjective, config_for_layer, from_caffe_units,
+                                        invert_images, to_caffe_units, tv_beta)
 from repro.comparators import build_comparator
 from repro.data import list_images, load_images
 
@@ -39,6 +39,14 @@ def test_mv_lowers_its_feature_loss(images, encoder, optimizer, lr, steps):
         target = encoder(images)
         achieved = (encoder(result.images) - target).flatten(1).square().sum(1) / target.flatten(1).square().sum(1)
     assert torch.allclose(achieved.mean(), torch.tensor(last["feature"]), rtol=1e-3)
+
+
+def test_a_diverging_optimisation_stops_with_its_step_not_nan_metrics(images, encoder):
+    """A rate far too high (what happened at CONV5* with M&V's SGD rate on one batch): an error naming the step
+    and the images, instead of NaN reconstructions scored as if they were results."""
+    config = config_for_layer("pool5", steps=40, lr=1e4)
+    with pytest.raises(MVDiverged, match=r"diverged at step \d+ of 40"):
+        invert_images(encoder, images, config, progress=False)
 
 
 def test_objective_is_zero_feature_loss_at_the_original(images, encoder):

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from repro.errors import DeepsimError
 from repro.nets.caffenet import ILSVRC_MEAN_BGR
 
 # M&V's λ_V per layer of CaffeNet (experiment_cnn.m: layers 1–6 → 1, 7–12 → 10, 13–20 → 100).
@@ -132,6 +133,10 @@ class MVObjective:
         return {"feature": feature, "tv": tv, "bound": bound, "total": feature + tv + bound}
 
 
+class MVDiverged(DeepsimError, FloatingPointError):
+    """The optimisation left the finite numbers: said at the step it happens, not as NaN metrics afterwards."""
+
+
 @dataclass
 class MVResult:
     images: torch.Tensor                                 # (B, 3, H, W) pipeline RGB, not clamped
@@ -196,6 +201,13 @@ def invert_features(net: Callable[[torch.Tensor], torch.Tensor], target: torch.T
 
         optimizer.step(closure)
         history.append({k: float(v.detach().mean()) for k, v in terms.items()})
+        if not all(torch.isfinite(v.detach()).all() for v in terms.values()):
+            bad = torch.stack([~torch.isfinite(v.detach()) for v in terms.values()]).any(0)
+            diverged = bad.nonzero().flatten().tolist()
+            raise MVDiverged(f"M&V diverged at step {step + 1} of {config.steps}: the objective of image(s) "
+                             f"{diverged} of this batch of {target.shape[0]} is not finite (optimizer "
+                             f"{config.optimizer}, rate {config.lr * factor:g}); try fewer steps, a lower rate or "
+                             f"optimizer='adam'")
     with torch.no_grad():
         final = objective(x)
     history.append({k: float(v.mean()) for k, v in final.items()})
