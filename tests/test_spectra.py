@@ -48,7 +48,8 @@ def test_grid_round_trip_and_command(images, tmp_path, capsys):
     write_grid(path, images[:8], blurred)
     originals, reconstructions = grid_pairs(path, 96)
     assert originals.shape == (8, 3, 96, 96)
-    assert torch.allclose(originals, images[:8], atol=1 / 255) and torch.allclose(reconstructions, blurred, atol=1 / 255)
+    assert torch.allclose(originals, images[:8], atol=1 / 255)
+    assert torch.allclose(reconstructions, blurred, atol=1 / 255)
     out = tmp_path / "spectra.json"
     assert spectra.main([str(path), "--out", str(out)]) == 0
     record = json.loads(out.read_text())
