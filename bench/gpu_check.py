@@ -58,6 +58,7 @@ from typing import Any, Callable
 from repro.assets import asset_folder, sha256_file
 from repro.config import from_dict, make_config
 from repro import provenance
+from repro.errors import UsageError, cli, user_input
 from repro.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -594,6 +595,7 @@ def summary(results: dict[str, Any]) -> str:
 
 # ---- main ---------------------------------------------------------------------------------------------------
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="output folder (default $OUT, else results/gpu, or a temporary "
@@ -612,11 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile_row:
         return compile_row(args.device, args.cpu_smoke, args.peak_bf16)
     if args.prepare:
-        try:
+        with user_input(FileNotFoundError, ValueError, RuntimeError):  # no weights, no assets, over the limit
             manifest = prepare_carry(args.carry, args.images)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
         print(f"{args.carry}: {manifest['bytes'] / 2**20:.1f} MiB ({args.images} images + {manifest['weights']}), "
               f"commit {manifest['commit']}. The device call (bench/README.md):")
         carried = args.carry.resolve().relative_to(ROOT) if args.carry.resolve().is_relative_to(ROOT) else args.carry
@@ -639,22 +638,20 @@ def main(argv: list[str] | None = None) -> int:
                    smoke=args.cpu_smoke, budget_s=budget, notes=notes)
     try:
         device = pick_device("cpu" if args.cpu_smoke else "cuda")
-    except DeviceError as err:
+    except DeviceError as err:  # recorded, then one line and exit 2 (`cli`)
         results["error"] = str(err)
         check.write()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise
     if args.cpu_smoke:
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     results["environment"] = environment(device)
     check.write()
     images = find_images(args.carry)
     if images is None:
-        print(f"error: no images in {args.carry}/assets/imagenet-subset: run `python -m bench.gpu_check --prepare` "
-              "and carry that folder", file=sys.stderr)
         results["error"] = "no carried images"
         check.write()
-        return 2
+        raise UsageError(f"no images in {args.carry}/assets/imagenet-subset: run `python -m bench.gpu_check --prepare` "
+                         "and carry that folder")
     results["images"] = str(images)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-work-"))
     shared: dict[str, Any] = {}

@@ -39,6 +39,7 @@ import numpy as np
 
 from repro import provenance as prov
 from repro.config import make_config
+from repro.errors import UsageError, cli, user_input
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
@@ -344,7 +345,8 @@ def run_bench(root: Path, cache: Path, fresh_index: bool) -> dict:
             "command": " ".join(command[1:])}
 
 
-def main() -> None:
+@cli
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=("synth", "listing", "decode", "loader", "loader-child", "run"))
     parser.add_argument("--root", type=Path, default=Path("/tmp/synthetic-imagenet"))
@@ -357,9 +359,17 @@ def main() -> None:
     parser.add_argument("--source", help="loader-child: train_data")
     parser.add_argument("--no-strace", action="store_true")
     parser.add_argument("--out", type=Path, help="JSON file to merge this part's figures into")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    with user_input(ValueError):  # --workers 1,x
+        workers = [int(w) for w in args.workers.split(",")]
     if args.part == "loader-child":
-        return loader_child(args.source, int(args.workers), args.batches)
+        loader_child(args.source, workers[0], args.batches)
+        return 0
+    if args.part in ("listing", "loader", "run") and not args.root.is_dir():
+        raise UsageError(f"{args.root} is not a folder: make the synthetic set first with "
+                         f"`python -m bench.scale_data synth --root {args.root}`")
+    with user_input(ValueError, OSError):  # an --out that is not a JSON record: refused before the work
+        merged = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
     started = time.perf_counter()
     if args.part == "synth":
         figures = synth(args.root, args.per_class)
@@ -376,14 +386,14 @@ def main() -> None:
         sources = {"synthetic ImageNet (1.28M files, 256 px JPEGs, no warp needed)": str(args.root),
                    "raw 500×375 JPEGs, warped online": str(args.work / "raw500" / "train.txt"),
                    "pre-warped 256 px JPEG q95": str(args.work / "prewarped" / "train.txt")}
-        figures = loader_bench(sources, [int(w) for w in args.workers.split(",")], args.batches, args.cache)
+        figures = loader_bench(sources, workers, args.batches, args.cache)
     record = {"provenance": dict(provenance(), wall_s=round(time.perf_counter() - started, 1)), "figures": figures}
     if args.out:
-        merged = json.loads(args.out.read_text()) if args.out.exists() else {}
         merged[args.part] = record
         args.out.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(record["provenance"]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,7 +22,7 @@ from repro.assets import asset_folder
 from repro.comparators import build_comparator
 from repro.config import make_config
 from repro.data import list_images, load_images
-from repro.errors import cli
+from repro.errors import cli, user_input
 from repro.generator_file import init_generator_path, load_generator
 from repro.losses import adversarial_loss, feature_loss, image_loss
 from repro.models import Inverter
@@ -44,12 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     config, discriminator = make_config("conv5star"), None
     if args.run:
-        run = load_run(args.run, device="cpu", step=args.step)
+        with user_input(FileNotFoundError, ValueError):  # not a run folder; CheckpointError: a user error already
+            run = load_run(args.run, device="cpu", step=args.step)
         config, inverter, discriminator = run.config, run.parts.model, run.parts.discriminator
         source, resolution = f"{args.run} step {run.step}", config.resolution
     else:
-        path = init_generator_path(args.generator)
-        loaded = load_generator(path)
+        with user_input(FileNotFoundError, ValueError):  # no such generator file, or not one
+            path = init_generator_path(args.generator)
+            loaded = load_generator(path)
         inverter = Inverter.from_file(loaded)
         source, resolution = f"{path} sha256={loaded.sha256}", loaded.resolution
     inverter.eval()

@@ -35,6 +35,7 @@ from bench.ray_scaling import ray_scaling
 from bench.record import bench_one
 from bench.report import markdown, scaling_markdown, write_summary
 from bench.variants import BASELINE, variant_overrides
+from repro.errors import cli, user_input
 from repro.provenance import git_commit
 
 log = logging.getLogger("bench")
@@ -70,6 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -78,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.memory_probe)
         print(json.dumps(probe(spec["preset"], spec["variant"], spec["overrides"])))
         return 0
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    with user_input(ValueError):  # --resolutions 64,abc
+        resolutions = [int(r) for r in args.resolutions.split(",") if r.strip()]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != BASELINE]
+    for name in variants:
+        variant_overrides(name)  # unknown options fail before any work (UsageError: one line, exit 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -96,11 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "ray-scaling.md").write_text(scaling_markdown(rec))
         print(scaling_markdown(rec))
         return 0
-    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    resolutions = [int(r) for r in args.resolutions.split(",") if r.strip()]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != BASELINE]
-    for name in variants:
-        variant_overrides(name)  # unknown options fail before any work
     for preset in presets:
         for resolution in resolutions:
             rec = bench_one(preset, resolution, variants, args)

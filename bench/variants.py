@@ -18,6 +18,7 @@ import torch
 
 from repro.balance import Balance
 from repro.config import Config, make_config
+from repro.errors import UsageError
 from repro.loop import Trainer
 
 # `fp32` is the plain path: eager, fp32 (TF32 off in cuBLAS and cuDNN), NCHW; the others join speed options to
@@ -43,14 +44,14 @@ class Variant:
 
 
 def variant(name: str) -> Variant:
-    """`fp32`, or speed options joined by '+' (e.g. `channels_last+bf16+compile`). Raises SystemExit naming
+    """`fp32`, or speed options joined by '+' (e.g. `channels_last+bf16+compile`). Raises UsageError naming
     the options when one is unknown. bf16 variants keep torch's fp32 defaults for what autocast leaves in fp32,
     as training does; `tf32` lets cuBLAS and cuDNN use TF32; every other variant runs true fp32."""
     options = [] if name == BASELINE else name.split("+")
     overrides = dict(REFERENCE)
     for option in options:
         if option not in OPTIONS:
-            raise SystemExit(f"error: unknown variant option {option!r} in {name!r}; "
+            raise UsageError(f"unknown variant option {option!r} in {name!r}; "
                              f"use {BASELINE} or {' / '.join(OPTIONS)} joined by '+'")
         overrides.update(OPTIONS[option])
     if "bf16" in options:

@@ -116,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = "python -m converters " + shlex.join(argv)
     try:
         return _COMMANDS[args.command](args, parser)
-    except (ConversionError, OSError) as err:
-        sys.stderr.write(f"{parser.prog} {args.command}: error: {err}\n")
+    except (ConversionError, OSError) as err:  # repro.errors.cli's line, written here: converters import no repro
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        sys.stderr.write(f"error: {message or type(err).__name__}\n")
         return 2
 
 

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from repro import provenance
-from repro.checkpoint import CheckpointError
-from repro.data import DataError
 from repro.evaluation.collapse import MIN_SPREAD, measure_run
+from repro.errors import cli, user_input
 from repro.evaluation.scores import IDENTIFICATION_FACTOR
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.collapse", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="autoencoder / VAE run folders")
@@ -27,12 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the records as JSON here (with the command)")
     args = parser.parse_args(argv)
 
-    try:
+    with user_input(FileNotFoundError):  # CheckpointError, DataError: user errors already
         records = [measure_run(folder, args.n, args.samples, step=step)
                    for folder in args.run_dirs for step in args.step]
-    except (CheckpointError, FileNotFoundError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     for r in records:
         spread = "" if r["sample_spread"] is None else f", sample spread {r['sample_spread']:.3f}"
         print(f"{r['run']} step {r['step']}: NN = own {r['nn_own_image_pct']:.1f} % (chance {r['chance_pct']:.2f} %), "

@@ -37,6 +37,7 @@ from repro import provenance
 from repro.assets import display_path
 from repro.config import Config, ConfigError, make_config, parse_overrides
 from repro.devices import pick_device
+from repro.errors import cli
 from repro.evaluation import metrics as metric_lib
 from repro.evaluation.figures import sample_images, write_samples
 from repro.evaluation.metrics import AUTOENCODER_METRICS
@@ -222,17 +223,14 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     return options, args.dry_run
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
     git_commit()  # pin the commit of the code now running
-    try:
-        options, dry_run = parse_args(argv)
-        names = [AE_MODELS[loss] for loss in options.losses] + (list(VAE_MODELS.values()) if options.vae else [])
-        configs = {name: model_config(name, options) for name in names}
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    options, dry_run = parse_args(argv)
+    names = [AE_MODELS[loss] for loss in options.losses] + (list(VAE_MODELS.values()) if options.vae else [])
+    configs = {name: model_config(name, options) for name in names}  # ConfigError: one line, exit 2 (`cli`)
     if dry_run:
         print(json.dumps({name: config.to_dict() for name, config in configs.items()}, indent=2))
         return 0

@@ -32,11 +32,12 @@ from repro import provenance
 from repro.assets import FOLDER_SHA256, asset_file
 from repro.code_search import search, settings_record
 from repro.comparators import build_net
-from repro.data import DataError, list_images, listing_sha256, load_images, resolve_folder
+from repro.data import list_images, listing_sha256, load_images, resolve_folder
+from repro.errors import UsageError, cli, user_input
 from repro.grids import FIGURE_SUFFIX, save_figure, save_images
-from repro.generator_file import GeneratorFileError, load_generator
+from repro.generator_file import load_generator
 from repro.invert import OneLineParser
-from repro.scorers import ScorerError, UnitScorer, unit_activations
+from repro.scorers import UnitScorer, unit_activations
 from repro.synthesize import bounds_from_encoder, build_parser, make_optimizer
 
 OPTIMIZERS = ("genetic", "cmaes", "gradient")
@@ -168,6 +169,7 @@ def plot(curves: list[dict], reference: dict[int, dict], names: dict[int, str], 
     return canvas.resize((canvas.width // scale, canvas.height // scale), Image.LANCZOS)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m repro.compare_optimizers", description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, type=Path, help="a generator file (repro.generator_file)")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     provenance.git_commit()  # the commit of the code that runs, asked before it runs
 
-    try:
+    with user_input(ValueError, FileNotFoundError, RuntimeError):  # ScorerError is a ValueError
         loaded = load_generator(args.generator, args.device)
         net = build_net(args.net, resolution=loaded.resolution).to(args.device)
         scorers = {u: UnitScorer(net, args.tap, u, loaded.resolution, name=f"{args.net}:{args.tap}:{u}") for u in args.units}
@@ -197,9 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         natural = load_images(files, loaded.resolution).to(args.device)
         bounds, bounds_info = (bounds_from_encoder(loaded, None, None, 3.0, args.device)
                                if "gradient" in args.optimizers else (None, None))
-    except (GeneratorFileError, DataError, ScorerError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     classes = class_names() if args.net == "squeezenet" and args.tap == "pool_final" else None
     names = {u: classes[u] if classes else f"{args.tap} {u}" for u in args.units}
     reference = natural_reference(next(iter(scorers.values())).objective, natural, files, args.units)
@@ -211,9 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         optimizer = make_optimizer(options, loaded.in_shape, lambda p: args.budget // p, bounds, args.device)
         generations = args.budget // optimizer.population
         if generations < 1:
-            print(f"error: --budget {args.budget} is below one generation of {optimizer.population} images ({name})",
-                  file=sys.stderr)
-            return 2
+            raise UsageError(f"--budget {args.budget} is below one generation of {optimizer.population} images "
+                             f"({name})")
         settings[name] = {k: v for k, v in settings_record(optimizer).items() if k != "seed"}  # seeds: below
         started = time.time()
         result = search(loaded.generator, scorers[unit], optimizer, generations, progress=False)

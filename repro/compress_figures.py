@@ -9,23 +9,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from repro.errors import UsageError, cli, user_input
 from repro.provenance import command
 from repro.reporting.compress_figures import RECORD, compress_figures
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m repro.compress_figures", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a results folder (e.g. results/)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
-        print(f"error: {args.folder} is not a folder", file=sys.stderr)
-        return 2
-    try:
+        raise UsageError(f"{args.folder} is not a folder")
+    with user_input(ValueError):
         record = compress_figures(args.folder, command("repro.compress_figures", argv))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if not record:
         print(f"no PNG or JPEG under {args.folder}")
         return 0

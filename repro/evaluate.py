@@ -11,11 +11,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from repro.assets import AssetError
-from repro.data import DataError
+from repro.errors import cli
 from repro.evaluation.evaluate import EvalOptions, evaluate
 from repro.evaluation.scores import EvalError
-from repro.weights import WeightsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,17 +47,11 @@ def parse_args(argv: list[str]) -> EvalOptions:
                        command="python -m repro.evaluate " + " ".join(shlex.quote(a) for a in argv))
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        options = parse_args(argv)
-        record = evaluate(options)
-    except EvalError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (DataError, AssetError, WeightsError) as err:  # the run is fine, its data or weights are not here
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    options = parse_args(argv)
+    record = evaluate(options)  # EvalError, DataError, AssetError, WeightsError: one line, exit 2 (`cli`)
     for result in record["results"]:
         print(f"{result['method']}: image error {result['image_error_pct']:.1f} %, "
               f"feature error {result['feature_error_pct']:.1f} %")

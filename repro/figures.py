@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from repro import provenance as prov
-from repro.checkpoint import CheckpointError
-from repro.data import DataError
+from repro.errors import UsageError, cli, user_input
 from repro.evaluation.figures import provenance, side_by_side
 from repro.grids import save_figure
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prov.git_commit()  # pin the commit of the code now running
@@ -28,13 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, help="each run's checkpoint of this step (default: its newest)")
     args = parser.parse_args(argv)
     if args.n < 1:
-        print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
-        return 2
-    try:
+        raise UsageError(f"--n must be ≥ 1, got {args.n}")
+    with user_input(FileNotFoundError, ValueError):  # CheckpointError, DataError: user errors already
         figure, figure_runs = side_by_side(args.run_dirs, args.n, args.device, args.step)
-    except (CheckpointError, FileNotFoundError, DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     save_figure(figure, args.out)
     record = provenance(argv, args.n, figure_runs)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

@@ -4,4 +4,6 @@ kept so that the command (and `from repro.prewarp import prewarp`) works as befo
 from repro.data.prewarp import main, prewarp  # noqa: F401 - prewarp: re-exported for existing imports
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

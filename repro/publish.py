@@ -10,9 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from repro.errors import cli, user_input
 from repro.reporting.publish import publish
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.publish", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -21,11 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", action="store_true", help="also write generator.pt (the generator alone)")
     parser.add_argument("--half", action="store_true", help="store generator.pt in float16 (half the size)")
     args = parser.parse_args(argv)
-    try:
+    with user_input(FileNotFoundError, ValueError):
         print(publish(args.run_dir, args.dest, args.grids, args.generator, args.half))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -39,6 +39,7 @@ from converters import caffe_blobs
 from converters.caffe_net import read_net
 from converters.errors import ConversionError
 from converters.provenance import file_record
+from repro.errors import cli, user_input
 from repro.generator_file import save_generator
 from repro.nets.caffenet import ILSVRC_MEAN_BGR
 from repro.nets.generator import CONV_LAYERS, FC_LAYERS, FC_WIDTH, HEAD_CHANNELS, UPCONV_LAYERS, Generator
@@ -206,6 +207,7 @@ def convert(prototxt: str | Path, caffemodel: str | Path, out: str | Path, resol
     return save_generator(out, generator, encoder="caffenet", tap=tap, source=source, half=half)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.released_generator", description=__doc__.split("\n")[0])
     parser.add_argument("prototxt", help="generator_fc6/fc7/pool5.prototxt (released)")
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half", action="store_true", help="store float16")
     parser.add_argument("--verify", action="store_true", help="also compare every layer with onnxruntime and OpenCV")
     args = parser.parse_args(argv)
-    try:
+    with user_input(ValueError, FileNotFoundError):  # ConversionError: a user error already
         record = convert(args.prototxt, args.caffemodel, args.out, args.resolution, args.tap, args.half)
         if args.verify:
             in_shape = tuple(record["generator"]["in_shape"])
@@ -224,9 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             for row in compare(args.prototxt, args.caffemodel, code):
                 worst = max(v for k, v in row.items() if k.startswith("rel_"))
                 print(f"{row['tap']:<16} {str(tuple(row['shape'])):<22} worst rel {worst:.2e}")
-    except (ConversionError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"{args.prototxt} + {args.caffemodel} → {args.out} (caffenet:{record['tap']}, sha256 {record['sha256'][:12]}…)")
     return 0
 

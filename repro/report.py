@@ -8,14 +8,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from repro.errors import UsageError, cli, user_input
 from repro.reporting.report import RESULTS, render
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "README.md")
     args = parser.parse_args(argv)
-    args.out.write_text(render())
+    if not args.out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
+    text = render()
+    with user_input(OSError):  # --out not writable
+        args.out.write_text(text)
     print(args.out)
     return 0
 

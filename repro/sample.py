@@ -11,12 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from repro.checkpoint import CheckpointError
+from repro.errors import UsageError, cli, user_input
 from repro.evaluation.figures import sample_images, write_samples
 from repro.grids import FIGURE_SUFFIX
 from repro.runs import load_run
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.sample", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run folder of a model=vae run (config.json + checkpoints/)")
@@ -28,21 +29,15 @@ def main(argv: list[str] | None = None) -> int:
 
     config_path = args.run_dir / "config.json"
     if not config_path.exists():
-        print(f"error: {args.run_dir} is not a run folder (no config.json)", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.run_dir} is not a run folder (no config.json)")
     model_kind = json.loads(config_path.read_text()).get("model", "inversion")
     if model_kind != "vae":
-        print(f"error: {args.run_dir} is a model={model_kind} run; sampling needs a model=vae run", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.run_dir} is a model={model_kind} run; sampling needs a model=vae run")
     if args.n < 1:
-        print(f"error: --n must be ≥ 1, got {args.n}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--n must be ≥ 1, got {args.n}")
 
-    try:
+    with user_input(FileNotFoundError, ValueError):  # CheckpointError: a user error already
         run = load_run(args.run_dir, device=args.device)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     images = sample_images(run.parts.model, args.n, args.seed)
     out = args.out or args.run_dir / f"samples-seed{args.seed}{FIGURE_SUFFIX}"
     write_samples(out, images)

@@ -61,8 +61,9 @@ from repro.assets import asset_folder
 from repro.code_search import (CMAES, CMASettings, GeneticSettings, Genetic, GradientAscent, Settings, load_state, search,
                                settings_record)
 from repro.comparators import build_net
-from repro.data import DataError, list_images, load_images
-from repro.generator_file import GeneratorFileError, load_generator
+from repro.data import list_images, load_images
+from repro.errors import UsageError, cli, user_input
+from repro.generator_file import load_generator
 from repro.invert import OneLineParser
 from repro.models import Inverter
 from repro.scorers import DEFAULT_TAPS, FileExchangeScorer, Objective, ScorerError, scorer_from_spec, unit_activations
@@ -190,31 +191,28 @@ def make_optimizer(args, in_shape: tuple[int, ...], generations_of, bounds, devi
 
 def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
     """The code search (module docstring); returns the exit status."""
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
     resumed = args.resume is not None
     if resumed:
         defaults = vars(parser.parse_args(["--resume", str(args.resume)]))
         others = [k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k]]
         if others:
-            return fail(f"--resume takes no other options (the run keeps its own): drop --{others[0].replace('_', '-')}")
+            raise UsageError("--resume takes no other options (the run keeps its own): "
+                             f"drop --{others[0].replace('_', '-')}")
         record_path = args.resume / "search.json"
         if not record_path.is_file():
-            return fail(f"{args.resume} is not a search run folder ({record_path} is missing)")
+            raise UsageError(f"{args.resume} is not a search run folder ({record_path} is missing)")
         record = json.loads(record_path.read_text())
         folder, no_progress = args.resume, args.no_progress
         args = parser.parse_args(record["argv"])
         args.out, args.resume, args.no_progress = folder, folder, no_progress
     if args.generator is None or args.budget is None:
-        return fail("a search needs --generator FILE and --budget N_IMAGES")
+        raise UsageError("a search needs --generator FILE and --budget N_IMAGES")
     if args.steps is not None:
-        return fail("--steps is for the plain gradient method; a search takes --budget (images scored in all)")
+        raise UsageError("--steps is for the plain gradient method; a search takes --budget (images scored in all)")
     args.optimizer = args.optimizer or "genetic"
     if args.budget < 1:
-        return fail(f"--budget {args.budget} must be ≥ 1 image")
-    try:
+        raise UsageError(f"--budget {args.budget} must be ≥ 1 image")
+    with user_input(ValueError, FileNotFoundError, RuntimeError):  # ScorerError is a ValueError
         loaded = load_generator(args.generator, args.device)
         spec = args.scorer
         if spec is None:
@@ -237,14 +235,12 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
         if args.budget < optimizer.population:
             raise ValueError(f"--budget {args.budget} is below one generation of {optimizer.population} images "
                              f"({args.optimizer}'s population): give at least {optimizer.population}")
-    except (GeneratorFileError, DataError, ScorerError, ValueError, FileNotFoundError, RuntimeError) as err:
-        return fail(str(err))
     generations = args.budget // optimizer.population
     settings = {**settings_record(optimizer), "scorer": spec, "generator_sha256": loaded.sha256,
                 "generations": generations}
     out = args.out
     if not resumed and (out / "state.pt").exists():
-        return fail(f"{out} already holds a search; continue it with --resume {out}, or choose another --out")
+        raise UsageError(f"{out} already holds a search; continue it with --resume {out}, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "search.json"
     if resumed:
@@ -264,8 +260,8 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
                         settings=settings)
     except ScorerError as err:
         done = len((load_state(out) or {}).get("rows", []))
-        return fail(f"{err} (in generation {done}; generations 0–{done - 1} are saved in {out}: continue with "
-                    f"`python -m repro.synthesize --resume {out}`)" if done else str(err))
+        raise UsageError(f"{err} (in generation {done}; generations 0–{done - 1} are saved in {out}: continue with "
+                         f"`python -m repro.synthesize --resume {out}`)" if done else str(err)) from err
     last = result["rows"][-1]
     record.update(wall_time_s=last["wall_s"], images_scored=last["images_scored"], best_score=result["best_score"],
                   best_generation=int(torch.argmax(result["best_scores"])), finished=True)
@@ -275,6 +271,7 @@ def search_main(parser: OneLineParser, args, argv: list[str]) -> int:
     return 0
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -287,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --samples must be ≥ 1")
     settings = Settings(args.steps or Settings.steps, args.lr, args.end_lr, args.decay, args.bound_multiplier, args.seed)
     t0 = time.time()
-    try:
+    with user_input(ValueError, FileNotFoundError, RuntimeError):
         loaded = load_generator(args.generator, args.device)
         tap = args.tap or DEFAULT_TAPS.get(args.classifier)
         if tap is None:
@@ -306,9 +303,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.classifier_weights if loaded.encoder == args.classifier else None)
             bounds, bounds_info = bounds_from_encoder(loaded, encoder_weights, args.bound_images,
                                                       settings.bound_multiplier, args.device)
-    except (GeneratorFileError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     result = synthesize(loaded.generator, objective, args.unit, settings, args.samples, bounds)
     args.out.mkdir(parents=True, exist_ok=True)
     from torchvision.utils import save_image

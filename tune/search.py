@@ -39,13 +39,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from repro import storage
-from repro.assets import AssetError
 from repro.cluster.shipping import runtime_env
-from repro.config import ConfigError, PRESETS, parse_overrides
+from repro.config import PRESETS, parse_overrides
+from repro.errors import cli
 from repro.provenance import git_commit
 from tune.export import export
 from tune.options import SCHEDULERS, SEARCHERS, SearchError, SearchOptions, build_config, reports_per_trial
-from tune.spaces import SpaceError, space_for
+from tune.spaces import space_for
 from tune.target import Target, parse_target
 from tune.tuner import new_search, restore_search
 
@@ -127,24 +127,22 @@ def check_storage(args: argparse.Namespace, experiment: str) -> None:
     storage.check_shared(storage.split(experiment)[0], nodes)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
     git_commit()  # pin the commit of the code now running
     command = "python -m tune.search " + " ".join(shlex.quote(a) for a in argv)
-    try:
-        args = parse_args(argv)
-        if args.resume is None:
-            options = options_of(args)
-            if args.dry_run:
-                config = build_config(options)
-                print(json.dumps({"config": config.to_dict(), "target": dataclasses.asdict(parse_target(options.target, config.layer)),
-                                  "space": {k: dataclasses.asdict(r) for k, r in space_for(config, options.decades).items()},
-                                  "reports_per_trial": reports_per_trial(config)}, indent=2))
-                return 0
-    except (SearchError, SpaceError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = parse_args(argv)  # SearchError, SpaceError, ConfigError: one line, exit 2 (`cli`)
+    if args.resume is None:
+        options = options_of(args)
+        if args.dry_run:
+            config = build_config(options)
+            target = dataclasses.asdict(parse_target(options.target, config.layer))
+            space = {k: dataclasses.asdict(r) for k, r in space_for(config, options.decades).items()}
+            print(json.dumps({"config": config.to_dict(), "target": target, "space": space,
+                              "reports_per_trial": reports_per_trial(config)}, indent=2))
+            return 0
 
     started = time.time()
     started_ray = start_ray(args)
@@ -168,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         storage.write_text(storage.join(experiment, "search.json"), json.dumps(record, indent=2) + "\n")
         out = args.export or (Path("runs/tune") / record["name"] if storage.is_uri(experiment) else Path(experiment))
         rows = export(results, experiment, out.resolve(), record)
-    except (SearchError, SpaceError, ConfigError, storage.StorageError, AssetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
+    finally:  # a user error (SearchError, StorageError, AssetError …) still reaches `cli` after this
         if started_ray:
             import ray
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from repro.data.caffe import UNREADABLE, decode_rgb, warp_like_caffe, warp_size
 from repro.data.sources import index_text, listing, resolve_source
+from repro.errors import cli, user_input
 
 QUALITY = 95
 
@@ -97,7 +98,8 @@ def prewarp(source: str | Path, out: str | Path, resolution: int = 227, quality:
     return meta
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.prewarp", description=__doc__.split("\n")[0])
     parser.add_argument("source", help="shared asset name, image folder, or Caffe-style train.txt")
     parser.add_argument("out", help="folder to write (kept files are reused: the command resumes)")
@@ -105,10 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality", type=int, default=QUALITY, help="JPEG quality of the warped files")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = every core)")
     args = parser.parse_args(argv)
-    meta = prewarp(args.source, args.out, args.resolution, args.quality, args.workers or None)
+    with user_input(OSError):  # DataError (no such source, no images): a user error already
+        meta = prewarp(args.source, args.out, args.resolution, args.quality, args.workers or None)
     print(f"{meta['images']} images in {args.out} ({len(meta['skipped'])} skipped, {meta['seconds']} s); "
           f"train with --set train_data={Path(args.out) / 'train.txt'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from repro.errors import UsageError
 from repro.evaluation.figures import sample_images
 from repro.evaluation.metrics import pairwise_mean_distance
 from repro.evaluation.scores import IDENTIFICATION_FACTOR, load_eval_images, nearest_is_own
@@ -60,7 +61,7 @@ def measure_run(run_dir: Path, n_images: int, n_samples: int, device: str | None
     run = load_run(run_dir, device, step)
     model = run.parts.model
     if run.config.model == "inversion":
-        raise SystemExit(f"{run_dir} is an inversion run: collapse is measured on autoencoders and VAEs")
+        raise UsageError(f"{run_dir} is an inversion run: collapse is measured on autoencoders and VAEs")
     images, _, _ = load_eval_images(run.config, n_images)
     model.eval()
     device_ = next(model.parameters()).device
