@@ -253,33 +253,11 @@ def environment(device) -> dict[str, Any]:
 
 
 def matmul_peak(device, smoke: bool) -> dict[str, Any]:
-    """TFLOP/s of an n×n×n product in each variant's precision (fp32, tf32, bf16): the mean of as many
-    products as fill ~0.5 s, after warm-up."""
-    import torch
+    """TFLOP/s of an n×n×n product in each variant's precision (fp32, tf32, bf16): `bench.counters.matmul_peak`,
+    the one the CPU bench measures too."""
+    from bench.counters import matmul_peak as measure
 
-    from bench import variants
-
-    n = 256 if smoke else 8192
-    out: dict[str, Any] = {"n": n}
-    for name in ("fp32", "tf32", "bf16"):
-        variant = variants.variant(name)
-        dtype = torch.bfloat16 if variant.peak == "bf16" else torch.float32
-        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        with variants.fp32_mode(variant.fp32):
-            for _ in range(2):
-                a @ b
-            synchronize(device)
-            start = time.perf_counter()
-            a @ b
-            synchronize(device)
-            repeats = int(max(3, min(200, 0.5 / max(time.perf_counter() - start, 1e-6))))
-            start = time.perf_counter()
-            for _ in range(repeats):
-                a @ b
-            synchronize(device)
-        out[f"{name}_tflops"] = significant(2 * n**3 * repeats / (time.perf_counter() - start) / 1e12)
-        del a, b
-    return out
+    return measure(device, 256 if smoke else 8192)
 
 
 def step_overrides(device, smoke: bool) -> dict[str, Any]:

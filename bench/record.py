@@ -14,10 +14,10 @@ import statistics
 from typing import Any
 
 from bench import phases
-from bench.counters import count_flops, count_syncs
+from bench.counters import count_flops, count_syncs, matmul_peak
 from bench.memory import measure_memory
 from bench.timing import adam_ms, batch_seconds, data_stream, once_seconds, step_seconds
-from bench.variants import BASELINE, REFERENCE, bench_config, make_trainer, variant_overrides
+from bench.variants import BASELINE, REFERENCE, bench_config, make_trainer, variant, variant_overrides
 
 log = logging.getLogger(__name__)
 PAPER_STEPS = 1_000_000  # the paper's schedule (generator iterations)
@@ -67,6 +67,16 @@ def bench_one(preset: str, resolution: int, variants: list[str], args: argparse.
     profiled = {name: phases.measure(trainer, real, args.phase_steps) if args.phase_steps >= 1 else None
                 for name, trainer in trainers.items()}
 
+    # The peak each variant is held to, measured here after the steps (same process, same threads and load);
+    # --peak-tflops replaces it with one given figure for every variant.
+    peaks = {} if args.peak_tflops else matmul_peak(device, 2048 if device.type == "cpu" else 8192)
+    record["matmul_peak_tflops"] = {"given": args.peak_tflops} if args.peak_tflops else peaks
+    log.info("  matmul peak (TFLOP/s): %s", record["matmul_peak_tflops"])
+
+    def fraction(name: str, gflops: float) -> float | None:
+        peak = args.peak_tflops or peaks.get(f"{variant(name).peak}_tflops")
+        return round(gflops / 1000 / peak, 4) if peak else None
+
     ref_step = statistics.median(step_s[BASELINE])
     results = {}
     for name in trainers:
@@ -80,7 +90,8 @@ def bench_one(preset: str, resolution: int, variants: list[str], args: argparse.
             "speedup": round(ref_step / step, 3),
             "warmup_s": round(warmup_s[name], 2),
             "achieved_gflops_per_s": round(gflops, 1),
-            "fraction_of_peak": round(gflops / 1000 / args.peak_tflops, 4) if args.peak_tflops else None,
+            "peak_kind": "given" if args.peak_tflops else variant(name).peak,
+            "fraction_of_peak": fraction(name, gflops),
             "phase_seconds": ({k: round(v, 5) for k, v in profiled[name]["phase_seconds"].items()}
                               if profiled[name] else None),
             "shares": shares(step, data_s, profiled[name]["fractions"] if profiled[name] else None),
