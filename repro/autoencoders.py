@@ -28,6 +28,7 @@ from torch import nn
 
 from repro.comparators import build_net
 from repro.config import Config
+from repro.needs import trunk_from_comparator
 from repro.nets.caffenet import AlexNetTV, CaffeNet, TappedNet, TorchvisionInput
 from repro.nets.generator import Generator, scaled
 
@@ -188,9 +189,9 @@ def vae_trunk(config: Config) -> tuple[TappedNet, str]:
     using VideoNet as comparator").
     """
     arch, resolution = encoder_architecture(config.encoder), config.resolution
-    if arch == "alexnet" and config.comparator == "alexnet":
+    if trunk_from_comparator(config) and arch == "alexnet":
         return AlexNetTV.pretrained(resolution), "pretrained alexnet (the comparator's weights)"
-    if arch == "caffenet" and config.comparator == "caffenet":
+    if trunk_from_comparator(config):
         return (build_net("caffenet", resolution, config.comparator_weights or None),
                 f"pretrained caffenet ({config.comparator_weights})")
     seed = config.seed + ENCODER_SEED_OFFSET

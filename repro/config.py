@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from repro.errors import DeepsimError
+from repro.needs import missing_inputs, uses_discriminator
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,7 @@ def validate(config: Config) -> None:
         side = getattr(config, key)
         if side and side < 32:
             raise ConfigError(f"{key}={side} is too small for AlexNet (≥ 32; 0 = the images' resolution)")
-    if config.recon_loss == "deepsim" and config.lambda_adv > 0 and config.resolution < DISCRIMINATOR_MIN_RESOLUTION:
+    if uses_discriminator(config) and config.resolution < DISCRIMINATOR_MIN_RESOLUTION:
         raise ConfigError(f"resolution={config.resolution} is below the discriminator's minimum of "
                           f"{DISCRIMINATOR_MIN_RESOLUTION} px (its unpadded convolutions shrink the map to nothing); "
                           f"use resolution ≥ {DISCRIMINATOR_MIN_RESOLUTION}, or lambda_adv=0 (no D)")
@@ -461,33 +462,3 @@ def validate(config: Config) -> None:
 # Dconv1–5 of repro.nets.discriminator are unpadded: below this side they leave no map (`min_resolution()`;
 # a test pins the two together). Here as a number so that this module stays free of torch.
 DISCRIMINATOR_MIN_RESOLUTION = 63
-
-# Networks whose weights only the user can give (the original CaffeNet/VideoNet, any ONNX file): file hint.
-USER_WEIGHTS = {"caffenet": "bvlc_reference_caffenet.caffemodel or the model zoo's caffenet ONNX file",
-                "videonet": "color_model.caffemodel of Wang & Gupta", "onnx": "ONNX model file"}
-# The shipped pretrained AlexNet (repro.weights) has conv1–conv5 only; its fc6–fc8 would be torch's random init.
-ALEXNET_UNSHIPPED_TAPS = ("fc6", "fc7", "fc8")
-
-
-def missing_inputs(config: Config) -> list[str]:
-    """What the config needs from the user and does not have, as `--set key=…` hints (empty when complete).
-
-    Refused rather than silently run: a caffenet/videonet/onnx network without its file, taps past pool5
-    of the pretrained AlexNet without a full torchvision AlexNet state dict (only conv1–5 ship here), and
-    an empty `train_data` (the paper presets name no default: ILSVRC-2012 is the user's)."""
-    missing = []
-    if not config.train_data:
-        missing.append("--set train_data=DIR_OR_TRAIN_TXT (your ILSVRC-2012 training images)")
-    roles = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
-    if config.recon_loss == "deepsim" and config.lambda_feat > 0:
-        roles.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
-    for role, name, weights, tap in roles:
-        if weights:
-            continue
-        if name in USER_WEIGHTS:
-            missing.append(f"--set {role}_weights=FILE ({role}={name} needs your {USER_WEIGHTS[name]})")
-        elif name in ("alexnet", "alexnet-tv") and tap in ALEXNET_UNSHIPPED_TAPS:
-            missing.append(f"--set {role}_weights=FILE ({role} tap {tap} of the pretrained alexnet: only conv1–5 "
-                           "ship here, so give a full torchvision AlexNet state dict, or use caffenet with your weights)")
-    return missing
-

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from repro.comparators import NETS, build_net
-from repro.config import USER_WEIGHTS
+from repro.needs import USER_WEIGHTS
 from repro.data import DataError, list_images, load_images
 from repro.errors import UsageError, cli, user_input
 from repro.invert import OneLineParser

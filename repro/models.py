@@ -16,6 +16,7 @@ from torch import nn
 from repro.autoencoders import build_model
 from repro.comparators import Comparator, build_comparator
 from repro.config import Config
+from repro.needs import uses_comparator, uses_discriminator
 from repro.errors import UsageError
 from repro.generator_file import GeneratorFile, init_generator_path, load_generator, warm_start
 from repro.nets.discriminator import Discriminator
@@ -100,7 +101,6 @@ def build_parts(config: Config, device: torch.device) -> Parts:
 
 
 def _build_parts(config: Config, device: torch.device) -> Parts:
-    lambdas = lambdas_of(config)
     if config.model != "inversion":
         model, encoder = build_model(config)
     else:
@@ -112,12 +112,11 @@ def _build_parts(config: Config, device: torch.device) -> Parts:
             warm_start(generator, init_generator_path(config.init_generator), encoder=config.encoder,
                        tap=config.layer, encoder_input_size=input_size(config.encoder_resolution, config))
         model = Inverter(encoder, generator)
-    needs_comparator = config.recon_loss == "deepsim" and lambdas["feat"] > 0
     comparator_size = input_size(config.comparator_resolution, config)
     same = (config.model == "inversion" and config.comparator == config.encoder
             and config.comparator_weights == config.encoder_weights)
     comparator = None
-    if needs_comparator:
+    if uses_comparator(config):
         if same and config.comparator_tap == config.layer and comparator_size == encoder.input_size:
             comparator = encoder
         elif same:
@@ -127,7 +126,7 @@ def _build_parts(config: Config, device: torch.device) -> Parts:
                                           config.comparator_weights or None, seed=config.seed,
                                           input_size=comparator_size)
     discriminator = None
-    if config.recon_loss == "deepsim" and lambdas["adv"] > 0:
+    if uses_discriminator(config):
         feature_dim = None
         if config.discriminator_features:
             code_shape = feature_shape(encoder, config.resolution)

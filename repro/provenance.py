@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from repro import storage
 from repro.assets import FOLDER_SHA256, sha256_file
+from repro.needs import nets_used
 
 # Modules that load torch (weights, data, generator_file, converters.squeezenet_dc) are imported where used: a
 # record written by a light command (a benchmark's, Tune's driver) does not load torch for it.
@@ -78,8 +79,8 @@ def weights(config: Config) -> dict[str, str]:
     from repro.weights import weights_path
 
     out = {}
-    for role, name, user in (("encoder", config.encoder, config.encoder_weights),
-                             ("comparator", config.comparator, config.comparator_weights)):
+    for use in nets_used(config):  # the one rule of what a config builds
+        role, name, user = use.role, use.name, use.weights
         if user:
             out[role] = f"{user} sha256={weights_sha256(user)}"
         elif name in ("alexnet", "alexnet-tv"):

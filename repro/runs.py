@@ -1,7 +1,7 @@
-"""The run folder of a training run: the log the loop writes into it while it trains (`RunLog`: stats.jsonl,
-metrics.csv, TensorBoard), and reading it back once it has finished or stopped (`load_run`: its config and trained
-model; `export_run`: its generator as a generator file). config.json and provenance.json are written by
-`repro.train`, the checkpoints by `repro.checkpoint`."""
+"""The run folder of a training run: the one rule for what is one (`run_config`), the log the loop writes into it
+while it trains (`RunLog`: stats.jsonl, metrics.csv, TensorBoard), and reading it back once it has finished or
+stopped (`load_run`: its config and trained model; `export_run`: its generator as a generator file). config.json
+and provenance.json are written by `repro.train`, the checkpoints by `repro.checkpoint`."""
 from __future__ import annotations
 
 import csv
@@ -12,12 +12,47 @@ from typing import Any
 
 import torch
 
-from repro import checkpoint
+from repro import checkpoint, storage
 from repro.assets import sha256_file
 from repro.config import Config, from_dict
 from repro.devices import pick_device
+from repro.errors import DeepsimError
 from repro.generator_file import save_generator
 from repro.models import Inverter, Parts, build_parts
+
+
+CONFIG_FILE = "config.json"  # written by repro.train before the first step
+PROVENANCE_FILE = "provenance.json"  # written by repro.train when the run finishes or stops
+
+
+class RunFolderError(DeepsimError, FileNotFoundError):
+    """A folder given as a run folder that is not one (or not a finished one, where that is needed)."""
+
+
+def run_config(folder: str | Path, finished: bool = False) -> dict[str, Any]:
+    """The one rule for "is a run folder", used by every command that takes one (train --resume, evaluate,
+    publish, sample, shipped, and `load_run`): the folder (a path or a storage URI) holds config.json, a JSON
+    object; `finished` also asks for provenance.json, which a run writes only when it has stopped. Returns the
+    saved config as a dictionary (its keys are checked by `repro.config.from_dict`, not here)."""
+    location = str(folder)
+    if not storage.exists(location):
+        raise RunFolderError(f"run folder {folder} does not exist")
+    text = storage.read_text(storage.join(location, CONFIG_FILE))
+    if text is None:
+        raise RunFolderError(f"{folder} is not a run folder (no {CONFIG_FILE}): give a folder written by "
+                             "python -m repro.train")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{storage.join(location, CONFIG_FILE)} is not JSON ({err}): the run folder is "
+                             "damaged") from err
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{storage.join(location, CONFIG_FILE)} holds no config object: the run folder is "
+                             "damaged")
+    if finished and storage.read_text(storage.join(location, PROVENANCE_FILE)) is None:
+        raise RunFolderError(f"{folder} has not finished or stopped (no {PROVENANCE_FILE}): let the run end, or "
+                             "resume it with python -m repro.train --resume")
+    return data
 
 
 class RunLog:
@@ -73,10 +108,7 @@ def load_run(folder: str | Path, device: str | torch.device | None = None, step:
     """Config from config.json, weights from the newest intact checkpoint (or the one of `step`, so runs can
     be compared at equal training); clear errors otherwise."""
     folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
-    config = from_dict(json.loads(config_path.read_text()))
+    config = from_dict(run_config(folder))
     if step is not None:
         ckpt_folder = folder / "checkpoints" / f"step-{step:08d}"
         if not ckpt_folder.is_dir():

@@ -7,14 +7,13 @@ come from a `torch.Generator` seeded with `--seed`, so the same run and seed giv
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from repro.errors import UsageError, cli, user_input
 from repro.evaluation.figures import sample_images, write_samples
 from repro.grids import FIGURE_SUFFIX
-from repro.runs import load_run
+from repro.runs import load_run, run_config
 
 
 @cli
@@ -27,10 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the run's device rule)")
     args = parser.parse_args(argv)
 
-    config_path = args.run_dir / "config.json"
-    if not config_path.exists():
-        raise UsageError(f"{args.run_dir} is not a run folder (no config.json)")
-    model_kind = json.loads(config_path.read_text()).get("model", "inversion")
+    model_kind = run_config(args.run_dir).get("model", "inversion")
     if model_kind != "vae":
         raise UsageError(f"{args.run_dir} is a model={model_kind} run; sampling needs a model=vae run")
     if args.n < 1:

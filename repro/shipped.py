@@ -17,7 +17,7 @@ from typing import Any
 from repro.errors import cli, user_input
 from repro.generator_file import SHIPPED, SHIPPED_FOLDER, SHIPPED_NAME, GeneratorFileError
 from repro.provenance import command
-from repro.runs import export_run
+from repro.runs import PROVENANCE_FILE, export_run, run_config
 
 CARD = SHIPPED_FOLDER / f"{SHIPPED_NAME}.md"
 MAX_BYTES = 8 * 2**20
@@ -68,6 +68,7 @@ def model_card(record: dict[str, Any], provenance: dict[str, Any], evaluation: d
 
 def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str) -> Path:
     """Write the shipped generator (float16) of `run_dir` at `step` and its model card; returns the file."""
+    run_config(run_dir, finished=True)  # the one rule: a finished run folder, before anything is written
     SHIPPED_FOLDER.mkdir(parents=True, exist_ok=True)
     record = export_run(run_dir, SHIPPED, step=step, half=True)
     size = SHIPPED.stat().st_size
@@ -75,7 +76,7 @@ def ship(run_dir: Path, step: int | None, evaluation: Path | None, command: str)
         SHIPPED.unlink()
         raise GeneratorFileError(f"the generator of {run_dir} takes {size / 2**20:.1f} MB in float16, "
                                  f"over the {MAX_BYTES / 2**20:.0f} MB the package may carry")
-    provenance = json.loads((run_dir / "provenance.json").read_text())
+    provenance = json.loads((run_dir / PROVENANCE_FILE).read_text())
     evaluated = json.loads(evaluation.read_text()) if evaluation else None
     if evaluated is not None and evaluated["results"][0]["step"] != record["source"]["step"]:
         raise GeneratorFileError(f"{evaluation} evaluates step {evaluated['results'][0]['step']}, not the shipped "

@@ -58,6 +58,8 @@ def filesystem(location: str):
 
 
 def exists(location: str) -> bool:
+    if not is_uri(location):
+        return Path(location).exists()
     import pyarrow.fs
 
     fs, path = filesystem(location)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -44,6 +43,8 @@ from repro.errors import DeepsimError, cli, report, user_input
 from repro.grids import FIGURE_SUFFIX
 from repro.loop import NonFiniteLoss, Session, train
 from repro.losses import minimum_side
+from repro.needs import nets_used
+from repro.runs import run_config
 from repro.plan import SAME_SHAPES, describe, estimate_lines, measure_step, resource_plan
 
 log = logging.getLogger("repro.train")
@@ -107,10 +108,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, str]:
 
     if args.resume is not None:
         run = run_location(args, "")
-        saved = storage.read_text(storage.join(run, "config.json"))
-        if saved is None:
-            raise ConfigError(f"{args.resume} is not a run folder (no config.json)")
-        base = from_dict(json.loads(saved))
+        base = from_dict(run_config(run))
         overrides = parse_overrides(args.overrides)
         if args.preset is not None and args.preset != base.preset:
             raise ConfigError(f"{args.resume} is a {base.preset!r} run, not {args.preset!r}; leave --preset out "
@@ -133,10 +131,10 @@ def check_config(config: Config, world_size: int = 1) -> None:
         resolve_folder(folder, verify=False)
     # fewer images than one batch: every epoch would be empty and the loader would wait forever
     require_one_batch(listing(resolve_source(config.train_data)), config.train_data, config.batch_size, world_size)
-    nets = [("encoder", config.encoder, config.encoder_weights, config.layer)] if config.model == "inversion" else []
-    if config.recon_loss == "deepsim" and config.lambda_feat > 0:
-        nets.append(("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
-    for role, name, weights, tap in nets:
+    for use in nets_used(config):  # the one rule of what a config builds; a VAE's trunk is read past any tap
+        if not use.tap:
+            continue
+        role, name, weights, tap = use.role, use.name, use.weights, use.tap
         if name not in NETS:
             raise ConfigError(f"{role}={name!r} is not a known network; choose from {', '.join(NETS)}")
         if weights or name in ("caffenet", "videonet", "onnx", "squeezenet"):  # read files now, not in a worker

@@ -49,6 +49,18 @@ def test_a_diverging_optimisation_stops_with_its_step_not_nan_metrics(images, en
         invert_images(encoder, images, config, progress=False)
 
 
+def test_an_image_that_blows_up_steps_back_and_the_run_goes_on(images, encoder):
+    """The guard (ours, not M&V's): at 50× M&V's rate both images blow up within two steps; each goes back to
+    its best point with its rate halved, and the run ends finite with its feature loss lowered. At M&V's own
+    rate the guard never acts, so the optimisation is exactly theirs."""
+    result = invert_images(encoder, images, config_for_layer("pool5", steps=40, lr=0.2), progress=False)
+    assert result.backoffs and {b["image"] for b in result.backoffs} == {0, 1}
+    assert torch.isfinite(result.images).all()
+    assert result.history[-1]["feature"] < 0.6 * result.history[0]["feature"]
+    plain = invert_images(encoder, images, config_for_layer("pool5", steps=40), progress=False)
+    assert plain.backoffs == []
+
+
 def test_objective_is_zero_feature_loss_at_the_original(images, encoder):
     x = to_caffe_units(images)
     assert torch.allclose(from_caffe_units(x), images, atol=1e-6)

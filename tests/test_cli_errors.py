@@ -97,3 +97,33 @@ def test_every_command_is_in_the_table():
     assert "repro.train" in found and "bench.gpu_check" in found  # the scan sees commands at all
     missing = sorted(found - set(COMMANDS))
     assert not missing, f"commands without a bad-input case in COMMANDS: {missing}"
+
+
+# Every command that takes a run folder, with argv that names one (the folder is the first argument after `-`).
+RUN_FOLDER_COMMANDS = {
+    "repro.collapse": lambda run, t: [run],
+    "repro.colour_check": lambda run, t: [run, "--out", str(t / "c.json")],
+    "repro.evaluate": lambda run, t: [run],
+    "repro.figures": lambda run, t: [run, "--out", str(t / "f.webp")],
+    "repro.publish": lambda run, t: [run, str(t / "published")],
+    "repro.sample": lambda run, t: [run],
+    "repro.shipped": lambda run, t: [run],
+    "repro.train": lambda run, t: ["--resume", run, "--dry-run"],
+    "bench.term_balance": lambda run, t: ["--run", run],
+}
+
+
+@pytest.mark.parametrize("module", sorted(RUN_FOLDER_COMMANDS))
+@pytest.mark.parametrize("damage", ["empty", "bad-json"])
+def test_one_rule_says_what_is_a_run_folder(module, damage, tmp_path, capsys):
+    """`repro.runs.run_config` is the one rule: an empty folder and one whose config.json is not JSON get
+    the same sentence from every command that takes a run folder, before any model is built."""
+    run = tmp_path / "run"
+    run.mkdir()
+    if damage == "bad-json":
+        (run / "config.json").write_text("{ not json")
+    status, err = run_main(module, RUN_FOLDER_COMMANDS[module](str(run), tmp_path), capsys)
+    line = err.strip().splitlines()[-1] if err.strip() else ""
+    assert status == 2, f"{module}: exit {status}\n{err}"
+    expected = "is not a run folder (no config.json)" if damage == "empty" else "config.json is not JSON"
+    assert line.startswith("error: ") and expected in line, f"{module}: {line}"

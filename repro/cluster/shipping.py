@@ -18,6 +18,7 @@ from typing import Any
 
 from repro.assets import AssetError, assets_root, sha256_file
 from repro.config import Config
+from repro.needs import nets_used
 from repro.weights import weights_path
 
 # Ray is imported inside the functions that use it: an optional dependency (`--launcher local` runs without it).
@@ -33,11 +34,11 @@ def weight_files(config: Config) -> list[tuple[str, Path]]:
     """(config field, or "cache" for the pretrained cache, path) of every weights file the run reads; the
     squeezenet files are assets (they travel with the assets folder)."""
     files = []
-    for field, name, user in (("encoder_weights", config.encoder, config.encoder_weights),
-                              ("comparator_weights", config.comparator, config.comparator_weights)):
-        if user:
-            files.append((field, Path(user)))
-        elif name in ("alexnet", "alexnet-tv"):
+    for use in nets_used(config):  # the one rule of what a config builds
+        if use.weights:
+            files.append((f"{use.role}_weights" if config.model == "inversion" else "comparator_weights",
+                          Path(use.weights)))
+        elif use.cached:
             files.append(("cache", weights_path("alexnet_tv")))
     return sorted(set(files))
 

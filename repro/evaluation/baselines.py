@@ -63,6 +63,8 @@ class MVConfig:
     init: str = "noise"              # noise (M&V: Gaussian of norm σ) | grey (the mean image)
     batch_size: int = 32             # images optimised together
     seed: int = 0
+    max_backoffs: int = 8            # our guard: step-backs (rate halved) an image may take before MVDiverged
+    blowup: float = 10.0             # ... taken when its objective is not finite or over blowup × its start
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -141,6 +143,7 @@ class MVDiverged(DeepsimError, FloatingPointError):
 class MVResult:
     images: torch.Tensor                                 # (B, 3, H, W) pipeline RGB, not clamped
     history: list[dict[str, float]] = field(default_factory=list)  # mean of each term per step
+    backoffs: list[dict[str, int]] = field(default_factory=list)  # the guard's step-backs: image index, step
 
 
 def rate_factor(step: int, steps: int) -> float:
@@ -183,11 +186,21 @@ def invert_features(net: Callable[[torch.Tensor], torch.Tensor], target: torch.T
     factor = rate_factor(0, config.steps)
     optimizer = _optimizer(x, config, factor)
     history: list[dict[str, float]] = []
+    # Our guard, not M&V's: an image whose objective leaves the finite numbers or grows past `blowup` × its value
+    # at the start goes back to its best point so far, its momentum dropped and its own rate halved (a weight on
+    # its term), up to `max_backoffs` times; the others go on untouched. An optimisation that never blows up is
+    # exactly M&V's.
+    weight = torch.ones(target.shape[0], device=target.device)
+    backoffs: list[dict[str, int]] = []
+    start_total: torch.Tensor | None = None
+    best_total = torch.full_like(weight, float("inf"))
+    best = x.detach().clone()
     for step in tqdm(range(config.steps), desc="M&V", unit="step", disable=not progress, leave=False):
         new_factor = rate_factor(step, config.steps)
         if new_factor != factor and config.optimizer != "lbfgs":
             factor = new_factor  # new rate: fresh momentum, as M&V reset theirs
             optimizer = _optimizer(x, config, factor)
+        current = x.detach().clone()  # the point whose terms come next
         terms: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
@@ -195,29 +208,45 @@ def invert_features(net: Callable[[torch.Tensor], torch.Tensor], target: torch.T
             terms.update(objective(x))
             # M&V step on σ²·E (their update scales the feature gradient by x0_sigma²/y0_sigma²), so their
             # SGD rate means the same here; Adam does not care about the scale.
-            total = terms["total"].sum() * objective.sigma2(x)
+            total = (terms["total"] * weight).sum() * objective.sigma2(x)
             total.backward()
             return total
 
         optimizer.step(closure)
-        history.append({k: float(v.detach().mean()) for k, v in terms.items()})
-        if not all(torch.isfinite(v.detach()).all() for v in terms.values()):
-            bad = torch.stack([~torch.isfinite(v.detach()) for v in terms.values()]).any(0)
+        total = terms["total"].detach()
+        start_total = total.clone() if start_total is None else start_total
+        bad = torch.stack([~torch.isfinite(v.detach()) for v in terms.values()]).any(0) | (
+            total > config.blowup * start_total)
+        with torch.no_grad():
+            better = ~bad & (total < best_total)
+            best_total[better], best[better] = total[better], current[better]
+        if bad.any():
             diverged = bad.nonzero().flatten().tolist()
-            raise MVDiverged(f"M&V diverged at step {step + 1} of {config.steps}: the objective of image(s) "
-                             f"{diverged} of this batch of {target.shape[0]} is not finite (optimizer "
-                             f"{config.optimizer}, rate {config.lr * factor:g}); try fewer steps, a lower rate or "
-                             f"optimizer='adam'")
+            if any(sum(b["image"] == i for b in backoffs) >= config.max_backoffs for i in diverged):
+                raise MVDiverged(f"M&V diverged at step {step + 1} of {config.steps}: the objective of image(s) "
+                                 f"{diverged} of this batch of {target.shape[0]} is not finite or over "
+                                 f"{config.blowup:g}× its start after {config.max_backoffs} halvings of its rate "
+                                 f"(optimizer {config.optimizer}, rate {config.lr * factor:g}); try fewer steps, a "
+                                 f"lower rate or optimizer='adam'")
+            with torch.no_grad():
+                x[bad] = best[bad]
+                weight[bad] *= 0.5
+                for state in optimizer.state.get(x, {}).values():
+                    if torch.is_tensor(state) and state.shape == x.shape:
+                        state[bad] = 0
+            backoffs += [{"image": i, "step": step + 1} for i in diverged]
+        good = ~bad
+        history.append({k: float(v.detach()[good].mean()) if good.any() else float("nan") for k, v in terms.items()})
     with torch.no_grad():
         final = objective(x)
     history.append({k: float(v.mean()) for k, v in final.items()})
-    return MVResult(from_caffe_units(x.detach()), history)
+    return MVResult(from_caffe_units(x.detach()), history, backoffs)
 
 
 def invert_images(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                   config: MVConfig = MVConfig(), progress: bool = True) -> MVResult:
     """M&V reconstructions of `images` (N, 3, H, W) from `net`'s features, `config.batch_size` at a time."""
-    parts, histories = [], []
+    parts, histories, backoffs = [], [], []
     starts = range(0, images.shape[0], config.batch_size)
     for start in tqdm(starts, desc="M&V batches", unit="batch", disable=not progress):
         batch = images[start : start + config.batch_size]
@@ -226,8 +255,9 @@ def invert_images(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Ten
         result = invert_features(net, target, tuple(images.shape[-2:]), config, progress=progress)
         parts.append(result.images)
         histories.append(result.history)
+        backoffs += [{**b, "image": start + b["image"]} for b in result.backoffs]  # index in `images`
     # History of the whole set: per step, the image-weighted mean over batches.
     sizes = [p.shape[0] for p in parts]
     merged = [{k: sum(h[i][k] * n for h, n in zip(histories, sizes)) / sum(sizes) for k in histories[0][i]}
               for i in range(len(histories[0]))]
-    return MVResult(torch.cat(parts), merged)
+    return MVResult(torch.cat(parts), merged, backoffs)

@@ -48,7 +48,7 @@ from repro.evaluation.scores import (IDENTIFICATION_FACTOR, EvalError, Reference
 from repro.evaluation.tables import markdown_table, metric_cells, metric_headings
 from repro.generator_file import init_generator_path
 from repro.grids import FIGURE_SUFFIX, write_grid
-from repro.runs import load_run
+from repro.runs import RunFolderError, load_run
 
 PAPER_TABLE = REPO_ROOT / "results" / "paper_table2.json"
 
@@ -179,19 +179,12 @@ def markdown(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------------
-def check_run_folder(folder: Path) -> None:
-    if not folder.exists():
-        raise EvalError(f"run folder {folder} does not exist")
-    if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise EvalError(f"{folder} is not a run folder (no config.json): give a folder written by "
-                        "python -m repro.train")
-
-
 def open_run(options: EvalOptions) -> Any:
     """The run (config + model from its newest intact checkpoint), or an EvalError saying what to do."""
-    check_run_folder(options.run_dir)
     try:
         run = load_run(options.run_dir, options.device, options.step)
+    except RunFolderError as err:
+        raise EvalError(str(err)) from err
     except CheckpointError as err:
         hint = "give --step one of the kept steps" if options.step is not None else \
             "train it (python -m repro.train) until it writes a checkpoint"
@@ -217,6 +210,7 @@ def measure_mahendran_vedaldi(model: Any, ref: Reference, options: EvalOptions, 
                                                               "independent net (M&V)", options.progress)
     result = {"method": "mahendran-vedaldi", "comparator": None, "step": None,
               "mv_config": dataclasses.asdict(mv_config), "mv_final_objective": mv.history[-1],
+              "mv_backoffs": mv.backoffs,  # the guard's step-backs (image, step): none means M&V's own run
               **score(ref, mv_images, mv_features, image_metrics, mv_independent)}
     return result, mv_images
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from repro.assets import REPO_ROOT
 from repro.provenance import command
 from repro.reporting.compress_figures import compress_figures
+from repro.runs import export_run, run_config
 
 # provenance.json holds the run's config too, so the published folder needs no separate config.json.
 FILES = ("provenance.json", "stats.jsonl", "metrics.csv",
@@ -27,9 +28,7 @@ FILES = ("provenance.json", "stats.jsonl", "metrics.csv",
 
 def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: bool = False,
             half: bool = False) -> Path:
-    if not (run_dir / "config.json").exists() or not (run_dir / "provenance.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a finished run folder (config.json/provenance.json missing)")
-    preset = json.loads((run_dir / "config.json").read_text())["preset"]
+    preset = run_config(run_dir, finished=True)["preset"]
     dest = dest or REPO_ROOT / "results" / preset / run_dir.name
     dest.mkdir(parents=True, exist_ok=True)
     for name in FILES:
@@ -44,8 +43,6 @@ def publish(run_dir: Path, dest: Path | None = None, grids: int = 2, generator: 
     if (run_dir / "eval").is_dir():
         shutil.copytree(run_dir / "eval", dest / "eval", dirs_exist_ok=True)
     if generator:
-        from repro.runs import export_run  # local: loads torch, which copying a run folder does not need
-
         export_run(run_dir, dest / "generator.pt", half=half)
     compress_figures(dest, command("repro.publish", [str(run_dir), str(dest)]))
     return dest
