@@ -51,6 +51,9 @@ from repro.runs import load_run
 # The models compared: presets of repro.config (the VAE and autoencoders are presets of the one loop).
 AE_MODELS = {"se": "ae-se", "l1": "ae-l1", "ms-ssim": "ae-ms-ssim", "deepsim": "ae-deepsim"}
 VAE_MODELS = {"vae-se": "vae-se", "vae-deepsim": "vae"}
+# `--conv5star`: the DeePSiM models' comparator sees a 227 px copy of each image, so its pool5 is a 6×6 map
+# (protocol CONV5*; at 64 px pool5 is 1×1). The baselines have no comparator and stay as they are.
+CONV5STAR = {"ae-deepsim": "ae-deepsim-conv5star", "vae": "vae-conv5star"}
 MEASURE_BATCH = 32  # images per forward pass when measuring
 
 
@@ -62,12 +65,21 @@ class Options:
     resolution: int                # side of the images
     losses: tuple[str, ...]        # autoencoder recon losses to compare (subset of AE_MODELS)
     vae: bool                      # also train and sample the SE-VAE and the DeePSiM VAE
+    conv5star: bool                # the DeePSiM models' comparator at 227 px (CONV5STAR)
     n_eval: int                    # held-out images measured
     grid_images: int               # columns of the reconstruction grid
     n_samples: int                 # VAE samples per grid
     overrides: dict[str, str]      # --set KEY=VALUE for every model (batch_size, latent_dim, device, …)
     progress: bool
     command: str
+
+
+def model_presets(options: Options) -> dict[str, str]:
+    """Model name → preset of every model this comparison trains."""
+    names = {f"ae-{loss}": AE_MODELS[loss] for loss in options.losses}
+    if options.vae:
+        names.update(VAE_MODELS)
+    return {name: CONV5STAR.get(preset, preset) if options.conv5star else preset for name, preset in names.items()}
 
 
 def model_config(preset: str, options: Options) -> Config:
@@ -155,10 +167,7 @@ def compare(options: Options) -> dict[str, Any]:
     threads = options.overrides.get("threads")
     if threads is not None and int(threads) > 0:
         torch.set_num_threads(int(threads))
-    names = {f"ae-{loss}": AE_MODELS[loss] for loss in options.losses}
-    if options.vae:
-        names.update(VAE_MODELS)
-    configs = {name: model_config(preset, options) for name, preset in names.items()}
+    configs = {name: model_config(preset, options) for name, preset in model_presets(options).items()}
     options.out.mkdir(parents=True, exist_ok=True)
     trained = {name: train_model(name, config, options) for name, config in configs.items()}
 
@@ -195,6 +204,8 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     parser.add_argument("--losses", default="se,l1,ms-ssim,deepsim",
                         help="autoencoder losses to compare, comma-separated, or 'none' (default: all four)")
     parser.add_argument("--vae", action="store_true", help="also train the SE-VAE and the DeePSiM VAE (Fig. 8)")
+    parser.add_argument("--conv5star", action="store_true",
+                        help="the DeePSiM models' comparator sees 227 px copies: a 6×6 pool5 map (protocol CONV5*)")
     parser.add_argument("--n-eval", type=int, default=64, help="held-out images measured (default 64)")
     parser.add_argument("--grid-images", type=int, default=8, help="columns of the reconstruction grid")
     parser.add_argument("--samples", type=int, default=64, help="samples per VAE grid (default 64)")
@@ -216,7 +227,7 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("results") / "autoencoders" / stamp
     options = Options(out=out, runs_dir=args.runs_dir or Path("runs") / "autoencoders" / out.name, steps=args.steps,
-                      resolution=args.resolution, losses=losses, vae=args.vae, n_eval=args.n_eval,
+                      resolution=args.resolution, losses=losses, vae=args.vae, conv5star=args.conv5star, n_eval=args.n_eval,
                       grid_images=args.grid_images, n_samples=args.samples,
                       overrides=parse_overrides(args.overrides), progress=not args.no_progress,
                       command="python -m repro.compare_autoencoders " + " ".join(shlex.quote(a) for a in argv))
@@ -229,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
     git_commit()  # pin the commit of the code now running
     options, dry_run = parse_args(argv)
-    names = [AE_MODELS[loss] for loss in options.losses] + (list(VAE_MODELS.values()) if options.vae else [])
-    configs = {name: model_config(name, options) for name in names}  # ConfigError: one line, exit 2 (`cli`)
+    configs = {name: model_config(preset, options)  # ConfigError: one line, exit 2 (`cli`)
+               for name, preset in model_presets(options).items()}
     if dry_run:
         print(json.dumps({name: config.to_dict() for name, config in configs.items()}, indent=2))
         return 0

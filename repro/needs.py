@@ -7,10 +7,8 @@ Torch-free, so that config validation stays light.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from repro.config import Config
+# Every function takes a `repro.config.Config`; it is not imported here, since config validates through this module.
 
 # Networks whose weights only the user can give (the original CaffeNet/VideoNet, any ONNX file): file hint.
 USER_WEIGHTS = {"caffenet": "bvlc_reference_caffenet.caffemodel or the model zoo's caffenet ONNX file",

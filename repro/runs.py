@@ -36,7 +36,7 @@ def run_config(folder: str | Path, finished: bool = False) -> dict[str, Any]:
     saved config as a dictionary (its keys are checked by `repro.config.from_dict`, not here)."""
     location = str(folder)
     if not storage.exists(location):
-        raise RunFolderError(f"run folder {folder} does not exist")
+        raise RunFolderError(f"{folder} is not a run folder: it does not exist")
     text = storage.read_text(storage.join(location, CONFIG_FILE))
     if text is None:
         raise RunFolderError(f"{folder} is not a run folder (no {CONFIG_FILE}): give a folder written by "

@@ -197,7 +197,7 @@ def test_evaluate_cli_rejects_bad_arguments(tmp_path, capsys, foreign_run, recor
         ([str(tmp_path / "missing")], "does not exist"),
         ([str(tmp_path)], "is not a run folder"),
         ([str(corrupt)], "has no intact checkpoint"),
-        ([str(garbled)], "does not describe a run"),
+        ([str(garbled)], "config.json is not JSON"),
         ([str(corrupt), "--n", "1"], "--n must be ≥ 2"),
         ([str(corrupt), "--device", "tpu"], "invalid choice: 'tpu'"),
     ]
