@@ -29,6 +29,11 @@ class DeepsimError(Exception):
     file, key, layer or shape) and what to do."""
 
 
+class ConfigError(DeepsimError, ValueError):
+    """A preset or override that does not exist or does not parse (raised by `repro.config`, the λ rule and
+    `repro.needs`; here, below them all, so that none imports another for it)."""
+
+
 class UsageError(DeepsimError, ValueError):
     """An argument or input a command cannot use (the generic case; modules raise their own subclasses)."""
 

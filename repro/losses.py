@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from repro.comparators import build_comparator
-from repro.config import Config, ConfigError, FEATURE_IMAGE_RATIO_AT, reduced_lambdas
+from repro.config import Config, ConfigError
+from repro.lambda_rule import FEATURE_IMAGE_RATIO_AT, reduced_lambdas
 from repro.errors import DeepsimError
 from repro.ssim import ms_ssim, ssim
 
@@ -129,7 +130,7 @@ class LossError(DeepsimError, ValueError):
 
 
 def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[str, float]:
-    """λ_feat, λ_adv and λ_KL at `resolution` by the project's rule (`repro.config.reduced_lambdas`): the
+    """λ_feat, λ_adv and λ_KL at `resolution` by the project's rule (`repro.lambda_rule.reduced_lambdas`): the
     paper's at 227 px for any comparator (its feature scale already puts it in the reference's units); at
     another side λ_adv and λ_KL scale by (R/227)², and λ_feat needs the comparator's measured feature/image
     ratio there (`FEATURE_IMAGE_RATIO_AT`). Raises LossError naming what is not measured and what to pass."""
@@ -140,7 +141,7 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
     try:
         out = {**reduced_lambdas(resolution), "lambda_img": Config.lambda_img}  # per-sample λ: any comparator
     except ConfigError:
-        raise LossError(f"the project's λ rule (repro.config.reduced_lambdas) has no measured ratios at {resolution} "
+        raise LossError(f"the project's λ rule (repro.lambda_rule.reduced_lambdas) has no measured ratios at {resolution} "
                         f"px (only at {', '.join(map(str, measured))} px): pass lambda_feat, lambda_adv and "
                         "lambda_kl explicitly, or use one of those resolutions") from None
     if comparator is not None:
@@ -150,7 +151,7 @@ def _rule_lambdas(resolution: int, comparator: tuple[str, str] | None) -> dict[s
             raise LossError(f"the project's λ rule has no measured feature/image ratio of {comparator[0]}:"
                             f"{comparator[1]} at {resolution} px (it has one for alexnet:pool5 at "
                             f"{', '.join(map(str, measured))} px): pass lambda_feat explicitly, or measure the ratio "
-                            "(Comparator.feature_image_ratio) into repro.config.FEATURE_IMAGE_RATIO_AT") from None
+                            "(Comparator.feature_image_ratio) into repro.lambda_rule.FEATURE_IMAGE_RATIO_AT") from None
     return out
 
 
@@ -212,7 +213,7 @@ class DeePSiMLoss(nn.Module):
         comparator: registry name (`repro.comparators.NETS`) or a built `Comparator`; None only when λ_feat = 0.
         tap: the comparator's layer when `comparator` is a name ("pool5" = the paper's CONV5).
         resolution: side R of the images: the comparator is built for it (names only), and λ left as None come
-            from the project's rule at R (`repro.config.reduced_lambdas`; the paper's at 227). With such λ,
+            from the project's rule at R (`repro.lambda_rule.reduced_lambdas`; the paper's at 227). With such λ,
             images of another side are refused (they would get another side's balance of terms).
         weights: the comparator's weights file when the name needs one (caffenet, onnx, the fc taps of alexnet).
         lambda_feat, lambda_adv, lambda_img, lambda_kl: weights in the paper's Caffe units (`repro.losses`);

@@ -28,7 +28,8 @@ import torch
 
 from repro import provenance
 from repro.assets import asset_folder
-from repro.config import Config, make_config, reduced_lambdas
+from repro.config import Config, make_config
+from repro.lambda_rule import reduced_lambdas
 from repro.errors import cli, user_input
 from repro.data import infinite_batches, list_images, load_images, training_loader
 from repro.loop import Trainer
@@ -47,7 +48,7 @@ def encoder_state(encoder: torch.nn.Module, images: torch.Tensor) -> dict[str, f
 
 def kl_budget(resolution: int, n_images: int = 128) -> dict[str, float]:
     """Nats per image that the reconstruction cost of a blind reconstruction is worth at `resolution`, with
-    the λ of the reduced-scale rule (repro.config.reduced_lambdas: the paper's at 227 px), the cost being the
+    the λ of the reduced-scale rule (repro.lambda_rule.reduced_lambdas: the paper's at 227 px), the cost being the
     training loss's own DeePSiM terms without D."""
     lam = reduced_lambdas(resolution)
     images = load_images(list_images(asset_folder("imagenet-1k-256"))[:n_images], resolution)

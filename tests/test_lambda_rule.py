@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from repro.comparators import FEATURE_IMAGE_RATIO, FEATURE_SCALE_REFERENCE, build_comparator, feature_scale_of
-from repro.config import FEATURE_IMAGE_RATIO_AT, PRESETS, Config, ConfigError, make_config, reduced_lambdas
+from repro.config import PRESETS, Config, ConfigError, make_config
+from repro.lambda_rule import FEATURE_IMAGE_RATIO_AT, reduced_lambdas
 
 PAPER = {"lambda_feat": Config.lambda_feat, "lambda_adv": Config.lambda_adv, "lambda_kl": Config.lambda_kl,
          "lambda_img": Config.lambda_img}

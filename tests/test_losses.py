@@ -178,11 +178,11 @@ def test_deepsim_loss_docstring_example_runs_as_written():
 
 
 def test_deepsim_loss_takes_the_projects_lambda_at_its_resolution():
-    """λ left out come from the project's rule (repro.config.reduced_lambdas) at `resolution`: the paper's at 227
+    """λ left out come from the project's rule (repro.lambda_rule.reduced_lambdas) at `resolution`: the paper's at 227
     px, the reduced ones at 64 px; a side the rule has no measured ratio for is a clear error, and images of
     another side than the rule's λ were taken for are refused."""
     from repro import DeePSiMLoss
-    from repro.config import reduced_lambdas
+    from repro.lambda_rule import reduced_lambdas
     from repro.losses import LossError
     from repro.nets.discriminator import Discriminator
 
