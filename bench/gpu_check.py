@@ -57,6 +57,8 @@ from typing import Any, Callable
 
 from repro.assets import asset_folder, sha256_file
 from repro.config import from_dict, make_config
+# Every section imports what it needs (torch, repro's loop, data and weights) inside itself, so that a section whose
+# import fails on the device reports its own status while the others still run.
 from repro import provenance
 from repro.errors import UsageError, cli, user_input
 from repro.provenance import git_commit

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# repro.data (torch) is imported inside ray_scaling: --help and the record's readers do not load it.
 from repro.assets import asset_folder
 
 log = logging.getLogger(__name__)

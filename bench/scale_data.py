@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+# repro.data and repro.weights (torch, cv2) are imported inside the subcommands that read images or weights.
 from repro import provenance as prov
 from repro.config import make_config
 from repro.errors import UsageError, cli, user_input

@@ -13,6 +13,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+# The loaders import caffe2onnx and torch_convert (onnx, onnx2torch, torch) inside themselves: importing the package
+# for its errors or paths loads none of them.
 from converters.errors import ConversionError
 
 if TYPE_CHECKING:

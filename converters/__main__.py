@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+# The converter modules with onnx, onnx2torch, onnxruntime or torch are imported inside each subcommand: `--help`
+# and the subcommands that do not need them stay fast.
 from converters.caffe_net import declared_inputs
 from converters.caffemodel import write_caffemodel
 from converters.errors import ConversionError

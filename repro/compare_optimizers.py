@@ -34,6 +34,7 @@ from repro.code_search import search, settings_record
 from repro.comparators import build_net
 from repro.data import list_images, listing_sha256, load_images, resolve_folder
 from repro.errors import UsageError, cli, user_input
+from converters.squeezenet_dc import default_paths
 from repro.grids import FIGURE_SUFFIX, save_figure, save_images
 from repro.generator_file import load_generator
 from repro.invert import OneLineParser
@@ -241,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 tiles.append(loaded.generator(best_images[name, unit][1][None].to(args.device)).clamp(0, 1)[0].cpu())
     save_images(torch.stack(tiles), args.out / f"best-images{FIGURE_SUFFIX}", columns=1 + len(args.optimizers))
-    from converters.squeezenet_dc import default_paths
 
     natural_id = (f"../shared/assets/{args.natural} sha256={FOLDER_SHA256[args.natural]}" if args.natural in FOLDER_SHA256
                   else f"{folder} listing sha256={listing_sha256(str(folder))}")

@@ -76,6 +76,7 @@ def weights_sha256(path: str | Path) -> str:
 
 def weights(config: Config) -> dict[str, str]:
     """sha256 of every weights file the run depends on (pretrained cache or user files)."""
+    # local imports here and below: provenance is read by torch-free tools (report, publish); these load torch
     from repro.weights import weights_path
 
     out = {}
