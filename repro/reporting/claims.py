@@ -161,6 +161,7 @@ class Verdict:
     holds: list[str] = field(default_factory=list)
     fails: list[str] = field(default_factory=list)
     not_measurable: list[str] = field(default_factory=list)
+    within_spread: list[str] = field(default_factory=list)  # held, but by no more than the spread between seeds
 
 
 def at_chance(record: dict) -> str | None:
@@ -241,7 +242,7 @@ def judge(found: list[tuple[dict, dict]], records: list[dict], holds: Callable[[
             note, shortfalls = against_seeds(a, b, records, metrics)
             line += f" ({note})" if note else ""
             if shortfalls:
-                verdict.not_measurable.append(f"{line} — " + "; ".join(shortfalls))
+                verdict.within_spread.append(f"{line} — " + "; ".join(shortfalls))
             else:
                 verdict.holds.append(line)
     return verdict
@@ -346,7 +347,7 @@ def check_no_img_is_similar(records: list[dict]) -> Verdict:
                                              margin=lambda a, b, k: SIMILAR_PCT - abs(a[k] - b[k]))
             line += f" ({note})"
             if shortfalls:
-                verdict.not_measurable.append(f"{line} — " + "; ".join(shortfalls))
+                verdict.within_spread.append(f"{line} — " + "; ".join(shortfalls))
             else:
                 verdict.holds.append(line)
     return verdict
@@ -403,6 +404,8 @@ def assess(claim: Claim, records: list[dict], scale: str | None = None) -> tuple
     verdict = claim.check(records)
     if verdict.fails:
         return "fails", verdict.fails
+    if verdict.within_spread:  # one pair that holds by no more than the seeds differ: the claim is not shown
+        return "not measurable", verdict.within_spread + verdict.holds + verdict.not_measurable
     if verdict.holds:
         return "holds", verdict.holds + verdict.not_measurable
     if verdict.not_measurable:
