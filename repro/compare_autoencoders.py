@@ -137,9 +137,14 @@ def settings(configs: dict[str, dict[str, Any]]) -> str:
     first = next(iter(configs.values()))
     shared = (f"Shared: lr {first['lr']}, batch {first['batch_size']}, latent_dim {first['latent_dim']}, "
               f"generator width {first['generator_width']}, seed {first['seed']}.")
-    deepsim = (f" DeePSiM loss: λ_feat {first['lambda_feat']} ({first['comparator']} {first['comparator_tap']}), "
-               f"λ_adv {first['lambda_adv']} (discriminator width {first['discriminator_width']}), "
-               f"λ_img {first['lambda_img']}.")
+    # the DeePSiM terms as the DeePSiM models have them (the baselines carry the preset's unused λ)
+    ds = next((c for c in configs.values() if c["recon_loss"] == "deepsim"), None)
+    seen = (f" at {ds['comparator_resolution']} px" if ds and ds.get("comparator_resolution") not in (None, 0,
+                                                                                                   ds["resolution"])
+            else "")
+    deepsim = (f" DeePSiM loss: λ_feat {ds['lambda_feat']} ({ds['comparator']} {ds['comparator_tap']}{seen}), "
+               f"λ_adv {ds['lambda_adv']} (discriminator width {ds['discriminator_width']}), "
+               f"λ_img {ds['lambda_img']}." if ds else "")
     kl = [f"{name} λ_KL {c['lambda_kl']}" for name, c in configs.items() if c["model"] == "vae"]
     return shared + deepsim + (f" {', '.join(kl)}." if kl else "")
 
