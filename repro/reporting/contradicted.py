@@ -72,9 +72,9 @@ CONTRADICTED.update({(key, CONV5_STAR_WARM_SCALE): reason for key, reason in {
         "power against the image loss's 1.3-1.7 %: not blur, a lattice that 2500 CPU iterations do not remove (the "
         "paper trained 500k+), and a score the image loss's conditional mean minimises by construction"),
     "ablation:deepsim-no-adv": (
-        "CONV5* warm-started, 2500 iterations, seed 0 (results/conv5star-warm-no-adv): without D the "
-        "reconstructions score better on LPIPS (0.411 vs the full loss's 0.449-0.462) and in feature space "
-        "(54.1 vs 59.6-60.1 %); they carry the same lattice, and LPIPS (AlexNet backbone) rewards matching "
+        "CONV5* warm-started, 2500 iterations, seeds 0 and 1 (results/conv5star-warm-no-adv): without D the "
+        "reconstructions score better on LPIPS (0.411-0.413 vs the full loss's 0.449-0.462) and in feature space "
+        "(54.1-54.6 vs 59.6-60.1 %); they carry the same lattice, and LPIPS (AlexNet backbone) rewards matching "
         "AlexNet's pool5, which the no-adv run does with nothing pulling against it; Fig. 1(d)'s noisy "
         "predictions are judged by eye in the paper, after 500k+ iterations"),
 }.items()})
