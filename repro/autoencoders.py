@@ -189,9 +189,9 @@ def vae_trunk(config: Config) -> tuple[TappedNet, str]:
     using VideoNet as comparator").
     """
     arch, resolution = encoder_architecture(config.encoder), config.resolution
-    if trunk_from_comparator(config) and arch == "alexnet":
-        return AlexNetTV.pretrained(resolution), "pretrained alexnet (the comparator's weights)"
     if trunk_from_comparator(config):
+        if arch == "alexnet":
+            return AlexNetTV.pretrained(resolution), "pretrained alexnet (the comparator's weights)"
         return (build_net("caffenet", resolution, config.comparator_weights or None),
                 f"pretrained caffenet ({config.comparator_weights})")
     seed = config.seed + ENCODER_SEED_OFFSET

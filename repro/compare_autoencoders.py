@@ -139,9 +139,8 @@ def settings(configs: dict[str, dict[str, Any]]) -> str:
               f"generator width {first['generator_width']}, seed {first['seed']}.")
     # the DeePSiM terms as the DeePSiM models have them (the baselines carry the preset's unused λ)
     ds = next((c for c in configs.values() if c["recon_loss"] == "deepsim"), None)
-    seen = (f" at {ds['comparator_resolution']} px" if ds and ds.get("comparator_resolution") not in (None, 0,
-                                                                                                   ds["resolution"])
-            else "")
+    seen_at = ds.get("comparator_resolution") if ds else None  # 0: the comparator sees the images' own side
+    seen = f" at {seen_at} px" if seen_at and seen_at != ds["resolution"] else ""
     deepsim = (f" DeePSiM loss: λ_feat {ds['lambda_feat']} ({ds['comparator']} {ds['comparator_tap']}{seen}), "
                f"λ_adv {ds['lambda_adv']} (discriminator width {ds['discriminator_width']}), "
                f"λ_img {ds['lambda_img']}." if ds else "")
@@ -232,7 +231,8 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("results") / "autoencoders" / stamp
     options = Options(out=out, runs_dir=args.runs_dir or Path("runs") / "autoencoders" / out.name, steps=args.steps,
-                      resolution=args.resolution, losses=losses, vae=args.vae, conv5star=args.conv5star, n_eval=args.n_eval,
+                      resolution=args.resolution, losses=losses, vae=args.vae, conv5star=args.conv5star,
+                      n_eval=args.n_eval,
                       grid_images=args.grid_images, n_samples=args.samples,
                       overrides=parse_overrides(args.overrides), progress=not args.no_progress,
                       command="python -m repro.compare_autoencoders " + " ".join(shlex.quote(a) for a in argv))

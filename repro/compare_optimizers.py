@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from converters.squeezenet_dc import default_paths
 from repro import provenance
 from repro.assets import FOLDER_SHA256, asset_file
 from repro.code_search import search, settings_record
 from repro.comparators import build_net
 from repro.data import list_images, listing_sha256, load_images, resolve_folder
 from repro.errors import UsageError, cli, user_input
-from converters.squeezenet_dc import default_paths
 from repro.grids import FIGURE_SUFFIX, save_figure, save_images
 from repro.generator_file import load_generator
 from repro.invert import OneLineParser

@@ -61,7 +61,8 @@ def reduced_lambdas(resolution: int, comparator: tuple[str, str] = ("alexnet", "
                           "and 227 px: measure them (Comparator.feature_image_ratio) into FEATURE_IMAGE_RATIO_AT")
     area = (resolution / 227) ** 2
     return {"lambda_feat": round(PAPER_LAMBDAS["lambda_feat"] * ratios[227] / ratios[key], 5),
-            "lambda_adv": round(PAPER_LAMBDAS["lambda_adv"] * area, 2), "lambda_kl": round(PAPER_LAMBDAS["lambda_kl"] * area, 3)}
+            "lambda_adv": round(PAPER_LAMBDAS["lambda_adv"] * area, 2),
+            "lambda_kl": round(PAPER_LAMBDAS["lambda_kl"] * area, 3)}
 
 
 def reduced_lambda_adv(resolution: int) -> float:

@@ -22,11 +22,13 @@ PRETRAINED_CACHE = ("alexnet", "alexnet-tv")  # registry names whose weights com
 class NetUse:
     """One network a run builds from the registry: its role, registry name, the user's weights file ("" for the
     registry's own: the pretrained cache, the shared assets, or a seeded random init) and the tap it is read at
-    ("" for a VAE/autoencoder trunk, which is trained past its conv layers)."""
+    ("" for a VAE/autoencoder trunk, which is trained past its conv layers), and the config field that names
+    that file (a trunk's is the comparator's: it starts from the comparator's weights)."""
     role: str  # "encoder" | "comparator"
     name: str
     weights: str
     tap: str
+    field: str  # "encoder_weights" | "comparator_weights"
 
     @property
     def cached(self) -> bool:
@@ -59,11 +61,12 @@ def nets_used(config: Config) -> list[NetUse]:
     the feature term is on."""
     uses = []
     if config.model == "inversion":
-        uses.append(NetUse("encoder", config.encoder, config.encoder_weights, config.layer))
+        uses.append(NetUse("encoder", config.encoder, config.encoder_weights, config.layer, "encoder_weights"))
     elif trunk_from_comparator(config):
-        uses.append(NetUse("encoder", config.comparator, config.comparator_weights, ""))
+        uses.append(NetUse("encoder", config.comparator, config.comparator_weights, "", "comparator_weights"))
     if uses_comparator(config):
-        uses.append(NetUse("comparator", config.comparator, config.comparator_weights, config.comparator_tap))
+        uses.append(NetUse("comparator", config.comparator, config.comparator_weights, config.comparator_tap,
+                           "comparator_weights"))
     return uses
 
 
@@ -77,12 +80,12 @@ def missing_inputs(config: Config) -> list[str]:
     if not config.train_data:
         missing.append("--set train_data=DIR_OR_TRAIN_TXT (your ILSVRC-2012 training images)")
     for use in nets_used(config):
-        field = "encoder_weights" if use.role == "encoder" and config.model == "inversion" else "comparator_weights"
         if use.weights:
             continue
         if use.name in USER_WEIGHTS:
-            missing.append(f"--set {field}=FILE ({use.role}={use.name} needs your {USER_WEIGHTS[use.name]})")
+            missing.append(f"--set {use.field}=FILE ({use.role}={use.name} needs your {USER_WEIGHTS[use.name]})")
         elif use.name in PRETRAINED_CACHE and use.tap in ALEXNET_UNSHIPPED_TAPS:
-            missing.append(f"--set {field}=FILE ({use.role} tap {use.tap} of the pretrained alexnet: only conv1–5 "
-                           "ship here, so give a full torchvision AlexNet state dict, or use caffenet with your weights)")
+            missing.append(f"--set {use.field}=FILE ({use.role} tap {use.tap} of the pretrained alexnet: only "
+                           "conv1–5 ship here, so give a full torchvision AlexNet state dict, or use caffenet with "
+                           "your weights)")
     return missing

@@ -84,7 +84,7 @@ def weights(config: Config) -> dict[str, str]:
         role, name, user = use.role, use.name, use.weights
         if user:
             out[role] = f"{user} sha256={weights_sha256(user)}"
-        elif name in ("alexnet", "alexnet-tv"):
+        elif use.cached:
             path = weights_path("alexnet_tv")
             out[role] = f"{path} sha256={weights_sha256(path) if path.exists() else 'missing'}"
         elif name == "squeezenet":

@@ -49,7 +49,7 @@ def run_config(folder: str | Path, finished: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunFolderError(f"{storage.join(location, CONFIG_FILE)} holds no config object: the run folder is "
                              "damaged")
-    if finished and storage.read_text(storage.join(location, PROVENANCE_FILE)) is None:
+    if finished and not storage.exists(storage.join(location, PROVENANCE_FILE)):
         raise RunFolderError(f"{folder} has not finished or stopped (no {PROVENANCE_FILE}): let the run end, or "
                              "resume it with python -m repro.train --resume")
     return data

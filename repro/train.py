@@ -44,8 +44,8 @@ from repro.grids import FIGURE_SUFFIX
 from repro.loop import NonFiniteLoss, Session, train
 from repro.losses import minimum_side
 from repro.needs import nets_used
-from repro.runs import run_config
 from repro.plan import SAME_SHAPES, describe, estimate_lines, measure_step, resource_plan
+from repro.runs import CONFIG_FILE, run_config
 
 log = logging.getLogger("repro.train")
 
@@ -174,7 +174,7 @@ def check_inputs(config: Config, args: argparse.Namespace, run: str) -> None:
         found = ckpt.load_latest(run_dir / "checkpoints")
         if found is None:
             raise ConfigError(f"{run_dir} has no intact checkpoint to resume from; start a new run instead")
-        ckpt.check_resume_checkpoint(*found, config, run_dir / "config.json")
+        ckpt.check_resume_checkpoint(*found, config, run_dir / CONFIG_FILE)
         args.resume_from = found  # the local launcher need not read it twice
 
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         check_inputs(config, args, run)
         if args.launcher == "ray":
             connect_ray(args, config, run)  # refuses a run folder the cluster's nodes cannot all reach
-    storage.write_text(storage.join(run, "config.json"), config.to_json())
+    storage.write_text(storage.join(run, CONFIG_FILE), config.to_json())
     print(f"{'resuming' if args.resume else 'run folder'} {run}", flush=True)
     started = time.time()
     launch = launch_ray if args.launcher == "ray" else launch_local

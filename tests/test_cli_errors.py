@@ -99,7 +99,7 @@ def test_every_command_is_in_the_table():
     assert not missing, f"commands without a bad-input case in COMMANDS: {missing}"
 
 
-# Every command that takes a run folder, with argv that names one (the folder is the first argument after `-`).
+# Every command that takes a run folder: its argv given the folder `run` and a temporary folder `t`.
 RUN_FOLDER_COMMANDS = {
     "repro.collapse": lambda run, t: [run],
     "repro.colour_check": lambda run, t: [run, "--out", str(t / "c.json")],

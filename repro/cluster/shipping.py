@@ -36,8 +36,7 @@ def weight_files(config: Config) -> list[tuple[str, Path]]:
     files = []
     for use in nets_used(config):  # the one rule of what a config builds
         if use.weights:
-            files.append((f"{use.role}_weights" if config.model == "inversion" else "comparator_weights",
-                          Path(use.weights)))
+            files.append((use.field, Path(use.weights)))
         elif use.cached:
             files.append(("cache", weights_path("alexnet_tv")))
     return sorted(set(files))

@@ -222,7 +222,7 @@ def invert_features(net: Callable[[torch.Tensor], torch.Tensor], target: torch.T
             best_total[better], best[better] = total[better], current[better]
         if bad.any():
             diverged = bad.nonzero().flatten().tolist()
-            if any(sum(b["image"] == i for b in backoffs) >= config.max_backoffs for i in diverged):
+            if (weight[bad] <= 0.5 ** config.max_backoffs).any():  # an image already halved max_backoffs times
                 raise MVDiverged(f"M&V diverged at step {step + 1} of {config.steps}: the objective of image(s) "
                                  f"{diverged} of this batch of {target.shape[0]} is not finite or over "
                                  f"{config.blowup:g}× its start after {config.max_backoffs} halvings of its rate "
