@@ -115,8 +115,14 @@ def test_claim_rules_fail_on_plausible_wrong_results():
     mv = fake_record("mahendran-vedaldi", step=None, image_error_pct=66.9, feature_error_pct=31.3,
                      independent_feature_error_pct=60.0)
     # DeePSiM's checkerboards: much more contrast (sharpness 70 vs 27) but edges further from the originals'
-    assert outcome(claims.check_image_loss_is_blurrier([image_loss, deepsim])) == "fails"
-    assert outcome(claims.check_image_loss_is_blurrier([image_loss, dict(deepsim, gradient_error_pct=80.0)])) == "holds"
+    assert outcome(claims.check_edges_agree_better([image_loss, deepsim])) == "fails"
+    assert outcome(claims.check_edges_agree_better([image_loss, dict(deepsim, gradient_error_pct=80.0)])) == "holds"
+    # blur read in fine power off the lattice: the blurry one is the image loss, unless the numbers say otherwise
+    sharp, blurry = dict(deepsim, fine_power_pct=60.0), dict(image_loss, fine_power_pct=2.0)
+    assert outcome(claims.check_image_loss_is_blurrier([blurry, sharp])) == "holds"
+    assert outcome(claims.check_image_loss_is_blurrier([dict(blurry, fine_power_pct=70.0), sharp])) == "fails"
+    # a DeePSiM whose only fine power is G's lattice has none off it: it does not pass for sharp
+    assert outcome(claims.check_image_loss_is_blurrier([blurry, dict(sharp, fine_power_pct=1.5)])) == "fails"
     # the image loss winning in feature space too
     assert outcome(claims.check_image_loss_vs_deepsim([dict(image_loss, feature_error_pct=60.0), deepsim])) == "fails"
     # ... or only in the independent network
@@ -127,7 +133,8 @@ def test_claim_rules_fail_on_plausible_wrong_results():
     old = [{k: v for k, v in r.items() if k not in ("gradient_error_pct", "independent_feature_error_pct")}
            for r in (image_loss, deepsim)]
     assert claims.assess(independent, old)[0] == "not measured"
-    assert claims.assess(CLAIMS_BY_KEY["blur"], old)[0] == "not measured"
+    assert claims.assess(CLAIMS_BY_KEY["blur:edges"], old)[0] == "not measured"
+    assert claims.assess(CLAIMS_BY_KEY["blur"], [image_loss, deepsim])[0] == "not measured"  # no fine power yet
     # M&V closer in image space than a generator
     assert outcome(claims.check_mv_extremes([dict(mv, image_error_pct=50.0), deepsim])) == "fails"
     assert outcome(claims.check_mv_extremes([mv, deepsim, image_loss])) == "holds"
@@ -154,7 +161,7 @@ def seeds(method: str, by_seed: dict[int, dict], **common) -> list[dict]:
 def test_a_comparison_holds_only_by_more_than_the_seed_spread():
     """Blur on two seeds each: margins 10 and 9 points of gradient error over a seed spread of 3 hold; the same
     seed-0 numbers beside seed-1 runs 12-13 points away (spread 13) are not measurable; swapped, they fail."""
-    blur = CLAIMS_BY_KEY["blur"]
+    blur = CLAIMS_BY_KEY["blur:edges"]
     image_loss = seeds("image-loss", {0: {"gradient_error_pct": 110.0}, 1: {"gradient_error_pct": 112.0}})
     deepsim = seeds("deepsim", {0: {"gradient_error_pct": 100.0}, 1: {"gradient_error_pct": 103.0}})
     status, lines = claims.assess(blur, image_loss + deepsim)

@@ -239,3 +239,26 @@ def test_one_measure_scores_autoencoders_and_vaes(kind, assets):
         torch.testing.assert_close(reference.features, model.encode(images))
     assert numbers["image_error_pct"] == pytest.approx(100 * normalised_error(expected, images))
     assert numbers["identification"]["chance_pct"] == pytest.approx(100 / 6)
+
+
+def test_spectral_scores_follow_the_generators_lattice(assets):
+    """The fine power off G's lattice is scored where G's up-sampling period divides the image (CONV5*: a 6×6 code,
+    four ×2 up-convolutions, period 16 at 96 px) and left out where it cannot lie on whole frequencies."""
+    from types import SimpleNamespace
+
+    from repro.data import list_images, load_images
+    from repro.evaluation.scores import lattice_period_of, make_reference, score
+    from repro.nets.generator import Generator
+
+    assert lattice_period_of(SimpleNamespace(generator=Generator((256, 6, 6), 96, width=0.125))) == 16
+    assert lattice_period_of(SimpleNamespace(generator=Generator((256, 2, 2), 96, width=0.125))) is None  # 64 ∤ 96
+    assert lattice_period_of(SimpleNamespace()) is None
+    images = load_images(list_images(assets / "imagenet-1k-256")[:8], 96)
+    features = images.mean((2, 3))
+    no_metrics = lambda a, b: {}  # noqa: E731 (the image metrics are not under test here)
+    ref = make_reference(images, features, lattice_period=16)
+    same = score(ref, images, features, no_metrics)
+    assert same["fine_power_pct"] == pytest.approx(100) and same["lattice_excess"] == pytest.approx(1)
+    flat = score(ref, images.mean((2, 3), keepdim=True).expand_as(images), features, no_metrics)
+    assert flat["fine_power_pct"] < 1
+    assert "fine_power_pct" not in score(make_reference(images, features), images, features, no_metrics)

@@ -215,7 +215,7 @@ def test_conv5star_runs_are_tabled_per_seed_and_judged_apart_from_the_96_px_runs
             "at 227 px); trained on 'caltech101', batch 32, generator width 0.5, 2,400 steps "
             "scheduled") in section
     assert ("| [conv5star/seed1](conv5star/seed1/eval/metrics.json) | deepsim | 1 | 2400 | 57.0 | 62.0 | 41 | 12 | "
-            "0.600 | 100 | 70.0 | – |") in section
+            "0.600 | 100 | – | – | 70.0 | – |") in section
     assert "| [conv5star-image/seed0](conv5star-image/seed0/eval/metrics.json) | image-loss | 0 | 2400 | 50.0 | 80.0 |" in section
     # mean ± (max − min) over the seeds; a metric equal over the seeds has spread 0
     assert "| deepsim (C = alexnet:pool5) | 2400 | 0, 1 | 56.0 ± 2.0 | 61.0 ± 2.0 | 40 ± 1 | 12 ± 0 |" in section

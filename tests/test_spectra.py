@@ -32,12 +32,15 @@ def test_scores_separate_blur_noise_and_lattice(images):
     cases = {"same": images, "blurred": gaussian_blur(images, 9, 2.0), "noisy": images + rms * noise,
              "lattice": images + rms * lattice(images.shape, 16)}
     scores = {name: spectral_scores(x, images, period=16) for name, x in cases.items()}
-    assert scores["same"] == pytest.approx({"fine_power_ratio": 1.0, "lattice_excess": 1.0})
+    assert scores["same"] == pytest.approx({"fine_power_ratio": 1.0, "off_lattice_power_ratio": 1.0,
+                                            "lattice_excess": 1.0})
     assert scores["blurred"]["fine_power_ratio"] < 0.2            # blur: the fine power is gone…
     assert 0.5 < scores["blurred"]["lattice_excess"] < 2          # …on and off the lattice alike
     assert scores["noisy"]["fine_power_ratio"] > 1                # noise has fine power: a description, no claim
     assert 0.5 < scores["noisy"]["lattice_excess"] < 2
-    assert scores["lattice"]["lattice_excess"] > 5                # the lattice is told from noise
+    assert scores["lattice"]["lattice_excess"] > 5                # the lattice is told from noise…
+    assert scores["lattice"]["off_lattice_power_ratio"] < 1.1     # …and does not pass for fine detail off it
+    assert scores["blurred"]["off_lattice_power_ratio"] < 0.2
     # a lattice of another period than G's is not counted as G's
     assert spectral_scores(images + rms * lattice(images.shape, 3), images, period=16)["lattice_excess"] < 2
 
@@ -60,3 +63,19 @@ def test_grid_round_trip_and_command(images, tmp_path, capsys):
     (tmp_path / "bad.webp").write_text("not an image")
     assert spectra.main([str(tmp_path / "bad.webp"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().startswith("error:")
+
+
+def test_blur_is_read_in_power_not_in_gradient_error(images):
+    """Why the blur claim reads the fine power, not the gradient error (repro.reporting.claims): a sharp generator
+    that is unsure where the fine details go can at best draw them from the right distribution (the blurred
+    original plus another image's fine detail stands in for such a sample). Its gradient error is then about √2
+    times the conditional mean's (the blurred original's, what the image loss learns), however sharp it is;
+    the off-lattice power tells the two apart."""
+    from repro.evaluation.metrics import gradient_error
+
+    mean = gaussian_blur(images, 9, 2.0)
+    other = images.roll(1, dims=0)
+    sample = mean + (other - gaussian_blur(other, 9, 2.0))
+    assert gradient_error(sample, images).mean() > 1.25 * gradient_error(mean, images).mean()
+    sharp, blurred = (spectral_scores(x, images, period=16)["off_lattice_power_ratio"] for x in (sample, mean))
+    assert sharp > 0.5 > 0.2 > blurred

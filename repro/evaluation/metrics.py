@@ -13,7 +13,8 @@ constant offset leave every difference's norm unchanged, and the ×255 scale mul
 alike, so the ratio computed on our [0, 1] RGB pipeline images is the same number.
 
 `gradient_error` (how far a reconstruction's edges are from its original's; blur scores below a flat image,
-noise and textures above) judges the "pixel losses blur" claim; `gradient_energy` only describes contrast.
+noise and textures above) and `gradient_energy` (contrast) describe edges; the "pixel losses blur" claim reads
+the fine-scale power off G's lattice (`repro.evaluation.spectra`), for the reason `gradient_error` gives.
 
 SSIM and MS-SSIM come from `repro.ssim` (small-image scale fallback documented there); LPIPS from the `lpips`
 package with the AlexNet backbone given explicitly (our offline torchvision-layout weights).
@@ -136,8 +137,7 @@ def gradient_energy(images: Tensor) -> Tensor:
 
     How much local contrast an image has, whatever its origin: noise and checkerboard textures count as much
     as the original's edges, so it can say *that* an image is smooth but not that it is sharp. `scores.score`
-    reports it (`sharpness_pct`, over the originals') as a description; the blur claim rests on
-    `gradient_error` instead. Our addition; neither paper defines it.
+    reports it (`sharpness_pct`, over the originals') as a description. Our addition; neither paper defines it.
     """
     if images.dim() != 4:
         raise ValueError(f"gradient_energy: expected (B, C, H, W) images, got {tuple(images.shape)}")
@@ -156,9 +156,14 @@ def gradient_error(reconstructions: Tensor, originals: Tensor) -> Tensor:
     edges and so scores between 0 and 1; noise or a texture adds gradients the original lacks, which count
     against it, however much "contrast" they add. On real images, at equal pixel error (RMS), the original
     plus white noise or a 2-px checkerboard scores worse than the original blurred (tests/test_evaluate.py),
-    where `gradient_energy` ranks both "sharper". This is the sharpness of the papers' claim read as agreement
-    with the original (the blur the papers complain of is missing structure; hallucinated texture is not its
-    cure). Our addition; neither paper defines a number for it.
+    where `gradient_energy` ranks both "sharper". Our addition; neither paper defines a number for it.
+
+    Why it cannot judge the blur claim: it is an L2 distance after a linear map, so the conditional mean of
+    the images given the code (what the image loss learns) minimises it. A generator that draws the fine
+    details the code leaves open, even from exactly the right distribution, scores √2 times the mean's residual
+    (two independent draws differ by twice the variance); at an image loss of ~100 % that is ~141 %, however
+    sharp and natural its images (tests/test_spectra.py shows it on real images). The claim reads
+    `repro.evaluation.spectra`'s fine-scale power instead; this number stays a description of edge agreement.
 
     Args:
         reconstructions, originals: (B, C, H, W), same shape; originals must not be flat.
@@ -305,6 +310,9 @@ METRICS: dict[str, Metric] = {metric.key: metric for metric in (
     Metric("lpips", "LPIPS", "{:.3f}", "lower", _lpips),
     Metric("gradient_error_pct", "gradient err. (%)", "{:.0f}", "lower"),
     Metric("sharpness_pct", "sharpness (%)", "{:.0f}", None),  # gradient energy over the originals': noise counts
+    # fine-scale power (periods ≤ 8 px) kept, off G's lattice (repro.evaluation.spectra): what the blur claim reads
+    Metric("fine_power_pct", "fine power, off lattice (%)", "{:.0f}", None),
+    Metric("lattice_excess", "lattice excess (×)", "{:.1f}", "lower"),  # power on G's lattice over what is due there
     Metric("nn_own_image_pct", "NN = own, image (%)", "{:.0f}", "higher"),
     Metric("nn_own_feature_pct", "NN = own, feature (%)", "{:.0f}", "higher"),
 )}

@@ -21,6 +21,7 @@ from repro.config import Config
 from repro.data import list_images, load_images, resolve_folder
 from repro.errors import DeepsimError
 from repro.evaluation import metrics as metric_lib
+from repro.evaluation.spectra import spectral_scores
 from repro.weights import alexnet_tv_state_dict
 
 # The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
@@ -94,8 +95,10 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, ba
 @dataclass
 class Reference:
     """The originals, their features, the paper's normalisers N (image space, feature space), the
-    originals' total gradient energy (the denominator of every method's sharpness) and, when measured, the
-    originals' features in the independent network (`INDEPENDENT_NET`) with their N."""
+    originals' total gradient energy (the denominator of every method's sharpness), when measured, the
+    originals' features in the independent network (`INDEPENDENT_NET`) with their N, and the up-sampling
+    period of the generator under test (`lattice_period`, 2 ** its stride-2 up-convolutions), whose lattice the
+    fine-power score leaves out (`repro.evaluation.spectra`); None: no spectral scores."""
 
     images: torch.Tensor
     features: torch.Tensor
@@ -104,15 +107,29 @@ class Reference:
     gradient_energy: float
     independent_features: torch.Tensor | None = None
     independent_norm: float | None = None
+    lattice_period: int | None = None
 
 
 def make_reference(images: torch.Tensor, features: torch.Tensor,
-                   independent_features: torch.Tensor | None = None) -> Reference:
+                   independent_features: torch.Tensor | None = None, lattice_period: int | None = None
+                   ) -> Reference:
     independent_norm = (None if independent_features is None
                         else float(metric_lib.pairwise_mean_distance(independent_features)))
     return Reference(images, features, float(metric_lib.pairwise_mean_distance(images)),
                      float(metric_lib.pairwise_mean_distance(features)),
-                     float(metric_lib.gradient_energy(images).sum()), independent_features, independent_norm)
+                     float(metric_lib.gradient_energy(images).sum()), independent_features, independent_norm,
+                     lattice_period)
+
+
+def lattice_period_of(model: Any) -> int | None:
+    """The up-sampling period of a model's generator (2 ** its stride-2 up-convolutions) where it divides the
+    output side at least 4 times, so that its lattice lies on whole frequencies and leaves most of them free;
+    else None (no spectral scores)."""
+    generator = getattr(model, "generator", None)
+    n_up, side = getattr(generator, "n_up", None), getattr(generator, "resolution", None)
+    if n_up is None or side is None or side % 2**n_up or side // 2**n_up < 4:
+        return None
+    return 2**n_up
 
 
 def nearest_is_own(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -125,7 +142,8 @@ def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
           image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
           independent_features: torch.Tensor | None = None) -> dict[str, Any]:
     """Every number of one method: the paper's errors (%), the feature error in the independent network (%,
-    None when not measured), image metrics, gradient error (%), nearest-neighbour retrieval (%) and whether
+    None when not measured), image metrics, gradient error (%), the fine-scale power kept off G's lattice (%)
+    and the lattice's excess (where `ref.lattice_period` is known), nearest-neighbour retrieval (%) and whether
     that is above chance."""
     independent = None
     if independent_features is not None and ref.independent_features is not None:
@@ -139,6 +157,11 @@ def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
     result.update(image_metrics(reconstructions, ref.images))
     result["gradient_error_pct"] = 100 * float(metric_lib.gradient_error(reconstructions, ref.images).mean())
     result["sharpness_pct"] = 100 * float(metric_lib.gradient_energy(reconstructions).sum()) / ref.gradient_energy
+    if ref.lattice_period is not None:
+        spectral = spectral_scores(reconstructions, ref.images, ref.lattice_period)
+        result["fine_power_pct"] = 100 * spectral["off_lattice_power_ratio"]
+        result["lattice_excess"] = spectral["lattice_excess"]
+        result["lattice_period"] = ref.lattice_period
     result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
     result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
     result["identification"] = identification(result, ref.images.shape[0])
@@ -167,7 +190,7 @@ def reference_of(model: Any, images: torch.Tensor, batch_size: int, progress: bo
         features = batched(encode, images, batch_size, device, "encode", progress)
     originals_independent = (None if independent is None else
                              batched(independent, images, batch_size, device, "independent net", progress))
-    return make_reference(images, features, originals_independent)
+    return make_reference(images, features, originals_independent, lattice_period_of(model))
 
 
 def measure(model: Any, ref: Reference, image_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],

@@ -57,12 +57,24 @@ def bands(height: int, width: int, period: int) -> tuple[Tensor, Tensor]:
     return fine, lattice
 
 
+def near(mask: Tensor) -> Tensor:
+    """`mask` and its eight neighbours on the (periodic) frequency grid: the Hann window's main lobe spreads a
+    pure tone over ±1 cycle, more of its power than stays on the tone's own cell."""
+    out = mask.clone()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            out |= mask.roll((dy, dx), dims=(0, 1))
+    return out
+
+
 RING = 4  # width in cycles of the rings that set each lattice point's expected power (blur is radial)
 
 
 def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> dict[str, float]:
     """`fine_power_ratio`: the reconstructions' power at periods ≤ 8 px over the originals' (1 = as much fine
-    structure as the originals, 0 = all of it blurred away). `lattice_excess`: the reconstructions' power on the
+    structure as the originals, 0 = all of it blurred away). `off_lattice_power_ratio`: the same ratio with G's
+    lattice points and their window's spread (`near`) left out of both sums, so that a lattice cannot pass for fine detail (what the blur claim
+    reads, `repro.reporting.claims`). `lattice_excess`: the reconstructions' power on the
     harmonics of `period` (G's total up-sampling factor: 16 for four ×2 up-convolutions) over what the rest of
     the fine band predicts there: the originals' power at each lattice point times the reconstruction/original
     ratio off the lattice in its ring of radius (so that blur, which falls with radius, cancels). 1 = no lattice."""
@@ -80,6 +92,7 @@ def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> 
         ratio = rec[rest & in_ring].sum() / orig[rest & in_ring].sum()
         expected = expected + orig[lattice & in_ring].sum() * ratio
     return {"fine_power_ratio": float(rec[fine].sum() / orig[fine].sum()),
+            "off_lattice_power_ratio": float(rec[fine & ~near(lattice)].sum() / orig[fine & ~near(lattice)].sum()),
             "lattice_excess": float(rec[lattice].sum() / expected)}
 
 

@@ -112,9 +112,10 @@ def table2(root: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # CONV5*
 # ---------------------------------------------------------------------------------------------------
-# What each CONV5* run is shown with: errors, whether it finds its own originals, LPIPS, edges, the independent net
+# What each CONV5* run is shown with: errors, whether it finds its own originals, LPIPS, edges, fine power kept off
+# G's lattice (blur) and the lattice's excess, the independent net
 STAR_METRICS = ("image_error_pct", "feature_error_pct", "nn_own_image_pct", "nn_own_feature_pct", "lpips",
-                "gradient_error_pct", "independent_feature_error_pct")
+                "gradient_error_pct", "fine_power_pct", "lattice_excess", "independent_feature_error_pct")
 
 
 def _shape(shape: list[int]) -> str:
@@ -250,7 +251,8 @@ def figures(root: Path) -> list[str]:
 
 
 # The metrics (METRICS) shown for each row of a side-by-side figure, where its evaluation is published
-FIGURE_METRICS = ("image_error_pct", "feature_error_pct", "lpips", "gradient_error_pct", "sharpness_pct")
+FIGURE_METRICS = ("image_error_pct", "feature_error_pct", "lpips", "gradient_error_pct", "sharpness_pct",
+                  "fine_power_pct")
 
 
 def figure_metrics(root: Path, rows: list[dict[str, Any]]) -> list[str]:
