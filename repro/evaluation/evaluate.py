@@ -10,7 +10,8 @@ Loads a run folder (config + newest intact checkpoint), reconstructs the first `
   conv block), so that a feature-space claim is not only checked in the space the full model was trained in;
 - PSNR, SSIM, MS-SSIM and LPIPS (AlexNet backbone) from `metrics`; the gradient error
   ‖∇b − ∇a‖ / ‖∇a‖ in % (`metrics.gradient_error`: how far the reconstruction's edges are from the
-  original's — 100 % = flat, above = invented structure), on which the "pixel losses blur" claim is judged;
+  original's — 100 % = flat, above = invented structure; the `blur:edges` reading); the fine power kept off G's
+  up-sampling lattice and that lattice's excess (`spectra`; the "pixel losses blur" claim reads the fine power);
   and, descriptive only, sharpness: the reconstructions' gradient energy over the originals' (noise counts);
 - how often a reconstruction's nearest evaluation image, in image and in feature space, is its own original,
   and whether that is well above chance (`identification`: a comparison between two runs means something

@@ -1,14 +1,15 @@
 """Where a generator's fine structure lies in frequency: how much of the originals' fine-scale power the
 reconstructions keep, and how much of it piles up on the lattice of the generator's own up-sampling.
 
-Why: the blur claim's score (`metrics.gradient_error`) is an L2 distance after a linear map (finite differences),
+Why: the edge score (`metrics.gradient_error`, the `blur:edges` reading) is an L2 distance after a linear map (finite differences),
 so the generator that minimises the image loss, which learns the conditional mean of the images given the code,
 also minimises the gradient error in expectation; a sharp generator that places its details with any
 uncertainty scores worse. These two numbers separate what that one score mixes: *blur*, fine-scale power lost
 (`fine_power_ratio` ≪ 1), and a *lattice*, power concentrated at the harmonics of G's up-sampling period, the
-checkerboard of strided transposed convolutions (Odena et al., Distill 2016; `lattice_excess` ≫ 1). They are
-descriptions, not claims: noise of the right strength has a fine-power ratio of 1 too. Our addition; neither
-paper defines them.
+checkerboard of strided transposed convolutions (Odena et al., Distill 2016; `lattice_excess` ≫ 1). The blur claim reads the fine
+power off the lattice (`off_lattice_power_ratio`); it says nothing of whether the details are right (noise of
+the right strength has a ratio of 1 too), which the identification rule every claim pair is held to checks.
+Our addition; neither paper defines them.
 
 `grid_pairs` reads the pairs back from a committed reconstruction grid (original | reconstruction, as
 `repro.evaluate` writes them), so that runs whose checkpoints were not published can be measured alike.
@@ -73,11 +74,12 @@ RING = 4  # width in cycles of the rings that set each lattice point's expected 
 def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> dict[str, float]:
     """`fine_power_ratio`: the reconstructions' power at periods ≤ 8 px over the originals' (1 = as much fine
     structure as the originals, 0 = all of it blurred away). `off_lattice_power_ratio`: the same ratio with G's
-    lattice points and their window's spread (`near`) left out of both sums, so that a lattice cannot pass for fine detail (what the blur claim
-    reads, `repro.reporting.claims`). `lattice_excess`: the reconstructions' power on the
-    harmonics of `period` (G's total up-sampling factor: 16 for four ×2 up-convolutions) over what the rest of
-    the fine band predicts there: the originals' power at each lattice point times the reconstruction/original
-    ratio off the lattice in its ring of radius (so that blur, which falls with radius, cancels). 1 = no lattice."""
+    lattice points and their window's spread (`near`) left out of both sums, so that a lattice cannot pass for
+    fine detail (what the blur claim reads, `repro.reporting.claims`). `lattice_excess`: the reconstructions'
+    power on the harmonics of `period` (G's total up-sampling factor: 16 for four ×2 up-convolutions) over what
+    the rest of the fine band predicts there: the originals' power at each lattice point times the
+    reconstruction/original ratio off the lattice in its ring of radius (so that blur, which falls with radius,
+    cancels). 1 = no lattice."""
     if reconstructions.shape != originals.shape:
         raise ValueError(f"spectral_scores: reconstructions {tuple(reconstructions.shape)} and originals "
                          f"{tuple(originals.shape)} must have the same shape")
