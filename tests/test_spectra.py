@@ -79,3 +79,27 @@ def test_blur_is_read_in_power_not_in_gradient_error(images):
     assert gradient_error(sample, images).mean() > 1.25 * gradient_error(mean, images).mean()
     sharp, blurred = (spectral_scores(x, images, period=16)["off_lattice_power_ratio"] for x in (sample, mean))
     assert sharp > 0.5 > 0.2 > blurred
+
+
+def test_band_agreement_tells_the_originals_detail_from_drawn_detail(images):
+    """Power says how much detail, gain whether it is the original's: the originals themselves have power and gain
+    1 in every band; a blur keeps the coarse bands and loses the fine ones in both; the same sample as above has
+    the fine power but not the gain (its fine detail is another image's); and the originals shifted by 3 px, the
+    right detail in the wrong place, keep the power and lose the fine gain."""
+    from repro.evaluation.spectra import band_agreement
+
+    def read(x):
+        return band_agreement(x, images, period=16)
+
+    same = read(images)
+    assert all(abs(b["power"] - 1) < 1e-9 and abs(b["gain"] - 1) < 1e-9 for b in same.values())
+    blurred = read(gaussian_blur(images, 9, 2.0))
+    assert blurred[">32px"]["gain"] > 0.8 and blurred["<=8px"]["gain"] < 0.2 and blurred["<=8px"]["power"] < 0.2
+    mean = gaussian_blur(images, 9, 2.0)
+    other = images.roll(1, dims=0)
+    sample = read(mean + (other - gaussian_blur(other, 9, 2.0)))
+    assert sample["<=8px"]["power"] > 0.5 and abs(sample["<=8px"]["gain"]) < 0.2
+    shifted = read(images.roll(3, dims=3))
+    assert shifted["<=8px"]["power"] > 0.9 and shifted["<=8px"]["gain"] < 0.3 < shifted[">32px"]["gain"]
+    with pytest.raises(ValueError, match="shapes differ"):
+        band_agreement(images[:2], images[:3], period=16)

@@ -21,7 +21,7 @@ from repro.config import Config
 from repro.data import list_images, load_images, resolve_folder
 from repro.errors import DeepsimError
 from repro.evaluation import metrics as metric_lib
-from repro.evaluation.spectra import spectral_scores
+from repro.evaluation.spectra import band_agreement, spectral_scores
 from repro.weights import alexnet_tv_state_dict
 
 # The network of the independent feature error: SqueezeNet v1.0 (real ImageNet weights in the shared assets),
@@ -162,6 +162,9 @@ def score(ref: Reference, reconstructions: torch.Tensor, features: torch.Tensor,
         result["fine_power_pct"] = 100 * spectral["off_lattice_power_ratio"]
         result["lattice_excess"] = spectral["lattice_excess"]
         result["lattice_period"] = ref.lattice_period
+        # per octave: power kept and how much of it is the originals' structure in place (descriptive)
+        result["bands"] = {name: {key: round(value, 4) for key, value in numbers.items()}
+                           for name, numbers in band_agreement(reconstructions, ref.images, ref.lattice_period).items()}
     result["nn_own_image_pct"] = 100 * float(nearest_is_own(reconstructions, ref.images).double().mean())
     result["nn_own_feature_pct"] = 100 * float(nearest_is_own(features, ref.features).double().mean())
     result["identification"] = identification(result, ref.images.shape[0])

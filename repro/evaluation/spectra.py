@@ -26,18 +26,24 @@ from torch import Tensor
 FINE_BAND = 8  # "fine": periods of at most 8 px (at 96 px: 12 cycles or more per image side)
 
 
-def power_spectrum(images: Tensor) -> Tensor:
-    """Power of the mean-removed, Hann-windowed luminance (mean of the channels), summed over the batch: (H, W)
-    float64 on the unshifted grid (index k = k cycles per image side; negative frequencies from the end)."""
+def spectrum(images: Tensor) -> Tensor:
+    """The 2-D Fourier transform of each image's mean-removed, Hann-windowed luminance (mean of the channels):
+    (B, H, W) complex128 on the unshifted grid (index k = k cycles per image side; negative frequencies from the
+    end)."""
     if images.dim() != 4:
-        raise ValueError(f"power_spectrum: expected (B, C, H, W) images, got {tuple(images.shape)}")
+        raise ValueError(f"spectrum: expected (B, C, H, W) images, got {tuple(images.shape)}")
     grey = images.double().mean(1)
     grey = grey - grey.mean(dim=(1, 2), keepdim=True)
     # a Hann window: without it the jump at the image's wrap-around edge puts power on both axes, which blur
     # does not remove and which the axes' lattice points would count
     window = torch.outer(torch.hann_window(grey.shape[1], periodic=False, dtype=torch.float64),
                          torch.hann_window(grey.shape[2], periodic=False, dtype=torch.float64))
-    return torch.fft.fft2(grey * window).abs().square().sum(0)
+    return torch.fft.fft2(grey * window)
+
+
+def power_spectrum(images: Tensor) -> Tensor:
+    """`spectrum`'s power summed over the batch: (H, W) float64."""
+    return spectrum(images).abs().square().sum(0)
 
 
 def frequencies(height: int, width: int) -> tuple[Tensor, Tensor]:
@@ -96,6 +102,37 @@ def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> 
     return {"fine_power_ratio": float(rec[fine].sum() / orig[fine].sum()),
             "off_lattice_power_ratio": float(rec[fine & ~near(lattice)].sum() / orig[fine & ~near(lattice)].sum()),
             "lattice_excess": float(rec[lattice].sum() / expected)}
+
+
+# Octave bands by period in px at 96 px (in general: side/period cycles per image side), coarse to fine
+BANDS = ((">32px", 32, None), ("16-32px", 16, 32), ("8-16px", 8, 16), ("<=8px", None, 8))
+
+
+def band_agreement(reconstructions: Tensor, originals: Tensor, period: int) -> dict[str, dict[str, float]]:
+    """Per octave band (`BANDS`, G's lattice and its window spread left out), whether the reconstructions' structure
+    is the originals': `power`, their power over the originals' (as `spectral_scores`), and `gain`, the in-phase
+    part, Σ Re(R·O*) / Σ |O|² over the band's cells (1 = the originals' structure reproduced in place, 0 = none of
+    it: blurred away, or drawn somewhere else, as noise or an invented texture is). Power without gain is detail
+    the generator draws that the original does not have there. Our addition, to read the blur claim's power with."""
+    if reconstructions.shape != originals.shape:
+        raise ValueError(f"band_agreement: shapes differ: {tuple(reconstructions.shape)} vs {tuple(originals.shape)}")
+    rec, orig = spectrum(reconstructions), spectrum(originals)
+    height, width = originals.shape[-2:]
+    fy, fx = frequencies(height, width)
+    # the band of a cell: its coarser axis' period, as FINE_BAND counts "fine" (periods ≤ 8 px on either axis)
+    cycles = torch.maximum(fy.abs() / height, fx.abs() / width)
+    off_lattice = ~near(bands(height, width, period)[1])
+    out = {}
+    for name, shortest, longest in BANDS:
+        band = off_lattice & (cycles > 0)
+        if shortest is not None:
+            band &= cycles * shortest <= 1
+        if longest is not None:
+            band &= cycles * longest > 1
+        cross = (rec * orig.conj()).real[:, band].sum()
+        orig_power = orig.abs().square()[:, band].sum()
+        out[name] = {"power": float(rec.abs().square()[:, band].sum() / orig_power), "gain": float(cross / orig_power)}
+    return out
 
 
 def grid_pairs(path: Path, size: int, padding: int = 2) -> tuple[Tensor, Tensor]:
