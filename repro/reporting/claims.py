@@ -6,6 +6,8 @@ compares pairs of records of the same setting (same evaluation images, encoder a
 and the resolution the encoder saw them at, inverted layer and, for two trained generators, training steps and
 seed). Claims are judged per *scale* (`scale_of`: the image resolution and how the encoder saw the images, e.g.
 "96 px" or "CONV5* (96 px images, encoder at 227 px)"), so a run of one protocol never answers for another.
+A DeePSiM run stands for the paper's only with a comparator the paper's claims were made with
+(`PAPER_COMPARATORS`: Table 2's rows); Fig. 6's random-weight comparator is shown, not claimed in numbers.
 Each pair:
 - is *not measurable* when either run finds its own originals no better than the chance rule allows
   (`repro.evaluation.scores.identification`: ≥ 10 × 1/n): such a run shows one image whatever its input;
@@ -144,10 +146,24 @@ def same_comparator(a: dict, b: dict) -> bool:
     return not ca or not cb or ca == cb
 
 
+# The comparators the paper's claims were made with: Table 2's DeePSiM rows (AlexNet/CaffeNet CONV5, VideoNet
+# CONV5; Figs. 1 and 3 use AlexNet CONV5). A DeePSiM run with another comparator (Fig. 6's random weights) is
+# another experiment: the paper shows it, and claims nothing of it in numbers.
+PAPER_COMPARATORS = frozenset(c for row in TABLE["rows"] for c in row["comparators"] or ())
+
+
+def paper_comparator(record: dict) -> bool:
+    """No comparator (image loss, no-feat, M&V), or one the paper's claims were made with."""
+    found = comparator_id(record)
+    return not found or bool(set(found if isinstance(found, tuple) else (found,)) & PAPER_COMPARATORS)
+
+
 def pairs(records: list[dict], method_a: str, method_b: str, key: str | None = None) -> list[tuple[dict, dict]]:
-    """Comparable pairs (a of method_a, b of method_b); with `key`, only those where both records have it."""
+    """Comparable pairs (a of method_a, b of method_b), both with a comparator the paper's claims speak for (or
+    none); with `key`, only those where both records have it."""
     return [(a, b) for a in records for b in records
             if a["method"] == method_a and b["method"] == method_b and comparable(a, b) and same_comparator(a, b)
+            and paper_comparator(a) and paper_comparator(b)
             and (key is None or (a.get(key) is not None and b.get(key) is not None))]
 
 
@@ -289,7 +305,7 @@ def check_edges_agree_better(records: list[dict]) -> Verdict:
 def check_mv_extremes(records: list[dict], feature_key: str = "feature_error_pct") -> Verdict:
     """M&V has the highest image-space and the lowest feature-space error among Table 2's methods."""
     found = [(mv, other) for mv in records for other in records if mv["method"] == "mahendran-vedaldi"
-             and other["method"] != "mahendran-vedaldi" and other["method"] in TABLE2_METHODS and comparable(mv, other)
+             and other["method"] != "mahendran-vedaldi" and other["method"] in TABLE2_METHODS and paper_comparator(other) and comparable(mv, other)
              and other.get(feature_key) is not None and mv.get(feature_key) is not None]
     return judge(found, records, lambda mv, other: (mv["image_error_pct"] > other["image_error_pct"]
                                                     and mv[feature_key] < other[feature_key]),
