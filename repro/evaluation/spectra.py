@@ -1,15 +1,15 @@
 """Where a generator's fine structure lies in frequency: how much of the originals' fine-scale power the
 reconstructions keep, and how much of it piles up on the lattice of the generator's own up-sampling.
 
-Why: the edge score (`metrics.gradient_error`, the `blur:edges` reading) is an L2 distance after a linear map (finite differences),
-so the generator that minimises the image loss, which learns the conditional mean of the images given the code,
-also minimises the gradient error in expectation; a sharp generator that places its details with any
-uncertainty scores worse. These two numbers separate what that one score mixes: *blur*, fine-scale power lost
-(`fine_power_ratio` ≪ 1), and a *lattice*, power concentrated at the harmonics of G's up-sampling period, the
-checkerboard of strided transposed convolutions (Odena et al., Distill 2016; `lattice_excess` ≫ 1). The blur claim reads the fine
-power off the lattice (`off_lattice_power_ratio`); it says nothing of whether the details are right (noise of
-the right strength has a ratio of 1 too), which the identification rule every claim pair is held to checks.
-Our addition; neither paper defines them.
+Why: the edge score (`metrics.gradient_error`, the `blur:edges` reading) is an L2 distance after a linear map
+(finite differences), so the generator that minimises the image loss, which learns the conditional mean of the
+images given the code, also minimises the gradient error in expectation; a sharp generator that places its
+details with any uncertainty scores worse. These two numbers separate what that one score mixes: *blur*,
+fine-scale power lost (`fine_power_ratio` ≪ 1), and a *lattice*, power concentrated at the harmonics of G's
+up-sampling period, the checkerboard of strided transposed convolutions (Odena et al., Distill 2016;
+`lattice_excess` ≫ 1). The blur claim reads the fine power off the lattice (`off_lattice_power_ratio`); it says
+nothing of whether the details are right (noise of the right strength has a ratio of 1 too), which the
+identification rule every claim pair is held to checks. Our addition; neither paper defines them.
 
 `grid_pairs` reads the pairs back from a committed reconstruction grid (original | reconstruction, as
 `repro.evaluate` writes them), so that runs whose checkpoints were not published can be measured alike.
@@ -99,8 +99,9 @@ def spectral_scores(reconstructions: Tensor, originals: Tensor, period: int) -> 
         in_ring = ring == r
         ratio = rec[rest & in_ring].sum() / orig[rest & in_ring].sum()
         expected = expected + orig[lattice & in_ring].sum() * ratio
+    off_lattice = fine & ~near(lattice)
     return {"fine_power_ratio": float(rec[fine].sum() / orig[fine].sum()),
-            "off_lattice_power_ratio": float(rec[fine & ~near(lattice)].sum() / orig[fine & ~near(lattice)].sum()),
+            "off_lattice_power_ratio": float(rec[off_lattice].sum() / orig[off_lattice].sum()),
             "lattice_excess": float(rec[lattice].sum() / expected)}
 
 

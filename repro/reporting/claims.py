@@ -305,7 +305,8 @@ def check_edges_agree_better(records: list[dict]) -> Verdict:
 def check_mv_extremes(records: list[dict], feature_key: str = "feature_error_pct") -> Verdict:
     """M&V has the highest image-space and the lowest feature-space error among Table 2's methods."""
     found = [(mv, other) for mv in records for other in records if mv["method"] == "mahendran-vedaldi"
-             and other["method"] != "mahendran-vedaldi" and other["method"] in TABLE2_METHODS and paper_comparator(other) and comparable(mv, other)
+             and other["method"] != "mahendran-vedaldi" and other["method"] in TABLE2_METHODS
+             and paper_comparator(other) and comparable(mv, other)
              and other.get(feature_key) is not None and mv.get(feature_key) is not None]
     return judge(found, records, lambda mv, other: (mv["image_error_pct"] > other["image_error_pct"]
                                                     and mv[feature_key] < other[feature_key]),
